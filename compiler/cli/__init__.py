@@ -1,0 +1,1 @@
+"""The `vlc` command line: one module per command group, one output module (console)."""

@@ -1,0 +1,87 @@
+"""The root `vlc` application: global options, command registration, one-line errors."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+
+import typer
+
+from vlc.cli.console import err, state
+from vlc.errors import VlcError
+
+app = typer.Typer(
+    name="vlc",
+    help="Compile vision and vision-language models for TensorRT, Ascend, ONNX Runtime and PyTorch; "
+         "run, profile, compare and report.",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Built-in command modules; each defines `register(app)`. Third-party commands come through
+# the register_commands hook.
+COMMAND_MODULES = (
+    "vlc.cli.export_cmd",
+    "vlc.cli.compile_cmd",
+    "vlc.cli.run_cmd",
+    "vlc.cli.profile_cmd",
+    "vlc.cli.compare_cmd",
+    "vlc.cli.targets_cmd",
+    "vlc.cli.check_cmd",
+    "vlc.cli.bench_cmd",
+    "vlc.cli.report_cmd",
+    "vlc.cli.plugins_cmd",
+)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    state.debug = debug
+    if version:
+        import vlc
+
+        typer.echo(f"vlc {vlc.__version__}")
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit()
+
+
+def build_app() -> typer.Typer:
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+    from vlc.plugin_manager import get_plugin_manager
+
+    get_plugin_manager().hook.register_commands(app=app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: returns (and exits with) the process status."""
+    args = sys.argv[1:] if argv is None else argv
+    state.debug = "--debug" in args
+    try:
+        build_app()
+        app(args=args, prog_name="vlc")  # usage errors and --help exit through SystemExit
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except VlcError as exc:
+        if state.debug:
+            traceback.print_exc()
+        err.print(f"[bold red]error:[/] {exc.line()}", highlight=False)
+        code = exc.exit_code
+    except Exception as exc:  # a bug or an unexpected library failure: still one line
+        if state.debug:
+            traceback.print_exc()
+        err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc} — rerun with --debug for the "
+                  "traceback and report it if it looks like a vlc bug", highlight=False)
+        code = 1
+    if argv is None:
+        sys.exit(code)
+    return code

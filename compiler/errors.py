@@ -1,0 +1,49 @@
+"""One error type for everything a user can get wrong.
+
+Every user-facing failure is a VlcError carrying what went wrong, where, and what to do;
+the CLI prints it as one line and exits non-zero (the traceback only with --debug).
+"""
+
+from __future__ import annotations
+
+
+class VlcError(Exception):
+    """A failure the user can act on: `what` happened at `where`; `fix` says what to do."""
+
+    exit_code = 2
+
+    def __init__(self, what: str, *, where: str | None = None, fix: str | None = None):
+        self.what = what
+        self.where = where
+        self.fix = fix
+        super().__init__(self.line())
+
+    def line(self) -> str:
+        parts = [self.what if self.where is None else f"{self.what} ({self.where})"]
+        if self.fix:
+            parts.append(self.fix)
+        return " — ".join(parts)
+
+
+class InputError(VlcError):
+    """Bad user input: files, names, shapes, dtypes, options."""
+
+
+class ExportError(VlcError):
+    """The model could not be exported or normalized to ONNX."""
+
+
+class TargetUnavailable(VlcError):
+    """The target's SDK or hardware is not present on this machine."""
+
+    exit_code = 3
+
+
+class CompileError(VlcError):
+    """The backend compiler rejected the graph."""
+
+
+class AccuracyError(VlcError):
+    """An accuracy check failed its tolerance."""
+
+    exit_code = 4

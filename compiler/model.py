@@ -1,0 +1,104 @@
+"""ModelSource: a PyTorch model with named inputs, how to generate them, and its batch sweep.
+
+Example factories return one; `file.py:factory` and `package.module:factory` may return one,
+or a plain `(module, example_inputs)` pair that vlc turns into one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from vlc.signature import Dim, TensorSig
+
+BATCH = "batch"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input and how to generate realistic values for it.
+
+    `kind`: "normal" (mean/std via low/high), "uniform" [low, high), "int" [low, high), "bool".
+    Dims named BATCH are the dynamic batch axis.
+    """
+
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str = "float32"
+    kind: str = "normal"
+    low: float = 0.0
+    high: float = 1.0
+
+    def sig(self) -> TensorSig:
+        return TensorSig(self.name, self.dtype, self.shape)
+
+    def generate(self, batch: int, rng: np.random.Generator) -> np.ndarray:
+        shape = TensorSig(self.name, self.dtype, self.shape).concrete(batch)
+        if self.kind == "int":
+            return rng.integers(int(self.low), int(self.high), size=shape).astype(self.dtype)
+        if self.kind == "bool":
+            return rng.random(shape) < 0.5
+        if self.kind == "uniform":
+            return rng.uniform(self.low, self.high, size=shape).astype(self.dtype)
+        return (rng.standard_normal(shape) * self.high + self.low).astype(self.dtype)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
+                "kind": self.kind, "low": self.low, "high": self.high}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "InputSpec":
+        return cls(data["name"], tuple(data["shape"]), data["dtype"], data["kind"],
+                   data["low"], data["high"])
+
+
+InputGenerator = Callable[[int, int], dict[str, np.ndarray]]
+
+
+@dataclass
+class ModelSource:
+    """A PyTorch model ready for export: forward takes the inputs positionally in `inputs` order."""
+
+    name: str
+    ref: str  # how to load it again: example name, file.py:factory, package.module:factory
+    module: Any  # torch.nn.Module; typed loosely so this module imports without torch
+    inputs: list[InputSpec]
+    output_names: list[str]
+    batch_sizes: tuple[int, ...] = (1, 8)
+    generator: InputGenerator | None = None  # (batch, seed) -> feeds; richer than per-input specs
+    opset: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def generate_inputs(self, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+        if self.generator is not None:
+            return self.generator(batch, seed)
+        return generate_from_specs(self.inputs, batch, seed)
+
+    @property
+    def dynamic_batch(self) -> bool:
+        return any(BATCH in spec.shape for spec in self.inputs)
+
+
+def generate_from_specs(specs: list[InputSpec], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {spec.name: spec.generate(batch, rng) for spec in specs}
+
+
+def specs_from_signature(inputs: tuple[TensorSig, ...]) -> list[InputSpec]:
+    """Generic generators for a bare ONNX graph: normal floats, small ints, random bools.
+
+    Integer inputs get values in [0, 2) because their valid range (vocabulary size,
+    index bounds) is not in the graph; vlc-exported graphs carry better specs in metadata.
+    """
+    specs = []
+    for sig in inputs:
+        shape = tuple(BATCH if not isinstance(d, int) else d for d in sig.shape)
+        if sig.dtype == "bool":
+            specs.append(InputSpec(sig.name, shape, "bool", "bool"))
+        elif np.issubdtype(np.dtype(sig.dtype), np.integer):
+            specs.append(InputSpec(sig.name, shape, sig.dtype, "int", 0, 2))
+        else:
+            specs.append(InputSpec(sig.name, shape, sig.dtype, "normal", 0.0, 1.0))
+    return specs

@@ -1,0 +1,91 @@
+"""The plugin manager: built-in targets and passes load as default plugins, others by entry point.
+
+Set VLC_PLUGINS to a comma-separated list of plugin names to load only those third-party
+plugins (an empty value loads none); built-ins always load.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from vlc import hookspecs
+from vlc.errors import InputError
+
+if TYPE_CHECKING:
+    from vlc.frontend.passes import GraphPass
+    from vlc.target import Target
+
+ENTRY_POINT_GROUP = "vlc"
+
+# Modules that implement hooks for the built-in targets, passes and plugins.
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "vlc.targets.torch.plugin",
+    "vlc.targets.onnxruntime.plugin",
+    "vlc.targets.trt.plugin",
+    "vlc.targets.ascend.plugin",
+    "vlc.frontend.builtin_passes",
+    "vlc.ascend_patches.plugin",
+    "vlc.plugins.builtin",
+)
+
+load_errors: list[str] = []
+
+
+@cache
+def get_plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("vlc")
+    pm.add_hookspecs(hookspecs)
+    for module_name in DEFAULT_PLUGINS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:  # a built-in with a missing optional dependency
+            load_errors.append(f"{module_name}: {exc}")
+            continue
+        pm.register(module, name=module_name)
+    allowed = os.environ.get("VLC_PLUGINS")
+    if allowed is None:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    else:
+        for name in filter(None, (n.strip() for n in allowed.split(","))):
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=name)
+    return pm
+
+
+def _collect(hook_name: str) -> list[Any]:
+    items: list[Any] = []
+    getattr(get_plugin_manager().hook, hook_name)(register=items.append)
+    return items
+
+
+@cache
+def targets() -> dict[str, "Target"]:
+    found: dict[str, Target] = {}
+    for target in _collect("register_targets"):
+        if target.name in found:
+            raise InputError(f"two plugins register target '{target.name}'",
+                             fix="uninstall one of them or limit loading with VLC_PLUGINS")
+        found[target.name] = target
+    return found
+
+
+def get_target(name: str) -> "Target":
+    known = targets()
+    if name not in known:
+        raise InputError(f"unknown target '{name}'",
+                         fix=f"choose one of: {', '.join(sorted(known))} (see `vlc targets`)")
+    return known[name]
+
+
+@cache
+def passes() -> dict[str, "GraphPass"]:
+    return {p.name: p for p in _collect("register_passes")}
+
+
+@cache
+def op_plugins() -> dict[str, Any]:
+    return {p.name: p for p in _collect("register_plugins")}

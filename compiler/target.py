@@ -1,0 +1,197 @@
+"""The Target plugin interface: public methods validate and time uniformly; backends fill `_impl`s.
+
+A backend subclasses Target, sets its class attributes and implements `_compile`, `_open`
+(and optionally `_profile`). Vendor SDKs are imported inside those methods only, so
+`vlc --help` and `vlc targets` work on machines without them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Protocol
+
+import numpy as np
+
+import vlc
+from vlc.artifact import Artifact, BuildDir, building, cache_key, finalize, find_reusable, graph_hash
+from vlc.errors import InputError, TargetUnavailable
+from vlc.model import InputSpec, ModelSource
+from vlc.signature import Signature, onnx_signature
+from vlc.spec import Precision, TargetSpec
+from vlc.timing import LatencyStats, ProfileResult, ProfileSettings, time_host_calls, variation_warning
+
+
+@dataclass
+class Availability:
+    ok: bool
+    reason: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    devices: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CompileSource:
+    """What a target compiles: the normalized fp32 ONNX graph and, when known, its torch source."""
+
+    onnx_path: Path
+    ref: str
+    input_specs: list[InputSpec]
+    model: ModelSource | None = None
+
+    @property
+    def signature(self) -> Signature:
+        return onnx_signature(self.onnx_path)
+
+
+@dataclass(frozen=True)
+class OptionInfo:
+    help: str
+    type: type = str
+    default: Any = None
+
+
+class Session(Protocol):
+    """An opened artifact: call `run` many times, then `close`."""
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+class Target:
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    precisions: ClassVar[tuple[Precision, ...]] = (Precision.FP32,)
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    options: ClassVar[dict[str, OptionInfo]] = {}
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    default_preset: ClassVar[str | None] = None
+
+    # ---- what a backend implements -------------------------------------------------------
+    def available(self) -> Availability:
+        raise NotImplementedError
+
+    def _compile(self, source: CompileSource, spec: TargetSpec, build: BuildDir) -> None:
+        """Write the compiled file(s) into build.path and record them in build.files."""
+        raise NotImplementedError
+
+    def _open(self, artifact: Artifact) -> Session:
+        raise NotImplementedError
+
+    def _profile(self, artifact: Artifact, session: Session, feeds: Mapping[str, np.ndarray],
+                 settings: ProfileSettings, batch: int) -> ProfileResult:
+        """Host-timed loop; GPU backends override with device-side timing."""
+        samples = time_host_calls(lambda: session.run(feeds), settings)
+        stats = LatencyStats.from_samples(samples)
+        return ProfileResult(batch=batch, latency=stats, includes_transfers=True,
+                             device=artifact.spec.device,
+                             warnings=variation_warning(stats, "latency"))
+
+    # ---- the uniform public interface ----------------------------------------------------
+    def require_available(self) -> Availability:
+        status = self.available()
+        if not status.ok:
+            raise TargetUnavailable(f"target '{self.name}' cannot run here: {status.reason}",
+                                    fix="run `vlc targets` to see what this machine supports")
+        return status
+
+    def validate_spec(self, spec: TargetSpec, signature: Signature) -> TargetSpec:
+        if spec.precision not in self.precisions:
+            raise InputError(f"target '{self.name}' does not support precision {spec.precision.value}",
+                             fix=f"use one of: {', '.join(p.value for p in self.precisions)}")
+        if spec.device not in self.devices:
+            raise InputError(f"target '{self.name}' has no device '{spec.device}'",
+                             fix=f"use one of: {', '.join(self.devices)}")
+        if unknown := sorted(set(spec.options) - set(self.options)):
+            known = ", ".join(sorted(self.options)) or "none"
+            raise InputError(f"unknown option(s) {', '.join(unknown)} for target '{self.name}'",
+                             fix=f"options of this target: {known}")
+        if spec.preset is None and self.default_preset:
+            spec.preset = self.default_preset
+        if spec.preset is not None and spec.preset not in self.presets:
+            known = ", ".join(sorted(self.presets)) or "none"
+            raise InputError(f"unknown preset '{spec.preset}' for target '{self.name}'",
+                             fix=f"presets of this target: {known}")
+        for name, shape_range in spec.shapes.items():
+            sig = signature.input(name)  # raises for unknown names: never a silent fallback
+            if len(sig.shape) != len(shape_range.min):
+                raise InputError(f"--shapes {name} has rank {len(shape_range.min)}, the input has "
+                                 f"{list(sig.shape)}", fix="give shapes of the input's rank")
+            for axis, dim in enumerate(sig.shape):
+                if isinstance(dim, int) and not shape_range.min[axis] == shape_range.max[axis] == dim:
+                    raise InputError(f"--shapes {name} changes fixed axis {axis} (size {dim})",
+                                     fix=f"keep axis {axis} at {dim}")
+        return spec
+
+    def compile(self, source: CompileSource, spec: TargetSpec, out_dir: str | Path, *,
+                force: bool = False) -> Artifact:
+        signature = source.signature
+        self.validate_spec(spec, signature)
+        status = self.require_available()
+        key = cache_key(graph_hash(source.onnx_path), spec)
+        if not force and (reused := find_reusable(Path(out_dir), key)):
+            return reused
+        with building(Path(out_dir)) as build:
+            build.tool_versions.update(status.versions)
+            start = time.perf_counter()
+            self._compile(source, spec, build)
+            seconds = time.perf_counter() - start
+            return finalize(build, Path(out_dir), {
+                "target": self.name, "preset": spec.preset, "precision": spec.precision.value,
+                "spec": spec.to_json(), "signature": signature.to_json(),
+                "batch_range": batch_range(spec, signature), "source": {
+                    "ref": source.ref, "onnx": str(source.onnx_path),
+                    "input_specs": [s.to_json() for s in source.input_specs]},
+                "cache": key, "vlc_version": vlc.__version__, "build_seconds": round(seconds, 3)})
+
+    def check_artifact(self, artifact: Artifact) -> None:
+        if artifact.target != self.name:
+            raise InputError(f"artifact {artifact.path} was built for target '{artifact.target}', "
+                             f"not '{self.name}'", fix=f"use --target {artifact.target}")
+
+    def validate_feeds(self, artifact: Artifact, feeds: Mapping[str, np.ndarray]) -> int:
+        batch = artifact.signature.validate_inputs(feeds)
+        lo, hi = artifact.manifest.get("batch_range") or (None, None)
+        if lo is not None and not lo <= batch <= hi:
+            raise InputError(f"batch {batch} is outside the compiled range {lo}..{hi}",
+                             where=str(artifact.path),
+                             fix=f"recompile with --batch {min(lo, batch)},{lo},{max(hi, batch)}")
+        return batch
+
+    def open(self, artifact: Artifact) -> Session:
+        self.check_artifact(artifact)
+        self.require_available()
+        return self._open(artifact)
+
+    def run(self, artifact: Artifact, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.validate_feeds(artifact, feeds)
+        session = self.open(artifact)
+        try:
+            return session.run(feeds)
+        finally:
+            session.close()
+
+    def profile(self, artifact: Artifact, feeds: Mapping[str, np.ndarray],
+                settings: ProfileSettings) -> ProfileResult:
+        batch = self.validate_feeds(artifact, feeds)
+        session = self.open(artifact)
+        try:
+            return self._profile(artifact, session, feeds, settings, batch)
+        finally:
+            session.close()
+
+
+def batch_range(spec: TargetSpec, signature: Signature) -> list[int] | None:
+    """The batch sizes an artifact accepts: from --batch or --shapes; None when unconstrained."""
+    if spec.batch:
+        return [spec.batch[0], spec.batch[2]]
+    dynamic_inputs = [t for t in signature.inputs if t.shape and not isinstance(t.shape[0], int)]
+    ranges = [spec.shapes[t.name] for t in dynamic_inputs if t.name in spec.shapes]
+    if ranges:
+        return [max(r.min[0] for r in ranges), min(r.max[0] for r in ranges)]
+    if signature.inputs and all(t.shape and isinstance(t.shape[0], int) for t in signature.inputs):
+        fixed = signature.inputs[0].shape[0]
+        return [fixed, fixed]
+    return None
