@@ -39,6 +39,19 @@ class CompileSource:
     ref: str
     input_specs: list[InputSpec]
     model: ModelSource | None = None
+    frontend: dict[str, Any] = field(default_factory=dict)  # what the front end did (report)
+
+    @property
+    def name(self) -> str:
+        return self.model.name if self.model is not None else self.onnx_path.stem
+
+    def generate_inputs(self, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+        """Realistic inputs: the model's own generator when known, else the input specs."""
+        from vlc.model import generate_from_specs
+
+        if self.model is not None:
+            return self.model.generate_inputs(batch, seed)
+        return generate_from_specs(self.input_specs, batch, seed)
 
     @property
     def signature(self) -> Signature:

@@ -1,5 +1,101 @@
-"""PLACEHOLDER: `vlc export` is being written; replace this whole module."""
+"""`vlc export MODEL -o out.onnx`: the front end on its own."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from vlc.cli import console
+from vlc.errors import InputError
 
 
-def register(app) -> None:  # noqa: ANN001
-    pass
+def frontend_options(exporter: str, opset: Optional[int], passes: Optional[str], no_simplify: bool,
+                     no_parity: bool, weights: Optional[str]) -> Any:
+    from vlc.frontend.pipeline import FrontendOptions
+
+    return FrontendOptions(exporter=exporter, opset=opset, simplify=not no_simplify,
+                           passes=None if passes is None else tuple(filter(None, passes.split(","))),
+                           parity=not no_parity, weights=weights)
+
+
+def print_frontend_report(report: dict[str, Any]) -> None:
+    """Node counts per stage and pass, and the parity table."""
+    if report.get("reused"):
+        console.info("front end: reused the cached normalized graph")
+    rows = [[s["name"], s["nodes"], s["seconds"]] for s in report.get("stages", [])]
+    rows += [[f"pass {p['name']}", f"{p['nodes_before']} -> {p['nodes_after']}", p["seconds"]]
+             for p in report.get("passes", [])]
+    console.table(f"front end (exporter: {report.get('exporter') or 'none, ONNX input'}; "
+                  f"simplifier: {report.get('simplifier', 'off')})", ["stage", "nodes", "seconds"], rows)
+    if parity := report.get("parity"):
+        print_accuracy("parity: ONNX Runtime (CPU, fp32) vs PyTorch", parity)
+
+
+def print_accuracy(title: str, accuracy: dict[str, Any]) -> None:
+    rows = [[o["name"], o["max_abs"], o["mean_abs"], o["median_abs"], o["max_rel"], o["mean_rel"],
+             o["median_rel"], o["cosine"], o["ref_std"], "pass" if o["passed"] else f"FAIL: {o['reason']}"]
+            for o in accuracy["outputs"]]
+    console.table(title, ["output", "max abs", "mean abs", "median abs", "max rel", "mean rel",
+                          "median rel", "cosine", "ref std", "result"], rows)
+
+
+def copy_graph(src: Path, dst: Path) -> None:
+    """Copy an ONNX file and its external data atomically next to `dst`."""
+    if dst.suffix.lower() != ".onnx":
+        raise InputError(f"output {dst} does not end in .onnx", fix="name the output file *.onnx")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    try:
+        for sidecar in sorted(src.parent.glob(src.name + ".data*")):
+            shutil.copy2(sidecar, dst.parent / (dst.name + sidecar.name[len(src.name):]))
+        if any(src.parent.glob(src.name + ".data*")):
+            # external data is referenced by file name: rewrite the locations for the new name
+            import onnx
+
+            proto = onnx.load(str(src), load_external_data=False)
+            for init in proto.graph.initializer:
+                for entry in init.external_data:
+                    if entry.key == "location":
+                        entry.value = dst.name + entry.value[len(src.name):]
+            onnx.save(proto, str(tmp / dst.name))
+        else:
+            shutil.copy2(src, tmp / dst.name)
+        os.replace(tmp / dst.name, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("export")
+    def export(
+        model: str = typer.Argument(..., help="Example name (name@test for the small size), "
+                                    "file.py:factory, package.module:factory, or an .onnx file."),
+        output: Path = typer.Option(..., "-o", "--output", help="Where to write the normalized .onnx."),
+        exporter: str = typer.Option("dynamo", help="dynamo (default) or torchscript."),
+        opset: Optional[int] = typer.Option(None, help="ONNX opset (exporter default when unset)."),
+        passes: Optional[str] = typer.Option(None, help="Comma-separated pass names; '' for none. "
+                                             "Default: rewrite-default,fuse-layernorm,remove-unused."),
+        no_simplify: bool = typer.Option(False, "--no-simplify", help="Skip onnxsim / the optimizer."),
+        no_parity: bool = typer.Option(False, "--no-parity", help="Skip the PyTorch parity check."),
+        weights: Optional[str] = typer.Option(None, help="Real weights for an example model."),
+        cache_dir: Path = typer.Option(Path(".vlc/cache"), help="Front-end cache directory."),
+        json_out: bool = typer.Option(False, "--json", help="Print a JSON report."),
+    ) -> None:
+        """Export a model to one normalized ONNX graph, with a parity check against PyTorch."""
+        from vlc.frontend.pipeline import prepare
+
+        options = frontend_options(exporter, opset, passes, no_simplify, no_parity, weights)
+        with console.progress(f"exporting {model}"):
+            source = prepare(model, cache_dir=cache_dir, options=options)
+        copy_graph(source.onnx_path, output)
+        report = {**source.frontend, "output": str(output)}
+        if json_out:
+            console.emit_json(report)
+            return
+        print_frontend_report(report)
+        console.out.print(f"wrote {output}")

@@ -1,0 +1,56 @@
+"""Built-in graph passes, registered like any plugin's. All are onnxscript rewriter/optimizer rules."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from vlc.frontend.passes import GraphPass
+from vlc.hookspecs import hookimpl
+
+# The passes `vlc export` runs when --passes is not given.
+DEFAULT_PASSES = ("rewrite-default", "fuse-layernorm", "remove-unused")
+
+
+def _rewrite_default(model: Any) -> Any:
+    from onnxscript import rewriter
+
+    return rewriter.rewrite(model)
+
+
+def _fuse_layernorm(model: Any) -> None:
+    # A decomposed LayerNorm overflows in fp16; LayerNormalization (opset 17+) maps to the
+    # native normalization layers of TensorRT and ATC, which compute in fp32.
+    from onnxscript.rewriter.rules.fusion import _layer_norm
+
+    opset = model.opset_imports.get("", 0)
+    if opset >= 17:
+        _layer_norm.fuse_layer_normalization(model)
+
+
+def _fold_constants(model: Any) -> None:
+    import onnxscript.optimizer
+
+    onnxscript.optimizer.fold_constants(model)
+
+
+def _remove_unused(model: Any) -> None:
+    import onnx_ir.passes.common as common
+
+    common.RemoveUnusedNodesPass()(model)
+    common.RemoveUnusedFunctionsPass()(model)
+    common.RemoveUnusedOpsetsPass()(model)
+
+
+BUILTIN_PASSES: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
+    ("rewrite-default", "onnxscript's default rewrite rules (no-op removal, slice/reshape "
+                        "collapsing, BatchNorm and Pad folding into Conv)", _rewrite_default),
+    ("fuse-layernorm", "decomposed LayerNorm -> LayerNormalization (opset >= 17)", _fuse_layernorm),
+    ("fold-constants", "constant folding", _fold_constants),
+    ("remove-unused", "drop unused nodes, functions and opset imports", _remove_unused),
+)
+
+
+@hookimpl
+def register_passes(register: Callable[[GraphPass], None]) -> None:
+    for name, summary, fn in BUILTIN_PASSES:
+        register(GraphPass(name, summary, fn))

@@ -1,0 +1,155 @@
+"""Resolve a model reference: an example name, `file.py:factory`, `package.module:factory`, or .onnx."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlc.errors import InputError
+from vlc.model import BATCH, InputSpec, ModelSource
+
+TEST_SIZE_SUFFIX = "@"
+
+
+def is_onnx_ref(ref: str) -> bool:
+    return ref.lower().endswith(".onnx")
+
+
+def check_onnx_file(path: Path) -> Path:
+    """Fail with one clear line for a missing, unreadable or non-ONNX file."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if not path.exists():
+        raise InputError(f"model file {path} does not exist", fix="check the path")
+    if not path.is_file():
+        raise InputError(f"{path} is not a file", fix="pass an .onnx file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except PermissionError:
+        raise InputError(f"cannot read {path}: permission denied", fix="check the file's permissions") from None
+    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        raise InputError(f"{path} is not a valid ONNX model ({type(exc).__name__})",
+                         fix="pass a file written by an ONNX exporter") from None
+    if not model.graph.node and not model.graph.output:
+        raise InputError(f"{path} holds no ONNX graph", fix="pass a file written by an ONNX exporter")
+    return path
+
+
+def load_model(ref: str, *, weights: str | Path | None = None) -> ModelSource | Path:
+    """A ModelSource for torch models, or the checked path of an ONNX file."""
+    if is_onnx_ref(ref):
+        return check_onnx_file(Path(ref))
+    if ":" in ref:
+        return _load_factory(ref)
+    from vlc import examples
+
+    name, _, size = ref.partition(TEST_SIZE_SUFFIX)
+    if name in examples.names():
+        source = examples.load(name, size=size or "full", weights=weights)
+        source.ref = ref
+        return source
+    raise InputError(f"cannot resolve model '{ref}'",
+                     fix=f"use an example ({', '.join(examples.names())}), file.py:factory, "
+                         "package.module:factory, or an .onnx file")
+
+
+def _import_factory(ref: str) -> Any:
+    target, _, attr = ref.rpartition(":")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise InputError(f"model file {path} does not exist", where=ref, fix="check the path")
+        module_name = f"vlc_user_model_{abs(hash(str(path.resolve())))}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise InputError(f"importing {path} failed: {type(exc).__name__}: {exc}", where=ref,
+                             fix="fix the model file so it imports") from None
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise InputError(f"cannot import module '{target}': {exc}", where=ref,
+                             fix="install the package or check the module path") from None
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise InputError(f"'{attr}' is not a callable in {target}", where=ref,
+                         fix="name a function that returns the model")
+    return factory
+
+
+def _load_factory(ref: str) -> ModelSource:
+    import torch
+
+    factory = _import_factory(ref)
+    torch.manual_seed(0)  # factories that initialise randomly give the same weights every load
+    try:
+        made = factory()
+    except Exception as exc:
+        raise InputError(f"model factory failed: {type(exc).__name__}: {exc}", where=ref,
+                         fix="fix the factory so it returns a model") from None
+    if isinstance(made, ModelSource):
+        made.ref = ref
+        return made
+    if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module):
+        return source_from_examples(ref, made[0], made[1])
+    raise InputError(f"factory returned {type(made).__name__}", where=ref,
+                     fix="return a vlc.model.ModelSource or a (module, example_inputs) pair")
+
+
+def source_from_examples(ref: str, module: Any, examples_in: Any) -> ModelSource:
+    """Build a ModelSource from example tensors; the first axis of every input is the batch."""
+    import torch
+
+    if isinstance(examples_in, torch.Tensor):
+        examples_in = (examples_in,)
+    if isinstance(examples_in, dict):
+        named = dict(examples_in)
+    else:
+        params = [p for p in inspect.signature(module.forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        names = [p.name for p in params] or [f"input_{i}" for i in range(len(examples_in))]
+        if len(names) < len(examples_in):
+            names += [f"input_{i}" for i in range(len(names), len(examples_in))]
+        named = dict(zip(names, examples_in))
+    specs = [_spec_from_tensor(name, t) for name, t in named.items()]
+    module.eval()
+    with torch.no_grad():
+        out = module(*named.values())
+    return ModelSource(name=_name_from_ref(ref), ref=ref, module=module, inputs=specs,
+                       output_names=output_names_of(out),
+                       batch_sizes=tuple(sorted({1, int(next(iter(named.values())).shape[0])})))
+
+
+def _spec_from_tensor(name: str, tensor: Any) -> InputSpec:
+    array = tensor.detach().cpu().numpy()
+    shape = (BATCH, *array.shape[1:]) if array.ndim else ()
+    if array.dtype == np.bool_:
+        return InputSpec(name, shape, "bool", "bool")
+    if np.issubdtype(array.dtype, np.integer):
+        return InputSpec(name, shape, array.dtype.name, "int", int(array.min()), int(array.max()) + 1)
+    return InputSpec(name, shape, array.dtype.name, "normal", 0.0, 1.0)
+
+
+def output_names_of(out: Any) -> list[str]:
+    if isinstance(out, dict):
+        return [str(k) for k in out]
+    if isinstance(out, (tuple, list)):
+        return [f"output_{i}" for i in range(len(out))]
+    return ["output"]
+
+
+def _name_from_ref(ref: str) -> str:
+    target, _, attr = ref.rpartition(":")
+    return attr if attr else Path(target).stem
