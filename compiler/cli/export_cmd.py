@@ -83,7 +83,8 @@ def register(app: typer.Typer) -> None:
         no_simplify: bool = typer.Option(False, "--no-simplify", help="Skip onnxsim / the optimizer."),
         no_parity: bool = typer.Option(False, "--no-parity", help="Skip the PyTorch parity check."),
         weights: Optional[str] = typer.Option(None, help="Real weights for an example model."),
-        cache_dir: Path = typer.Option(Path(".vlc/cache"), help="Front-end cache directory."),
+        cache_dir: Optional[Path] = typer.Option(None, help="Front-end cache directory "
+                                                 "(default: $VLC_CACHE or .vlc/cache)."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON report."),
     ) -> None:
         """Export a model to one normalized ONNX graph, with a parity check against PyTorch."""

@@ -28,7 +28,11 @@ from vlc.target import CompileSource
 
 META_REF = "vlc.ref"
 META_INPUT_SPECS = "vlc.input_specs"
-DEFAULT_CACHE = Path(os.environ.get("VLC_CACHE", ".vlc/cache"))
+
+
+def default_cache_dir() -> Path:
+    """Where normalized graphs are cached: $VLC_CACHE, else .vlc/cache under the working directory."""
+    return Path(os.environ.get("VLC_CACHE", ".vlc/cache"))
 
 
 @dataclass(frozen=True)
@@ -45,9 +49,10 @@ class FrontendOptions:
         return json.dumps(asdict(self), sort_keys=True, default=str)
 
 
-def prepare(ref: str, cache_dir: Path = DEFAULT_CACHE,
+def prepare(ref: str, cache_dir: Path | None = None,
             options: FrontendOptions = FrontendOptions()) -> CompileSource:
     """Export, simplify and rewrite a model once; later calls with the same model reuse it."""
+    cache_dir = default_cache_dir() if cache_dir is None else cache_dir
     loaded = load_model(ref, weights=options.weights)
     identity = _identity(loaded, options)
     out_dir = Path(cache_dir) / f"{_safe(ref)}-{identity[:16]}"

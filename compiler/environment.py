@@ -1,0 +1,198 @@
+"""What machine a measurement was taken on: host, OS, CPU, accelerators, drivers, SDK versions.
+
+Everything is read from files and tools that are present on the machine; a probe that is not
+there (no nvidia-smi, no Ascend toolkit, no git checkout) is simply left out. Nothing here
+imports a vendor SDK: versions come from package metadata and version files.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import vlc
+
+# Python distributions whose versions matter for a measurement.
+SDK_PACKAGES = (
+    "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "onnx-ir", "onnxsim",
+    "numpy", "tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt-rtx", "tensorrt-rtx-cu13",
+    "polygraphy", "torch-npu", "ais-bench", "transformers",
+)
+ASCEND_VERSION_FILES = (
+    "/usr/local/Ascend/ascend-toolkit/latest/version.cfg",
+    "/usr/local/Ascend/ascend-toolkit/latest/toolkit/version.info",
+    "/usr/local/Ascend/driver/version.info",
+)
+
+
+def _run(cmd: list[str], timeout: float = 10.0) -> str | None:
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _read(path: str | Path) -> str | None:
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return None
+
+
+def cpu_info() -> dict[str, Any]:
+    """Model, core counts, frequency and vector extensions (Linux /proc and /sys; else platform)."""
+    info: dict[str, Any] = {"arch": platform.machine(), "logical_cores": os.cpu_count() or 1}
+    text = _read("/proc/cpuinfo") or ""
+    model = re.search(r"^(?:model name|Model|cpu model)\s*:\s*(.+)$", text, re.M)
+    info["model"] = model.group(1).strip() if model else (platform.processor() or platform.machine())
+    cores = {(m.group(1), m.group(2)) for m in re.finditer(
+        r"physical id\s*:\s*(\d+).*?core id\s*:\s*(\d+)", text, re.S)}
+    if cores:
+        info["physical_cores"] = len(cores)
+    try:
+        info["usable_cores"] = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        pass
+    flags_match = re.search(r"^(?:flags|Features)\s*:\s*(.+)$", text, re.M)
+    flags = set(flags_match.group(1).split()) if flags_match else set()
+    info["simd"] = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+                                "avx2", "fma", "avx", "sve", "asimd", "asimdhp") if f in flags]
+    max_khz = _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+    if max_khz and max_khz.strip().isdigit():
+        info["max_ghz"] = round(int(max_khz) / 1e6, 3)
+        info["frequency_source"] = "cpufreq max"
+    else:
+        nominal = re.search(r"@\s*([\d.]+)\s*GHz", info["model"])
+        mhz = re.search(r"^cpu MHz\s*:\s*([\d.]+)", text, re.M)
+        if nominal:
+            info["max_ghz"] = float(nominal.group(1))
+            info["frequency_source"] = "nominal (model name)"
+        elif mhz:
+            info["max_ghz"] = round(float(mhz.group(1)) / 1000, 3)
+            info["frequency_source"] = "current (/proc/cpuinfo)"
+    return info
+
+
+def nvidia_gpus() -> list[dict[str, Any]]:
+    out = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,compute_cap",
+                "--format=csv,noheader,nounits"])
+    gpus = []
+    for line in (out or "").strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) >= 3:
+            gpu: dict[str, Any] = {"name": parts[0], "driver": parts[1]}
+            if parts[2].isdigit():
+                gpu["memory_mib"] = int(parts[2])
+            if len(parts) > 3 and parts[3]:
+                gpu["compute_capability"] = parts[3]
+            gpus.append(gpu)
+    if gpus:
+        cuda = re.search(r"CUDA Version:\s*([\d.]+)", _run(["nvidia-smi"]) or "")
+        if cuda:
+            for gpu in gpus:
+                gpu["driver_cuda"] = cuda.group(1)
+    return gpus
+
+
+def ascend_npus() -> list[dict[str, Any]]:
+    """Ascend NPUs from `npu-smi info` (chip names such as 310P3), with the driver version."""
+    out = _run(["npu-smi", "info"])
+    if not out:
+        return []
+    driver = re.search(r"Version:\s*([\w.\-]+)", out)
+    chips = re.findall(r"\|\s*\d+\s+(\d{3}[A-Z]?\d?)\s*\|", out)
+    return [{"name": f"Ascend {chip}", "driver": driver.group(1) if driver else ""} for chip in chips]
+
+
+def ascend_toolkit() -> dict[str, str]:
+    found = {}
+    for path in ASCEND_VERSION_FILES:
+        text = _read(path)
+        if text:
+            version = re.search(r"(?:version|Version)\s*[=:]\s*\[?([\w.\-]+)", text)
+            if version:
+                found[Path(path).parent.name if "driver" not in path else "ascend-driver"] = version.group(1)
+    return found
+
+
+def sdk_versions() -> dict[str, str]:
+    versions = {}
+    for name in SDK_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    for key, value in ascend_toolkit().items():
+        versions[f"cann ({key})" if key != "ascend-driver" else key] = value
+    return versions
+
+
+def git_revision() -> dict[str, Any] | None:
+    """The vlc source checkout's commit (and whether it has uncommitted changes), if any."""
+    source = Path(vlc.__file__).resolve().parent
+    head = _run(["git", "-C", str(source), "rev-parse", "HEAD"])
+    if not head:
+        return None
+    dirty = _run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"])
+    return {"commit": head.strip(), "dirty": bool(dirty and dirty.strip())}
+
+
+def _os_name() -> str:
+    release = _read("/etc/os-release") or ""
+    pretty = re.search(r'^PRETTY_NAME="?([^"\n]+)"?', release, re.M)
+    base = pretty.group(1) if pretty else f"{platform.system()} {platform.release()}"
+    return f"{base} (kernel {platform.release()})" if pretty else base
+
+
+@cache
+def collect() -> dict[str, Any]:
+    """The environment of this process's machine, as JSON-ready data (cached per process)."""
+    memory = None
+    meminfo = _read("/proc/meminfo") or ""
+    total = re.search(r"MemTotal:\s*(\d+)\s*kB", meminfo)
+    if total:
+        memory = round(int(total.group(1)) / 2**20, 1)
+    env: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "os": _os_name(),
+        "python": platform.python_version(),
+        "cpu": cpu_info(),
+        "memory_gib": memory,
+        "gpus": nvidia_gpus(),
+        "npus": ascend_npus(),
+        "sdk": sdk_versions(),
+        "vlc_version": vlc.__version__,
+    }
+    revision = git_revision()
+    if revision:
+        env["git"] = revision
+    return env
+
+
+def device_name(env: dict[str, Any], device: str) -> str:
+    """What a target's device kind means on this machine: a GPU or NPU name, else the CPU model."""
+    kind, _, index = device.partition(":")
+    position = int(index) if index.isdigit() else 0
+    pool = env.get("gpus", []) if kind == "cuda" else env.get("npus", []) if kind == "npu" else None
+    if pool is None:
+        return env.get("cpu", {}).get("model", "CPU")
+    if position < len(pool):
+        return pool[position]["name"]
+    return {"cuda": "NVIDIA GPU", "npu": "Ascend NPU"}.get(kind, kind)
+
+
+def driver_of(env: dict[str, Any], device: str) -> str:
+    kind = device.partition(":")[0]
+    pool = env.get("gpus", []) if kind == "cuda" else env.get("npus", []) if kind == "npu" else []
+    return pool[0].get("driver", "") if pool else ""
