@@ -56,6 +56,9 @@ def cpu_info() -> dict[str, Any]:
     text = _read("/proc/cpuinfo") or ""
     model = re.search(r"^(?:model name|Model|cpu model)\s*:\s*(.+)$", text, re.M)
     info["model"] = model.group(1).strip() if model else (platform.processor() or platform.machine())
+    vendor = re.search(r"^vendor_id\s*:\s*(.+)$", text, re.M)
+    if vendor:
+        info["vendor"] = vendor.group(1).strip()
     cores = {(m.group(1), m.group(2)) for m in re.finditer(
         r"physical id\s*:\s*(\d+).*?core id\s*:\s*(\d+)", text, re.S)}
     if cores:
@@ -189,7 +192,8 @@ def device_name(env: dict[str, Any], device: str) -> str:
         return env.get("cpu", {}).get("model", "CPU")
     if position < len(pool):
         return pool[position]["name"]
-    return {"cuda": "NVIDIA GPU", "npu": "Ascend NPU"}.get(kind, kind)
+    return {"cuda": "no NVIDIA GPU on this machine", "npu": "no Ascend NPU on this machine"}.get(
+        kind, f"no {kind} device on this machine")
 
 
 def driver_of(env: dict[str, Any], device: str) -> str:

@@ -1,0 +1,28 @@
+"""Cross-machine reports from bench records: tables, plots, accuracy, environments.
+
+    from vlc.report import make_report
+    make_report(["results/", "other-machine/"], "report.html", baseline="torch/fp32/cpu")
+
+Data files: device_peaks.json (dense peaks with sources) and published.json (the write-ups'
+figures, always shown as "published, not measured by vlc").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+
+def make_report(results: Iterable[str | Path], out: str | Path, *, baseline: str | None = None,
+                published: bool = False, plots: bool = True) -> list[Path]:
+    """Merge the records under `results` and write the report; return the files written."""
+    from vlc.records import load_records
+    from vlc.report.build import build
+    from vlc.report.render import check_output, write
+
+    check_output(Path(out))  # before any work: a bad file name is the cheapest error
+    sources = [str(p) for p in results]
+    loaded = load_records(sources)
+    doc = build(loaded.records, baseline=baseline, published=published, plots=plots,
+                sources=sources, notes=loaded.replaced)
+    return write(doc, Path(out))

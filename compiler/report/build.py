@@ -1,0 +1,461 @@
+"""Build a cross-machine report from bench records: what the tables and plots say.
+
+Per model: latency and throughput (rows: batch size; columns: target / precision / device),
+speed-up against a baseline column, achieved TFLOP/s and share of the device's peak, and
+plots. Then accuracy, cells that were not measured (and why), the machines' environments,
+and, on request, the published reference figures, marked as not measured by vlc.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterable
+
+import vlc
+from vlc.errors import InputError
+from vlc.records import BenchRecord
+from vlc.report import published as pub
+from vlc.report.document import Cell, Document, Figure, Footnotes, Section, Table
+from vlc.report.format import flops, ms, per_s, percent, ratio, sci
+
+PRECISION_ORDER = ("fp32", "tf32", "fp16", "bf16", "int8")
+TARGET_ORDER = ("torch", "onnxruntime", "trt", "trt-rtx", "ascend")
+
+
+@dataclass(frozen=True, order=True)
+class Column:
+    target: str
+    precision: str
+    device_name: str
+    machine: str
+
+    def sort_key(self) -> tuple:
+        t = TARGET_ORDER.index(self.target) if self.target in TARGET_ORDER else len(TARGET_ORDER)
+        p = PRECISION_ORDER.index(self.precision) if self.precision in PRECISION_ORDER else 99
+        return (self.machine, self.device_name, t, self.target, p, self.precision)
+
+
+def column_of(record: BenchRecord) -> Column:
+    return Column(record.target, record.precision, record.device_name or record.device or "?",
+                  record.machine)
+
+
+def short_device(name: str) -> str:
+    """'Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz' -> 'Intel Xeon Gold 6338'; 'NVIDIA A10' -> 'A10'."""
+    text = re.sub(r"\((R|TM|tm|r)\)", "", name)
+    text = re.sub(r"\s+CPU\b|\s*@\s*[\d.]+\s*GHz|\s+\d+-Core Processor", "", text)
+    text = re.sub(r"^NVIDIA\s+(GeForce\s+)?", "", text)
+    return re.sub(r"\s+", " ", text).strip() or name
+
+
+def labels(columns: Iterable[Column]) -> dict[Column, str]:
+    """'target / precision / device', with '@ machine' only where two machines share a device name."""
+    columns = list(columns)
+    machines: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for c in columns:
+        machines[(c.target, c.precision, c.device_name)].add(c.machine)
+    out = {}
+    for c in columns:
+        label = f"{c.target} / {c.precision} / {short_device(c.device_name)}"
+        if len(machines[(c.target, c.precision, c.device_name)]) > 1:
+            label += f" @ {c.machine}"
+        out[c] = label
+    return out
+
+
+# ---- baseline -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    text: str
+    target: str | None
+    precision: str | None
+    device: str | None
+
+    @classmethod
+    def parse(cls, text: str) -> "BaselineSpec":
+        parts = [p.strip() for p in text.split("/")]
+        if not 1 <= len(parts) <= 3 or not all(parts):
+            raise InputError(f"cannot read --baseline '{text}'",
+                             fix="use TARGET/PRECISION/DEVICE, e.g. torch/fp32/cpu or trt/fp16/A10")
+        parts += [None] * (3 - len(parts))
+        return cls(text, parts[0].lower(), parts[1].lower() if parts[1] else None,
+                   parts[2].lower() if parts[2] else None)
+
+    def matches(self, column: Column, device_kind: str) -> bool:
+        if self.target and column.target.lower() != self.target:
+            return False
+        if self.precision and column.precision.lower() != self.precision:
+            return False
+        if self.device:
+            haystack = (column.device_name.lower(), device_kind.lower(), column.machine.lower())
+            return any(self.device == h or self.device in h for h in haystack)
+        return True
+
+
+def _default_baseline(columns: list[Column], kinds: dict[Column, str]) -> Column | None:
+    ranked = sorted(columns, key=lambda c: (c.target != "torch", c.precision != "fp32",
+                                            kinds.get(c) != "cpu", c.sort_key()))
+    return ranked[0] if ranked else None
+
+
+# ---- per-model tables ---------------------------------------------------------------------------
+
+MAX_COLUMNS = 8  # data columns per table; wider grids split by device, as the write-ups' tables
+
+
+def column_groups(columns: list[Column]) -> list[list[Column]]:
+    """Columns in tables of at most MAX_COLUMNS, never splitting one machine's columns without need."""
+    by_machine: dict[str, list[Column]] = defaultdict(list)
+    for c in columns:
+        by_machine[c.machine].append(c)
+    groups: list[list[Column]] = []
+    for machine_columns in by_machine.values():
+        for start in range(0, len(machine_columns), MAX_COLUMNS):
+            chunk = machine_columns[start:start + MAX_COLUMNS]
+            if groups and len(groups[-1]) + len(chunk) <= MAX_COLUMNS:
+                groups[-1].extend(chunk)
+            else:
+                groups.append(list(chunk))
+    return groups
+
+
+def _titled(title: str, group: list[Column], groups: list[list[Column]]) -> str:
+    if len(groups) == 1:
+        return title
+    machines = ", ".join(dict.fromkeys(c.machine for c in group))
+    return f"{title} — {machines} ({groups.index(group) + 1} of {len(groups)})"
+
+
+class ModelView:
+    """The records of one model arranged as a grid: batch x column."""
+
+    def __init__(self, model: str, records: list[BenchRecord]):
+        self.model = model
+        self.records = records
+        self.grid: dict[tuple[int, Column], BenchRecord] = {(r.batch, column_of(r)): r for r in records}
+        self.columns = sorted({column_of(r) for r in records}, key=Column.sort_key)
+        self.batches = sorted({r.batch for r in records})
+        self.labels = labels(self.columns)
+        self.kinds = {column_of(r): r.device for r in records}
+
+    def cell(self, batch: int, column: Column) -> BenchRecord | None:
+        return self.grid.get((batch, column))
+
+    def measured(self, column: Column) -> list[BenchRecord]:
+        return [r for b in self.batches if (r := self.cell(b, column)) is not None and r.status == "ok"]
+
+
+def _status_cell(record: BenchRecord | None, notes: Footnotes) -> Cell | None:
+    """Cell for a record that has no measurement (None when it has one)."""
+    if record is None:
+        return Cell("—", "na", "not run")
+    if record.status == "ok":
+        return None
+    if record.status == "emitted":
+        return Cell(f"bundle {notes.ref(f'deploy bundle written to {record.bundle}; run it on the target machine and merge its results')}",
+                    "na", record.bundle or "")
+    text = "n/a" if record.status == "unavailable" else "failed"
+    css = "na" if record.status == "unavailable" else "failed"
+    return Cell(f"{text} {notes.ref(f'{record.target} / {record.precision} on {record.machine}: {record.reason}')}",
+                css, record.reason)
+
+
+DEVICE_SIDE = "†"
+
+
+def _header(view: ModelView, group: list[Column], mark_device_side: bool = False) -> list[str]:
+    header = ["batch"]
+    for c in group:
+        measured = view.measured(c)
+        device_side = mark_device_side and measured and measured[0].includes_transfers is False
+        header.append(view.labels[c] + (f" {DEVICE_SIDE}" if device_side else ""))
+    return header
+
+
+def latency_tables(view: ModelView) -> list[Table]:
+    groups = column_groups(view.columns)
+    tables = []
+    for group in groups:
+        notes = Footnotes()
+        rows = []
+        for batch in view.batches:
+            row = [Cell(str(batch))]
+            for column in group:
+                record = view.cell(batch, column)
+                status = _status_cell(record, notes)
+                if status is not None:
+                    row.append(status)
+                    continue
+                assert record is not None and record.latency_ms is not None
+                row.append(Cell(f"{ms(record.latency_ms['median'])} · {per_s(record.throughput_per_s or 0)}"))
+            rows.append(row)
+        header = _header(view, group, mark_device_side=True)
+        extra = ["Median latency per call of the whole batch · throughput in samples per second at that median; "
+                 "timing includes copying inputs to and outputs from the device"
+                 + (f", except in columns marked {DEVICE_SIDE} (device-side timing)."
+                    if any(h.endswith(DEVICE_SIDE) for h in header) else ".")]
+        tables.append(Table(_titled(f"{view.model}: latency and throughput", group, groups), header, rows,
+                            extra + notes.lines()))
+    return tables
+
+
+def speedup_tables(view: ModelView, baseline: Column, how: str) -> list[Table]:
+    groups = column_groups(view.columns)
+    return [_speedup_table(view, baseline, how, group, groups) for group in groups]
+
+
+def _speedup_table(view: ModelView, baseline: Column, how: str, group: list[Column],
+                   groups: list[list[Column]]) -> Table:
+    rows = []
+    for batch in view.batches:
+        base = view.cell(batch, baseline)
+        row = [Cell(str(batch))]
+        for column in group:
+            record = view.cell(batch, column)
+            if column == baseline:
+                row.append(Cell("1.00x (baseline)" if record is not None and record.status == "ok" else "—",
+                                "baseline"))
+            elif (record is None or record.status != "ok" or base is None or base.status != "ok"):
+                row.append(Cell("—", "na"))
+            else:
+                row.append(Cell(ratio(base.latency_ms["median"] / record.latency_ms["median"])))  # type: ignore[index]
+        rows.append(row)
+    return Table(_titled(f"{view.model}: speed-up against {view.labels[baseline]}", group, groups),
+                 _header(view, group), rows,
+                 [f"Baseline latency / latency at the same batch size (higher is faster); {how}."])
+
+
+def utilisation_tables(view: ModelView) -> list[Table]:
+    if not any(r.flops_per_sample for r in view.records):
+        return []
+    groups = column_groups(view.columns)
+    return [_utilisation_table(view, group, groups) for group in groups]
+
+
+def _utilisation_table(view: ModelView, group: list[Column], groups: list[list[Column]]) -> Table:
+    rows = []
+    for batch in view.batches:
+        row = [Cell(str(batch))]
+        for column in group:
+            record = view.cell(batch, column)
+            if record is None or record.status != "ok" or record.achieved_tflops is None:
+                row.append(Cell("—", "na"))
+            elif record.utilisation is None:
+                row.append(Cell(f"{sci(record.achieved_tflops)} TFLOP/s · peak unknown", title=record.peak_source or ""))
+            else:
+                row.append(Cell(f"{sci(record.achieved_tflops)} TFLOP/s · {percent(record.utilisation)}",
+                                title=record.peak_source or ""))
+        rows.append(row)
+    per_sample = sorted({r.flops_per_sample for r in view.records if r.flops_per_sample})
+    notes = [f"FLOPs per sample counted from the ONNX graph (matrix work: MatMul, Gemm, Conv, attention): "
+             f"{', '.join(flops(f) for f in per_sample)}.",
+             "Share of the device's dense peak at the cell's precision (int8: TOPS)."]
+    sources = sorted({r.peak_source for c in group for r in view.measured(c) if r.peak_source})
+    notes += [f"Peak: {source}" for source in sources]
+    return Table(_titled(f"{view.model}: achieved TFLOP/s and share of peak", group, groups),
+                 _header(view, group), rows, notes)
+
+
+def figures(view: ModelView, datasets: list[pub.Dataset]) -> list[Figure]:
+    from vlc.report import plots
+
+    series: list[plots.Series] = []
+    latency_rows = []
+    for column in view.columns:
+        measured = view.measured(column)
+        if measured:
+            kind, device = f"{column.target}/{column.precision}", f"{column.device_name}@{column.machine}"
+            series.append((view.labels[column], [(r.batch, r.throughput_per_s or 0.0) for r in measured],
+                           False, kind, device))
+            latency_rows.append((view.labels[column], [(r.batch, r.latency_ms) for r in measured], kind, device))
+    for dataset in datasets:
+        series += [(label, points, True, f"{c['target']}/{c['precision']}", f"published {c['device']}")
+                   for (label, points), c in zip(dataset.series(), dataset.columns)]
+    if not latency_rows:
+        return []
+    stem = "".join(ch if ch.isalnum() else "-" for ch in view.model.lower()).strip("-")
+    return [Figure(f"{stem}-throughput", plots.throughput_plot(f"{view.model}: throughput", series),
+                   f"{view.model}: throughput against batch size"
+                   + (" (dashed: published, not measured by vlc)" if datasets else "")),
+            Figure(f"{stem}-latency", plots.latency_plot(f"{view.model}: latency", latency_rows),
+                   f"{view.model}: latency percentiles against batch size")]
+
+
+# ---- cross-model tables -------------------------------------------------------------------------
+
+def accuracy_table(views: list[ModelView], datasets: list[pub.Dataset]) -> Table:
+    rows: list[list[Cell]] = []
+    row_css: list[str] = []
+    for view in views:
+        for column in view.columns:
+            checked = [r for r in view.records if column_of(r) == column and r.accuracy is not None]
+            if not checked:
+                continue
+            accs = [r.accuracy for r in checked]
+            assert all(a is not None for a in accs)
+            passed = all(a.passed for a in accs)  # type: ignore[union-attr]
+            worst = [a for a in accs if a.max_abs is not None]  # type: ignore[union-attr]
+            reasons = sorted({o.get("reason", "") for a in accs for o in a.outputs  # type: ignore[union-attr]
+                              if o.get("reason")})
+            rows.append([
+                Cell(view.model), Cell(view.labels[column]),
+                Cell(", ".join(str(r.batch) for r in sorted(checked, key=lambda r: r.batch))),
+                Cell(accs[0].reference),  # type: ignore[union-attr]
+                Cell(sci(max(a.max_abs for a in worst)) if worst else "—"),  # type: ignore[union-attr,type-var]
+                Cell(sci(max(a.median_rel for a in worst if a.median_rel is not None)) if worst else "—"),  # type: ignore[union-attr,type-var]
+                Cell(f"{min(a.cosine for a in worst if a.cosine is not None):.6f}" if worst else "—"),  # type: ignore[union-attr,type-var]
+                Cell("pass" if passed else "FAIL", "pass" if passed else "fail"),
+                Cell("; ".join(reasons)[:300])])
+            row_css.append("")
+    for dataset in datasets:
+        for entry in dataset.accuracy:
+            rows.append([
+                Cell(f"{dataset.model} ({pub.MARK})"),
+                Cell(f"{entry['target']} / {entry['precision']} / {entry['device']}"),
+                Cell(str(entry.get("batch", "—"))), Cell(entry.get("reference", "—")),
+                Cell(sci(entry.get("max_abs"))), Cell(sci(entry.get("median_rel"))), Cell("—"),
+                Cell({True: "pass", False: "FAIL"}.get(entry.get("passed"), "—")),
+                Cell(entry.get("note", ""))])
+            row_css.append("published")
+    return Table("Accuracy against the reference model, worst over the batch sizes checked",
+                 ["model", "target / precision / device", "batches", "reference", "max abs", "median rel",
+                  "cosine (min)", "pass", "notes"], rows,
+                 ["Each artifact's outputs are compared with the reference model on the same non-degenerate "
+                  "inputs (reference 'torch': the PyTorch model; 'onnxruntime-fp32': the fp32 ONNX graph in "
+                  "ONNX Runtime), with the default tolerance of the cell's precision.",
+                  "Rows marked published are the write-ups' own figures, not measured by vlc."]
+                 if any(d.accuracy for d in datasets) else
+                 ["Each artifact's outputs are compared with the reference model on the same non-degenerate "
+                  "inputs (reference 'torch': the PyTorch model; 'onnxruntime-fp32': the fp32 ONNX graph in "
+                  "ONNX Runtime), with the default tolerance of the cell's precision."],
+                 row_css=row_css, align="lllrrrrll")
+
+
+def not_measured_table(views: list[ModelView]) -> Table | None:
+    groups: dict[tuple[str, str, str, str], list[int]] = defaultdict(list)
+    for view in views:
+        for r in view.records:
+            if r.status != "ok":
+                detail = r.bundle or "" if r.status == "emitted" else r.reason
+                groups[(view.model, view.labels[column_of(r)], r.status, detail)].append(r.batch)
+    if not groups:
+        return None
+    rows = [[Cell(model), Cell(label), Cell(status, "na" if status != "failed" else "failed"),
+             Cell(", ".join(map(str, sorted(batches)))), Cell(detail)]
+            for (model, label, status, detail), batches in sorted(groups.items())]
+    return Table("Cells not measured", ["model", "target / precision / device", "status", "batches",
+                                        "reason or bundle"], rows, align="lllll")
+
+
+def _short_sdk(sdk: dict[str, str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sdk.items() if k not in ("numpy", "onnxscript", "onnx-ir",
+                                                                    "transformers", "onnxsim"))
+
+
+def environment_table(records: list[BenchRecord]) -> Table:
+    newest: dict[str, BenchRecord] = {}
+    counts: dict[str, int] = defaultdict(int)
+    for r in records:
+        counts[r.machine] += 1
+        if r.machine not in newest or r.created > newest[r.machine].created:
+            newest[r.machine] = r
+    rows = []
+    for machine, r in sorted(newest.items()):
+        env = r.environment
+        cpu = env.get("cpu", {})
+        cores = cpu.get("usable_cores") or cpu.get("logical_cores")
+        accel = [f"{d.get('name', '?')} (driver {d.get('driver', '?')})"
+                 for d in [*env.get("gpus", []), *env.get("npus", [])]]
+        git = env.get("git") or {}
+        revision = (git.get("commit", "")[:10] + (" +changes" if git.get("dirty") else "")) if git else "—"
+        rows.append([Cell(machine), Cell(env.get("host", "—")), Cell(env.get("os", "—")),
+                     Cell(f"{cpu.get('model', '—')}" + (f", {cores} cores" if cores else "")),
+                     Cell("; ".join(accel) or "none"), Cell(_short_sdk(env.get("sdk", {})) or "—"),
+                     Cell(f"{env.get('vlc_version', '—')} / {revision}"), Cell(str(counts[machine]))])
+    return Table("Machines", ["machine", "host", "OS", "CPU", "accelerators", "SDK versions",
+                              "vlc / git", "records"], rows, align="lllllllr")
+
+
+# ---- the document -------------------------------------------------------------------------------
+
+def build(records: list[BenchRecord], *, baseline: str | None = None, published: bool = False,
+          plots: bool = True, sources: Iterable[str] = (), notes: Iterable[str] = ()) -> Document:
+    if not records:
+        raise InputError("no bench records to report", where=", ".join(sources) or None,
+                         fix="run `vlc bench MODEL --results DIR` first and pass DIR")
+    by_model: dict[str, list[BenchRecord]] = defaultdict(list)
+    for r in records:
+        by_model[r.model].append(r)
+    views = [ModelView(model, rs) for model, rs in sorted(by_model.items())]
+    spec = BaselineSpec.parse(baseline) if baseline else None
+    if spec is not None:
+        every = {v.labels[c] for v in views for c in v.columns
+                 if v.measured(c) and spec.matches(c, v.kinds.get(c, ""))}
+        if not every:
+            known = sorted({v.labels[c] for v in views for c in v.columns if v.measured(c)})
+            raise InputError(f"--baseline '{baseline}' matches no measured column",
+                             fix=f"choose one of: {'; '.join(known)}")
+    all_datasets = list(pub.datasets()) if published else []
+    used: set[str] = set()
+    sections: list[Section] = []
+    for view in views:
+        datasets = [d for d in all_datasets if d.matches(view.model)]
+        used.update(d.id for d in datasets)
+        section = Section(f"Model: {view.model}")
+        refs = sorted({r.model_ref for r in view.records if r.model_ref})
+        machines = sorted({r.machine for r in view.records})
+        section.paragraphs.append(f"Model reference: {', '.join(refs) or view.model}; measured on "
+                                  f"{len(machines)} machine(s): {', '.join(machines)}.")
+        section.tables += latency_tables(view)
+        chosen, how = _choose_baseline(view, spec)
+        if chosen is not None:
+            section.tables += speedup_tables(view, chosen, how)
+        elif spec is not None:
+            section.paragraphs.append(f"No speed-up table: --baseline '{spec.text}' was not measured for this model.")
+        section.tables += utilisation_tables(view)
+        section.tables += [pub.table(d) for d in datasets]
+        if plots:
+            section.figures = figures(view, datasets)
+        sections.append(section)
+    sections.append(Section("Accuracy", tables=[accuracy_table(views, all_datasets)]))
+    if (missing := not_measured_table(views)) is not None:
+        sections.append(Section("Not measured", ["Cells that this machine could not run, that failed, or "
+                                                 "for which a deploy bundle was written instead."], [missing]))
+    sections.append(Section("Environment", tables=[environment_table(records)]))
+    if published:
+        rest = [d for d in all_datasets if d.id not in used]
+        if rest:
+            sections.append(Section("Published reference figures",
+                                    ["Figures from the public write-ups for models not measured here; "
+                                     f"{pub.MARK}."], [pub.table(d) for d in rest]))
+    sections.append(Section("How these numbers were taken", [
+        "Each record is one (model, target, precision, batch size, machine) cell written by `vlc bench`: "
+        "the model exported once, compiled per target and precision, checked against the reference model, "
+        "then timed after warm-up with synchronisation (see the settings in each record).",
+        "Speed-ups are ratios of median latencies at the same batch size. Achieved TFLOP/s = FLOPs per "
+        "sample x throughput; share of peak divides by the dense peak of the device at the cell's precision "
+        "(table in vlc/report/device_peaks.json, with sources; the CPU peak is an estimate).",
+        "Rows and tables marked 'published, not measured by vlc' reproduce figures from public write-ups "
+        "for comparison only."]))
+    machines = sorted({r.machine for r in records})
+    intro = [f"{len(records)} records · {len(views)} model(s) · {len(machines)} machine(s): {', '.join(machines)}",
+             f"Generated by vlc {vlc.__version__} on "
+             f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} from {', '.join(sources) or 'records'}."]
+    intro += list(notes)
+    return Document("vlc cross-hardware report", intro, sections)
+
+
+def _choose_baseline(view: ModelView, spec: BaselineSpec | None) -> tuple[Column | None, str]:
+    if spec is None:
+        column = _default_baseline([c for c in view.columns if view.measured(c)], view.kinds)
+        return column, "default baseline: torch fp32, on CPU when measured (choose with --baseline)"
+    matches = [c for c in view.columns if view.measured(c) and spec.matches(c, view.kinds.get(c, ""))]
+    if len(matches) > 1:
+        raise InputError(f"--baseline '{spec.text}' matches {len(matches)} columns of {view.model}: "
+                         f"{'; '.join(view.labels[c] for c in matches)}",
+                         fix="add the precision and a device (or machine) name to pick one")
+    return (matches[0] if matches else None), f"baseline chosen with --baseline {spec.text}"
