@@ -1,5 +1,100 @@
-"""PLACEHOLDER: `vlc bench` is being written; replace this whole module."""
+"""`vlc bench MODEL --targets ... --precisions ... --batch ...`: a resumable sweep, one record per cell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vlc.cli import console
+from vlc.errors import InputError, VlcError
 
 
-def register(app) -> None:  # noqa: ANN001
-    pass
+def _names(text: str, what: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise InputError(f"--{what} is empty", fix=f"give a comma-separated list of {what}")
+    return list(dict.fromkeys(names))
+
+
+class CellsFailed(VlcError):
+    """Some cells raised; their records say why. Everything else was measured and written."""
+
+    exit_code = 1
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("bench")
+    def bench(
+        model: str = typer.Argument(..., help="Example name, file.py:factory, package.module:factory, or .onnx."),
+        targets: str = typer.Option("torch,onnxruntime", "--targets", "-t", help="Comma-separated targets."),
+        precisions: str = typer.Option("fp32", "--precisions", "-p", help="Comma-separated precisions, "
+                                       "e.g. fp32,fp16."),
+        batch: Optional[str] = typer.Option(None, "--batch", "-b", help="Batch sizes, e.g. 1,8,32 "
+                                            "(default: the model's own)."),
+        results: Path = typer.Option(Path("results"), "--results", help="Results directory; one JSON record "
+                                     "per cell is written (or replaced) there. `vlc report` reads it."),
+        emit: Optional[Path] = typer.Option(None, "--emit", help="Write deploy bundles here for targets that "
+                                            "cannot run on this machine but can emit one (e.g. ascend)."),
+        emit_targets: Optional[str] = typer.Option(None, "--emit-targets", help="Targets that write bundles "
+                                                   "(default with --emit: those unavailable here)."),
+        warmup: int = typer.Option(10, "--warmup", help="Warm-up iterations per cell."),
+        iterations: Optional[int] = typer.Option(None, "--iterations", "-n", help="Timed iterations (default 50)."),
+        duration: Optional[float] = typer.Option(None, "--duration", help="Time each cell for this many seconds."),
+        device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda for every target (default: "
+                                             "each target's accelerator when present, else cpu)."),
+        machine: Optional[str] = typer.Option(None, "--machine", help="Machine name in the records "
+                                              "(default: the host name)."),
+        artifacts: Path = typer.Option(Path(".vlc/bench"), "--artifacts", help="Where compiled artifacts "
+                                       "are kept (reused when the source graph and spec match)."),
+        force: bool = typer.Option(False, "--force", help="Measure finished cells again."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the generated inputs."),
+        cache_dir: Optional[Path] = typer.Option(None, help="Front-end cache (default: $VLC_CACHE or .vlc/cache)."),
+        json_out: bool = typer.Option(False, "--json", help="Print a JSON summary of the cells."),
+    ) -> None:
+        """Export once, compile each target x precision, check accuracy, profile every batch size."""
+        from vlc.bench import BenchConfig, run_bench
+        from vlc.cli.profile_cmd import parse_batches
+        from vlc.timing import ProfileSettings
+
+        if iterations is not None and duration is not None:
+            raise InputError("--iterations and --duration are exclusive", fix="give one of them")
+        if warmup < 0 or (iterations is not None and iterations < 1) or (duration is not None and duration <= 0):
+            raise InputError("--warmup must be >= 0, --iterations >= 1 and --duration > 0",
+                             fix="e.g. --warmup 10 --iterations 100")
+        config = BenchConfig(
+            model=model, targets=_names(targets, "targets"), precisions=_names(precisions, "precisions"),
+            batches=parse_batches(batch) if batch else None, results=results, artifacts=artifacts, emit=emit,
+            emit_targets=_names(emit_targets, "emit-targets") if emit_targets else None,
+            settings=ProfileSettings(warmup=warmup, iterations=iterations or 50, duration_s=duration),
+            device=device, machine=machine, force=force, seed=seed, cache_dir=cache_dir)
+        with console.progress(f"bench {model}") as bar:
+            task = bar.task_ids[0]
+
+            def progress(text: str, finished: bool) -> None:
+                bar.update(task, description=f"bench {model}: {text}")
+                if finished and not console.err.is_terminal:
+                    console.info(text)
+
+            summary = run_bench(config, progress)
+        if json_out:
+            console.emit_json(summary.to_json())
+        else:
+            rows = []
+            for r in summary.written + summary.skipped:
+                acc = "—" if r.accuracy is None else ("pass" if r.accuracy.passed else "FAIL")
+                note = ("earlier run" if r in summary.skipped else "") or r.reason or r.bundle or ""
+                rows.append([r.target, r.precision, r.batch, r.status, r.median_ms, r.throughput_per_s, acc,
+                             None if r.utilisation is None else f"{r.utilisation:.2%}", note])
+            console.table(f"bench {summary.model} on {summary.machine}: median latency in ms per call",
+                          ["target", "precision", "batch", "status", "median ms", "samples/s", "accuracy",
+                           "of peak", "note"], rows)
+            console.out.print(f"{len(summary.written)} record(s) written to {summary.results}, "
+                              f"{len(summary.skipped)} cell(s) already done; "
+                              f"`vlc report {summary.results} -o report.html` puts them side by side",
+                              highlight=False)
+        if summary.failed:
+            raise CellsFailed(f"{len(summary.failed)} of {len(summary.written)} cell(s) failed",
+                              where=str(summary.results),
+                              fix="the 'failed' rows say why; fix it and rerun: finished cells are skipped")

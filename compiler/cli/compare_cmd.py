@@ -1,5 +1,128 @@
-"""PLACEHOLDER: `vlc compare` is being written; replace this whole module."""
+"""`vlc compare ARTIFACT`: the artifact's outputs against a reference on the same inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import typer
+
+from vlc.cli import console
+from vlc.errors import AccuracyError, InputError
 
 
-def register(app) -> None:  # noqa: ANN001
-    pass
+def is_torch_ref(ref: str | None) -> bool:
+    return bool(ref) and not str(ref).lower().endswith(".onnx")
+
+
+def torch_reference(ref: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The original PyTorch model, eager fp32 on the CPU."""
+    from vlc.frontend.loader import load_model
+    from vlc.model import ModelSource
+    from vlc.spec import Precision
+    from vlc.targets.torch.session import TorchSession
+
+    source = load_model(ref)
+    if not isinstance(source, ModelSource):
+        raise InputError(f"--reference torch needs a PyTorch model; the artifact was built from {ref}",
+                         fix="use --reference onnx")
+    session = TorchSession(source.module.eval(), [s.name for s in source.inputs], list(source.output_names),
+                           "cpu", Precision.FP32)
+    try:
+        return session.run(feeds)
+    finally:
+        session.close()
+
+
+def onnx_reference(artifact: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The normalized source graph in ONNX Runtime on the CPU, fp32."""
+    from vlc.targets.onnxruntime.session import run_onnx_cpu
+
+    onnx_path = Path(artifact.manifest.get("source", {}).get("onnx") or "")
+    if not onnx_path.is_file():
+        raise InputError(f"the artifact's source graph {onnx_path} no longer exists",
+                         where=str(artifact.path),
+                         fix="recompile with `vlc compile ... --force`, or use --reference torch")
+    return run_onnx_cpu(onnx_path, feeds)
+
+
+def resolve_reference(reference: str | None, artifact: Any) -> str:
+    ref = artifact.manifest.get("source", {}).get("ref")
+    if reference is None:
+        return "torch" if is_torch_ref(ref) else "onnx"
+    return reference
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("compare")
+    def compare(
+        artifact_dir: Path = typer.Argument(..., metavar="ARTIFACT", help="Directory written by `vlc compile`."),
+        reference: Optional[str] = typer.Option(None, "--reference", "-r", help="torch (the original model, CPU "
+                                                "fp32), onnx (the source graph in ONNX Runtime CPU fp32), or "
+                                                "another artifact directory. Default: torch for PyTorch models, "
+                                                "else onnx."),
+        expected: list[str] = typer.Option([], "--expected", help="Reference outputs from files (.npy, .npz, "
+                                           ".pb, or a directory) instead of running a reference; repeatable."),
+        inputs: list[str] = typer.Option([], "--input", "-i", help="Input files (as for `vlc run`); default: "
+                                         "generated."),
+        batch: Optional[int] = typer.Option(None, "--batch", "-b", help="Batch of generated inputs."),
+        seed: int = typer.Option(0, "--seed", help="Seed of generated inputs."),
+        atol: Optional[float] = typer.Option(None, "--atol", help="Absolute tolerance (default per precision)."),
+        rtol: Optional[float] = typer.Option(None, "--rtol", help="Relative tolerance (default per precision)."),
+        min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Minimum cosine similarity."),
+        json_out: bool = typer.Option(False, "--json", help="Print the accuracy report as JSON."),
+    ) -> None:
+        """Compare an artifact's outputs with a reference; exit 4 when they differ beyond tolerance."""
+        from vlc.accuracy import compare_outputs, default_tolerance, tolerance_with
+        from vlc.cli.export_cmd import print_accuracy
+        from vlc.cli.run_cmd import open_artifact
+        from vlc.inputs import artifact_inputs, load_arrays
+
+        artifact, target = open_artifact(artifact_dir)
+        if expected and reference is not None:
+            raise InputError("--expected and --reference are exclusive", fix="give one of them")
+        if inputs and batch is not None:
+            raise InputError("--batch applies to generated inputs, not to --input files",
+                             fix="drop --batch; the files' first axis is the batch")
+        other = None
+        label = "expected outputs" if expected else resolve_reference(reference, artifact)
+        if not expected and label not in ("torch", "onnx"):
+            other = open_artifact(Path(label))
+            label = f"artifact {other[0].path}"
+        tolerance = tolerance_with(default_tolerance(artifact.manifest["precision"]), atol=atol, rtol=rtol,
+                                   min_cosine=min_cosine)
+        feeds = artifact_inputs(artifact, files=inputs, batch=batch, seed=seed)
+        wanted: dict[str, np.ndarray] = {}
+        if expected:
+            wanted = load_arrays(expected, artifact.signature.output_names, what="output")
+        with console.progress(f"running {artifact.path.name}"):
+            actual = target.run(artifact, feeds)
+        with console.progress(f"running the reference ({label})"):
+            if expected:
+                pass
+            elif other is not None:
+                wanted = other[1].run(other[0], feeds)
+            elif label == "torch":
+                wanted = torch_reference(artifact.manifest["source"]["ref"], feeds)
+            else:
+                wanted = onnx_reference(artifact, feeds)
+        report = compare_outputs(actual, wanted, tolerance)
+        summary = {"artifact": str(artifact.path), "target": artifact.target,
+                   "precision": artifact.manifest["precision"], "reference": label,
+                   "inputs": {k: list(v.shape) for k, v in feeds.items()}, **report.to_json()}
+        if json_out:
+            console.emit_json(summary)
+        else:
+            tol = ", ".join(f"{k} {v}" for k, v in tolerance.to_json().items() if v is not None)
+            print_accuracy(f"{artifact.target} {summary['precision']} ({artifact.path}) vs {label}; "
+                           f"tolerance: {tol}", report.to_json())
+        if not report.passed:
+            failing = [o for o in report.outputs if not o.passed]
+            detail = "; ".join(f"{o.name}: {o.reason}" for o in failing[:3])
+            raise AccuracyError(f"{len(failing)} of {len(report.outputs)} output(s) differ from {label}: {detail}",
+                                where=str(artifact.path),
+                                fix="loosen --atol/--rtol/--min-cosine only if this precision explains it")
+        if not json_out:
+            console.out.print(f"passed: {len(report.outputs)} output(s) within tolerance of {label}",
+                              highlight=False)

@@ -1,5 +1,121 @@
-"""PLACEHOLDER: `vlc compile` is being written; replace this whole module."""
+"""`vlc compile MODEL --target T`: front end, then one target's compiler, into an artifact directory."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from vlc.cli import console
+from vlc.errors import InputError, TargetUnavailable
 
 
-def register(app) -> None:  # noqa: ANN001
-    pass
+def absolute_ref(ref: str) -> str:
+    """`file.py:factory` with the file made absolute, so artifacts run from any directory."""
+    target, sep, attr = ref.rpartition(":")
+    if sep and target.endswith(".py") and Path(target).is_file():
+        return f"{Path(target).resolve()}:{attr}"
+    return ref
+
+
+def model_name(source: Any) -> str:
+    """A readable name for the default artifact directory."""
+    if source.model is not None:
+        return source.model.name
+    path = Path(source.ref)
+    if path.stem == "model" and path.parent.name:  # e.g. onnx test data: <case>/model.onnx
+        return path.parent.name
+    return path.stem
+
+
+def _manifest_stamp(out_dir: Path) -> tuple[int, int] | None:
+    try:
+        stat = (out_dir / "manifest.json").stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("compile")
+    def compile_(
+        model: str = typer.Argument(..., help="Example name, file.py:factory, package.module:factory, "
+                                    "or an .onnx file."),
+        target: str = typer.Option(..., "--target", "-t", help="Target name (see `vlc targets`)."),
+        precision: str = typer.Option("fp32", "--precision", "-p", help="fp32, tf32, fp16, bf16 or int8."),
+        preset: Optional[str] = typer.Option(None, "--preset", help="Named hardware preset of the target."),
+        device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+        shapes: list[str] = typer.Option([], "--shapes", help="name:MIN,OPT,MAX shape range of one input "
+                                         "(e.g. image:1x3x224x224,8x3x224x224,32x3x224x224); repeatable."),
+        batch: Optional[str] = typer.Option(None, "--batch", help="Batch range N or MIN,OPT,MAX."),
+        option: list[str] = typer.Option([], "-O", "--option", help="Target option key=value; repeatable."),
+        output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                              help="Artifact directory (default artifacts/<model>-<target>-<precision>)."),
+        force: bool = typer.Option(False, "--force", help="Rebuild even if a matching artifact exists."),
+        exporter: str = typer.Option("dynamo", help="Front end: dynamo (default) or torchscript."),
+        opset: Optional[int] = typer.Option(None, help="Front end: ONNX opset."),
+        passes: Optional[str] = typer.Option(None, help="Front end: comma-separated pass names."),
+        no_simplify: bool = typer.Option(False, "--no-simplify", help="Front end: skip the simplifier."),
+        no_parity: bool = typer.Option(False, "--no-parity", help="Front end: skip the PyTorch parity check."),
+        weights: Optional[str] = typer.Option(None, help="Real weights for an example model."),
+        cache_dir: Optional[Path] = typer.Option(None, help="Front-end cache directory "
+                                                 "(default: $VLC_CACHE or .vlc/cache)."),
+        json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    ) -> None:
+        """Compile a model for one target into an artifact directory (reused when nothing changed)."""
+        from vlc.cli.export_cmd import frontend_options
+        from vlc.plugin_manager import get_target
+        from vlc.signature import Signature
+        from vlc.spec import Precision, TargetSpec, parse_batch_range, parse_options, parse_shape_ranges
+
+        # Everything the user typed is checked before the (slow) front end runs.
+        backend = get_target(target)
+        spec = TargetSpec(target=backend.name, precision=Precision.parse(precision), preset=preset,
+                          device=device, shapes=parse_shape_ranges(shapes),
+                          batch=parse_batch_range(batch) if batch else None, options=parse_options(option))
+        backend.validate_spec(TargetSpec.from_json({**spec.to_json(), "shapes": {}}), Signature((), ()))
+        status = backend.require_available()
+        if status.devices and spec.device not in status.devices:
+            raise TargetUnavailable(f"target '{backend.name}' has no {spec.device} device here",
+                                    fix=f"devices here: {', '.join(status.devices)} (see `vlc targets`)")
+        if spec.batch and spec.shapes:
+            raise InputError("--batch and --shapes both set the batch range",
+                             fix="give the batch inside --shapes, or use --batch alone")
+        options = frontend_options(exporter, opset, passes, no_simplify, no_parity, weights)
+
+        from vlc.frontend.pipeline import prepare
+
+        start = time.perf_counter()
+        with console.progress(f"front end: {model}"):
+            source = prepare(absolute_ref(model), cache_dir=cache_dir, options=options)
+        source.onnx_path = Path(source.onnx_path).resolve()
+        frontend_seconds = time.perf_counter() - start
+        out_dir = output or Path("artifacts") / f"{model_name(source)}-{backend.name}-{spec.precision.value}"
+        if out_dir.exists() and not out_dir.is_dir():
+            raise InputError(f"output {out_dir} exists and is not a directory", fix="choose another -o")
+        before = _manifest_stamp(out_dir)
+        with console.progress(f"compiling {model_name(source)} for {backend.name} ({spec.precision.value})"):
+            artifact = backend.compile(source, spec, out_dir, force=force)
+        reused = before is not None and before == _manifest_stamp(out_dir)
+        summary = {
+            "artifact": str(artifact.path), "target": artifact.target, "precision": artifact.manifest["precision"],
+            "device": artifact.spec.device, "preset": artifact.manifest.get("preset"), "reused": reused,
+            "build_seconds": artifact.manifest.get("build_seconds"),
+            "frontend_seconds": round(frontend_seconds, 3), "frontend_reused": bool(source.frontend.get("reused")),
+            "batch_range": artifact.manifest.get("batch_range"), "files": artifact.manifest.get("files"),
+            "tool_versions": artifact.manifest.get("tool_versions"),
+        }
+        if json_out:
+            console.emit_json(summary)
+            return
+        state = "reused (nothing changed; --force rebuilds)" if reused else \
+            f"built in {summary['build_seconds']:.2f} s"
+        console.out.print(f"artifact: {artifact.path}", highlight=False)
+        console.out.print(f"{artifact.target} {summary['precision']} on {summary['device']}: {state}; "
+                          f"front end {frontend_seconds:.2f} s"
+                          f"{' (cached graph)' if summary['frontend_reused'] else ''}", highlight=False)
+        if summary["batch_range"]:
+            lo, hi = summary["batch_range"]
+            console.out.print(f"batch range: {lo}..{hi}", highlight=False)

@@ -1,5 +1,149 @@
-"""PLACEHOLDER: `vlc profile` is being written; replace this whole module."""
+"""`vlc profile ARTIFACT --batch 1,8,32`: latency and throughput per batch size, one record each."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from vlc.cli import console
+from vlc.errors import InputError
 
 
-def register(app) -> None:  # noqa: ANN001
-    pass
+def environment(artifact: Any, target: Any) -> dict[str, Any]:
+    """Where a measurement ran (vlc.environment.collect) plus the target's own SDK versions."""
+    from vlc.environment import collect
+
+    return {**collect(), "target_versions": dict(target.available().versions),
+            "artifact_tool_versions": dict(artifact.manifest.get("tool_versions") or {})}
+
+
+def parse_batches(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"cannot read --batch '{text}'", fix="use a comma-separated list, e.g. 1,8,32") from None
+    if not values or any(v < 1 for v in values):
+        raise InputError(f"--batch '{text}' needs positive batch sizes", fix="e.g. --batch 1,8,32")
+    return list(dict.fromkeys(values))
+
+
+def artifact_model_name(artifact: Any) -> str:
+    """The model's name from the artifact's ref: the factory, the example, or the ONNX file."""
+    ref = str(artifact.manifest.get("source", {}).get("ref") or artifact.path.name)
+    if not ref.lower().endswith(".onnx"):
+        return ref.rpartition(":")[2]
+    path = Path(ref)
+    return path.parent.name if path.stem == "model" and path.parent.name else path.stem
+
+
+def make_record(artifact: Any, result: Any, settings: Any, env: dict[str, Any], machine: str) -> Any:
+    """One vlc.records.BenchRecord per (model, target, precision, batch, machine)."""
+    from dataclasses import asdict
+
+    from vlc.environment import device_name
+    from vlc.records import BenchRecord
+
+    manifest = artifact.manifest
+    data = result.to_json()
+    return BenchRecord(
+        model=artifact_model_name(artifact), target=artifact.target, precision=manifest["precision"],
+        batch=result.batch, machine=machine, status="ok",
+        source_hash=manifest.get("cache", {}).get("source_hash", "") or "unknown",
+        model_ref=str(manifest.get("source", {}).get("ref") or ""), device=artifact.spec.device,
+        device_name=device_name(env, artifact.spec.device), latency_ms=data["latency_ms"],
+        throughput_per_s=data["throughput_per_s"], includes_transfers=result.includes_transfers,
+        settings={**asdict(settings), "command": "vlc profile", "breakdown_ms": data["breakdown_ms"],
+                  "extra": data["extra"]},
+        artifact={"path": str(artifact.path), "preset": manifest.get("preset"), "spec": manifest.get("spec"),
+                  "tool_versions": manifest.get("tool_versions"), "cache": manifest.get("cache")},
+        warnings=list(result.warnings), environment=env)
+
+
+def write_records(path: Path, records: list[Any]) -> list[Path]:
+    """`FILE.json`: a JSON list of records; otherwise a results directory that `vlc report` reads."""
+    from vlc.records import write_record
+
+    if path.suffix == ".json":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps([r.to_json() for r in records], indent=2, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+        return [path]
+    return [write_record(path, r) for r in records]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("profile")
+    def profile(
+        artifact_dir: Path = typer.Argument(..., metavar="ARTIFACT", help="Directory written by `vlc compile`."),
+        batch: Optional[str] = typer.Option(None, "--batch", "-b", help="Batch sizes to sweep, e.g. 1,8,32 "
+                                            "(default: the compiled opt batch)."),
+        warmup: int = typer.Option(10, "--warmup", help="Warm-up iterations per batch."),
+        iterations: Optional[int] = typer.Option(None, "--iterations", "-n", help="Timed iterations (default 50)."),
+        duration: Optional[float] = typer.Option(None, "--duration", help="Time for this many seconds instead."),
+        no_transfers: bool = typer.Option(False, "--no-transfers", help="Exclude host<->device copies where "
+                                          "the target can (GPU targets); CPU targets always include them."),
+        seed: int = typer.Option(0, "--seed", help="Seed of generated inputs."),
+        record: Optional[Path] = typer.Option(None, "--record", help="Write the records: FILE.json (a JSON "
+                                              "list) or a results directory that `vlc report` reads."),
+        machine: Optional[str] = typer.Option(None, "--machine", help="Machine name in the records "
+                                              "(default: the host name)."),
+        json_out: bool = typer.Option(False, "--json", help="Print the records as JSON."),
+    ) -> None:
+        """Measure latency (min/mean/median/p90/p95/p99) and throughput over a batch sweep."""
+        from vlc.cli.run_cmd import open_artifact
+        from vlc.inputs import artifact_inputs, check_batch, default_batch
+        from vlc.timing import ProfileSettings
+
+        if iterations is not None and duration is not None:
+            raise InputError("--iterations and --duration are exclusive", fix="give one of them")
+        if warmup < 0 or (iterations is not None and iterations < 1) or (duration is not None and duration <= 0):
+            raise InputError("--warmup must be >= 0, --iterations >= 1 and --duration > 0",
+                             fix="e.g. --warmup 10 --iterations 100")
+        artifact, target = open_artifact(artifact_dir)
+        batches = parse_batches(batch) if batch else [default_batch(artifact)]
+        for b in batches:  # every batch is checked before any is timed
+            check_batch(artifact, b)
+        settings = ProfileSettings(warmup=warmup, iterations=iterations or 50, duration_s=duration,
+                                   include_transfers=not no_transfers)
+        env = environment(artifact, target)
+        records, results = [], []
+        session = target.open(artifact)  # opened once for the whole sweep
+        try:
+            with console.progress(f"profiling {artifact.path.name}") as bar:
+                for b in batches:
+                    bar.update(bar.task_ids[0], description=f"profiling {artifact.path.name}, batch {b}")
+                    feeds = artifact_inputs(artifact, batch=b, seed=seed)
+                    checked = target.validate_feeds(artifact, feeds)
+                    result = target._profile(artifact, session, feeds, settings, checked)
+                    results.append(result)
+                    records.append(make_record(artifact, result, settings, env, machine or env["host"]))
+        finally:
+            session.close()
+        written = write_records(record, records) if record is not None else []
+        if json_out:
+            console.emit_json([r.to_json() for r in records])
+            return
+        transfers = {r.includes_transfers for r in results}
+        note = ("host<->device transfers included" if transfers == {True} else
+                "host<->device transfers excluded" if transfers == {False} else "transfers: see column")
+        rows = [[r.batch, r.latency.min, r.latency.mean, r.latency.median, r.latency.p90, r.latency.p95,
+                 r.latency.p99, r.latency.cv, r.throughput, r.latency.count, r.includes_transfers]
+                for r in results]
+        console.table(f"{artifact.target} {artifact.manifest['precision']} on {artifact.spec.device} "
+                      f"({artifact.path}); latency in ms per call, {note}",
+                      ["batch", "min", "mean", "median", "p90", "p95", "p99", "cv", "samples/s",
+                       "iterations", "transfers"], rows)
+        versions = ", ".join(f"{k} {v}" for k, v in env["target_versions"].items())
+        console.out.print(f"machine: {machine or env['host']} ({env['cpu'].get('model')}); {versions}",
+                          highlight=False)
+        for r in results:
+            for warning in r.warnings:
+                console.info(f"[yellow]warning[/] (batch {r.batch}): {warning}")
+        if record is not None:
+            console.out.print(f"wrote {len(records)} record(s) to {record}"
+                              f"{'' if written == [record] else f' ({len(written)} files)'}", highlight=False)

@@ -1,5 +1,51 @@
-"""PLACEHOLDER: `vlc targets` is being written; replace this whole module."""
+"""`vlc targets`: every registered target, whether it can run here, and why not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from vlc.cli import console
 
 
-def register(app) -> None:  # noqa: ANN001
-    pass
+def describe_targets() -> dict[str, Any]:
+    from vlc import plugin_manager
+
+    rows = []
+    for name, target in sorted(plugin_manager.targets().items()):
+        try:
+            status = target.available()
+            ok, reason, versions, devices = status.ok, status.reason, status.versions, status.devices
+        except Exception as exc:  # a broken plugin must not hide the others
+            ok, reason, versions, devices = False, f"available() failed: {type(exc).__name__}: {exc}", {}, []
+        rows.append({
+            "name": name, "summary": target.summary, "available": ok, "reason": reason,
+            "versions": dict(versions), "devices": list(devices) if ok else [],
+            "supported_devices": list(target.devices),
+            "precisions": [p.value for p in target.precisions],
+            "presets": sorted(target.presets), "default_preset": target.default_preset,
+            "options": {k: {"help": o.help, "type": o.type.__name__, "default": o.default}
+                        for k, o in sorted(target.options.items())},
+            "plugin": type(target).__module__,
+        })
+    return {"targets": rows, "load_errors": list(plugin_manager.load_errors)}
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("targets")
+    def targets(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+        """List compilation targets, what each supports, and whether it can run on this machine."""
+        data = describe_targets()
+        if json_out:
+            console.emit_json(data)
+            return
+        rows = [[t["name"], "yes" if t["available"] else "no",
+                 ", ".join(f"{k} {v}" for k, v in t["versions"].items()),
+                 ", ".join(t["devices"]) if t["available"] else f"({', '.join(t['supported_devices'])})",
+                 ", ".join(t["precisions"]), ", ".join(t["presets"]), ", ".join(t["options"]),
+                 t["reason"] if not t["available"] else t["summary"]] for t in data["targets"]]
+        console.table("targets", ["target", "runs here", "versions", "devices", "precisions", "presets",
+                                  "options (-O)", "notes"], rows)
+        if data["load_errors"]:
+            console.table("plugins that failed to load", ["plugin error"], [[e] for e in data["load_errors"]])

@@ -1,0 +1,208 @@
+"""Precision in the graph, shared by every target: fp16 / bf16 casts and int8 Q/DQ.
+
+TensorRT 11 and TensorRT-RTX are strongly typed (no fp16/int8 builder flags, no calibrators),
+Ascend and ONNX Runtime take typed graphs too, so precision is decided here, once, in ONNX:
+
+    report = convert(Path("model.onnx"), Precision.FP16, Path("model.fp16.onnx"))
+    report = convert(src, Precision.INT8, dst, calibration=CalibrationData.from_dir("calib/"),
+                     method="entropy")
+    manifest["extra"]["precision"] = report.to_json()
+
+Library choice: our own fp16/bf16 pass (lowp.py) and ONNX Runtime's static quantization for
+int8 (quantize.py), because NVIDIA ModelOpt's `[onnx]` extra pins onnx~=1.21 and
+onnxruntime-gpu~=1.24 (replacing this environment's onnx 1.23 and onnxruntime 1.31) and pulls
+cupy-cuda12x, so it does not install cleanly beside the rest of vlc.
+
+Every converted graph is run in ONNX Runtime against the fp32 graph on generated,
+non-degenerate inputs; the numbers are in the report (`report.accuracy`), and `strict`
+conversions raise AccuracyError when they miss the precision's tolerance.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from vlc.accuracy import Tolerance, compare_outputs, default_tolerance
+from vlc.errors import AccuracyError, ExportError, InputError
+from vlc.frontend.precision.calibration import CalibrationData, refuse_constant
+from vlc.frontend.precision.lowp import KEEP_FP32_OPS
+from vlc.frontend.precision.quantize import DEFAULT_QUANT_OPS, METHODS
+from vlc.frontend.precision.report import ConversionReport
+from vlc.model import InputSpec, generate_from_specs, specs_from_signature
+from vlc.signature import onnx_signature
+from vlc.spec import Precision
+
+__all__ = ["convert", "ConversionReport", "CalibrationData", "KEEP_FP32_OPS", "DEFAULT_QUANT_OPS",
+           "METHODS", "Precision", "refuse_constant"]
+
+LARGE_MODEL_BYTES = 1_800_000_000  # past this, save weights as external data (protobuf's 2 GiB limit)
+CHECK_SEED = 0
+CHECK_BATCH = 2
+
+
+def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
+            calibration: CalibrationData | None = None, method: str = "minmax",
+            percentile: float = 99.999, input_specs: list[InputSpec] | None = None,
+            check_feeds: Mapping[str, np.ndarray] | None = None, check_batch: int = CHECK_BATCH,
+            seed: int = CHECK_SEED, tolerance: Tolerance | None = None, strict: bool = True,
+            keep_fp32_ops: Iterable[str] | None = None,
+            quantize_ops: Iterable[str] = DEFAULT_QUANT_OPS, per_channel: bool = True) -> ConversionReport:
+    """Write `onnx_path` converted to `precision` at `out_path` and check it against fp32.
+
+    fp16 / bf16: low-precision graph with fp32 islands (see lowp.KEEP_FP32_OPS plus decomposed
+    LayerNorm patterns), fp32 graph I/O, fp16 constants clamped to +-65504.
+    int8: Q/DQ graph calibrated on `calibration` (a directory via CalibrationData.from_dir, or
+    CalibrationData.generate(model)); without it, calibration is generated from `input_specs`
+    (the model's input generators). `method`: minmax, entropy or percentile.
+    fp32 / tf32: the graph is copied unchanged (tf32 is a compiler setting, not a graph type).
+
+    The check runs `check_feeds`, or inputs generated from `input_specs` (else generic ones from
+    the graph's signature) at `check_batch` with `seed`, through ONNX Runtime, comparing against
+    the fp32 graph with `tolerance` (default: the precision's). With `strict`, a failed check
+    raises AccuracyError (the report is on the exception as `.report`).
+    """
+    precision = Precision(precision)
+    onnx_path, out_path = Path(onnx_path), Path(out_path)
+    if not onnx_path.is_file():
+        raise InputError(f"ONNX file {onnx_path} does not exist", fix="export the model first")
+    if out_path.resolve() == onnx_path.resolve():
+        raise InputError(f"conversion would overwrite its source {onnx_path}", fix="write to another path")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    signature = onnx_signature(onnx_path)
+
+    import onnx
+
+    if precision in (Precision.FP32, Precision.TF32):
+        model = onnx.load(str(onnx_path))
+        _save(model, out_path)
+        n = sum(1 for _ in model.graph.node)
+        report = ConversionReport(precision.value, str(onnx_path), str(out_path), "copy (unchanged)",
+                                  nodes_total=n, unchanged=True,
+                                  check={"skipped": "the graph is unchanged"})
+        report.seconds = round(time.perf_counter() - start, 3)
+        return report
+
+    if precision in (Precision.FP16, Precision.BF16):
+        from onnx import TensorProto
+
+        from vlc.frontend.precision.lowp import to_low_precision
+
+        low = TensorProto.FLOAT16 if precision is Precision.FP16 else TensorProto.BFLOAT16
+        keep = KEEP_FP32_OPS if keep_fp32_ops is None else frozenset(keep_fp32_ops)
+        converted, stats = to_low_precision(onnx.load(str(onnx_path)), low, keep)
+        _save(converted, out_path)
+        try:
+            onnx.checker.check_model(str(out_path))
+        except onnx.checker.ValidationError as exc:
+            raise ExportError(f"the {precision.value} conversion produced an invalid graph: "
+                              f"{str(exc).splitlines()[0]}", where=str(onnx_path),
+                              fix="report this as a vlc bug; keep_fp32_ops can route around the op") from None
+        report = ConversionReport(
+            precision.value, str(onnx_path), str(out_path), f"vlc low-precision pass (onnx {onnx.__version__})",
+            nodes_total=stats.nodes_total, nodes_low_precision=stats.nodes_low,
+            fp32_ops=dict(stats.fp32_ops), layernorm_islands=stats.layernorm_islands,
+            casts_inserted=stats.casts_inserted, constants_clamped=stats.clamped,
+            constants_clamped_names=stats.clamped_names, constants_flushed=stats.flushed)
+        check_model = converted
+        if precision is Precision.BF16:
+            from vlc.frontend.precision.check import emulate_bf16
+
+            check_model = emulate_bf16(converted)
+            report.check["emulated"] = ("ONNX Runtime's CPU provider has no bf16 kernels: every bf16 "
+                                        "tensor is rounded to bf16 where produced and computed in fp32")
+    elif precision is Precision.INT8:
+        import onnxruntime
+
+        from vlc.frontend.precision.quantize import quantize_int8
+
+        if method not in METHODS:
+            raise InputError(f"unknown calibration method '{method}'", fix=f"use one of: {', '.join(METHODS)}")
+        if calibration is None:
+            if input_specs is None:
+                raise InputError("int8 needs calibration data",
+                                 fix="pass calibration (a directory of .npz feeds) or the model's input specs")
+            calibration = CalibrationData.generate(list(input_specs))
+        calibration = calibration.bind(signature)
+        counts = quantize_int8(onnx_path, out_path, calibration, method=method, percentile=percentile,
+                               per_channel=per_channel, op_types=tuple(quantize_ops))
+        graph = onnx.load(str(out_path), load_external_data=False).graph
+        fp32_ops = Counter(n.op_type for n in graph.node
+                           if n.op_type not in ("QuantizeLinear", "DequantizeLinear"))
+        report = ConversionReport(
+            precision.value, str(onnx_path), str(out_path),
+            f"onnxruntime.quantization {onnxruntime.__version__} (QDQ, symmetric int8, "
+            f"{'per-channel' if per_channel else 'per-tensor'} weights)",
+            nodes_total=sum(fp32_ops.values()), nodes_low_precision=counts["quantized_nodes"],
+            qdq_nodes=counts["quantize_linear"] + counts["dequantize_linear"], method=method,
+            calibration={"source": calibration.source, "feeds": len(calibration),
+                         "samples": calibration.samples, "method": method,
+                         **({"percentile": percentile} if method == "percentile" else {})})
+        if counts["quantized_nodes"] == 0:
+            report.warnings.append(f"no {'/'.join(quantize_ops)} node was quantized; the graph runs in fp32")
+        check_model = out_path
+    else:  # pragma: no cover - Precision has no other members
+        raise InputError(f"precision {precision.value} has no graph conversion")
+
+    _check(report, onnx_path, check_model, precision, signature, check_feeds, input_specs,
+           check_batch, seed, tolerance)
+    report.seconds = round(time.perf_counter() - start, 3)
+    if strict and not report.passed:
+        err = AccuracyError(f"the {precision.value} graph misses its tolerance against fp32: "
+                            f"{_failures(report)}", where=str(out_path),
+                            fix="keep more ops in fp32 (keep_fp32_ops), use representative calibration "
+                                "data or another method, or pass strict=False to keep it anyway")
+        err.report = report  # type: ignore[attr-defined]
+        raise err
+    return report
+
+
+def _save(model, path: Path) -> None:  # noqa: ANN001
+    import onnx
+
+    for stale in path.parent.glob(path.name + ".data"):
+        stale.unlink()
+    if model.ByteSize() >= LARGE_MODEL_BYTES:
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=path.name + ".data")
+    else:
+        onnx.save(model, str(path))
+
+
+def _check(report: ConversionReport, source: Path, converted, precision: Precision, signature,  # noqa: ANN001
+           feeds: Mapping[str, np.ndarray] | None, input_specs: list[InputSpec] | None,
+           batch: int, seed: int, tolerance: Tolerance | None) -> None:
+    import onnxruntime
+
+    from vlc.frontend.precision.check import run_onnx
+
+    if feeds is None:
+        specs = list(input_specs) if input_specs is not None else specs_from_signature(signature.inputs)
+        feeds = generate_from_specs(specs, batch, seed)
+        where = f"generated inputs (batch {batch}, seed {seed}, " \
+                f"{'model input specs' if input_specs is not None else 'generic specs from the signature'})"
+    else:
+        where = "given feeds"
+    signature.validate_inputs(feeds, where="conversion check inputs")
+    tolerance = tolerance or default_tolerance(precision)
+    reference = run_onnx(source, feeds)
+    try:
+        actual = run_onnx(converted, feeds)
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+        raise ExportError(f"the {precision.value} graph does not run in ONNX Runtime: "
+                          f"{str(exc).splitlines()[0][:300]}", where=report.output,
+                          fix="report this as a vlc bug; keep_fp32_ops can route around the op") from None
+    report.accuracy = compare_outputs(actual, reference, tolerance)
+    report.check.update({"runtime": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider",
+                         "inputs": where, "reference": "the fp32 source graph in the same runtime"})
+
+
+def _failures(report: ConversionReport) -> str:
+    assert report.accuracy is not None
+    return "; ".join(f"{o.name}: {o.reason}" for o in report.accuracy.outputs if not o.passed)
+

@@ -1,0 +1,71 @@
+"""Numerical check of a converted graph against its fp32 source in ONNX Runtime (CPU).
+
+fp16 and int8 (QDQ) graphs run as they are. ONNX Runtime's CPU provider has no bf16 kernels,
+so a bf16 graph is checked through an emulation: every bf16 tensor becomes fp32 rounded to
+bf16 (Cast to bf16 and back) right where it is produced. Both routes measure the rounding of
+stored tensors; the CPU computes most fp16 ops internally in fp32, so fp16 accumulation error
+inside a GPU kernel is not part of this number (the artifact's own check covers that).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+BF16 = TensorProto.BFLOAT16
+FLOAT = TensorProto.FLOAT
+
+
+def _session(model: str | Path | onnx.ModelProto):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(model: str | Path | onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a graph on ONNX Runtime's CPU provider; outputs by name."""
+    session = _session(model)
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, dict(feeds))))
+
+
+def emulate_bf16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """An fp32 graph that rounds every bf16 tensor of `model` to bf16 where it is produced."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {vi.name: vi.type.tensor_type.elem_type
+             for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    out = onnx.ModelProto.FromString(model.SerializeToString())
+    g = out.graph
+    for i, init in enumerate(g.initializer):
+        if init.data_type == BF16:
+            g.initializer[i].CopyFrom(numpy_helper.from_array(
+                numpy_helper.to_array(init).astype(np.float32), init.name))
+    for vi in list(g.value_info) + list(g.input) + list(g.output):
+        if vi.type.tensor_type.elem_type == BF16:
+            vi.type.tensor_type.elem_type = FLOAT
+    nodes = []
+    for node in g.node:
+        for attr in node.attribute:
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == BF16:
+                attr.i = FLOAT  # rounding is added below like for any bf16 output
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == BF16:
+                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float32)))
+        rounds = []
+        for j, name in enumerate(node.output):
+            if types.get(name) == BF16:
+                raw = f"{name}__bf16_raw"
+                node.output[j] = raw
+                rounds += [helper.make_node("Cast", [raw], [f"{name}__bf16"], to=BF16),
+                           helper.make_node("Cast", [f"{name}__bf16"], [name], to=FLOAT)]
+        nodes.append(node)
+        nodes.extend(rounds)
+    del g.node[:]
+    g.node.extend(nodes)
+    return out

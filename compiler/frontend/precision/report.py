@@ -1,0 +1,59 @@
+"""ConversionReport: what a precision conversion changed and how close the result stays to fp32."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from vlc.accuracy import AccuracyReport
+
+
+@dataclass
+class ConversionReport:
+    """One conversion; `to_json()` is what targets put into the manifest (extra["precision"])."""
+
+    precision: str
+    source: str
+    output: str
+    tool: str  # what did the rewrite, with its version
+    seconds: float = 0.0
+    nodes_total: int = 0
+    nodes_low_precision: int = 0  # fp16/bf16 nodes, or quantized nodes for int8
+    fp32_ops: dict[str, int] = field(default_factory=dict)  # op type -> nodes kept in fp32
+    layernorm_islands: int = 0  # decomposed LayerNorm / RMSNorm patterns kept in fp32
+    casts_inserted: int = 0
+    constants_clamped: int = 0  # values outside the low-precision range, clamped to its max
+    constants_clamped_names: list[str] = field(default_factory=list)
+    constants_flushed: int = 0  # tiny non-zero values raised to the smallest subnormal
+    qdq_nodes: int = 0
+    method: str | None = None  # int8 calibration method
+    calibration: dict[str, Any] | None = None
+    check: dict[str, Any] = field(default_factory=dict)  # how the accuracy check ran
+    accuracy: AccuracyReport | None = None
+    warnings: list[str] = field(default_factory=list)
+    unchanged: bool = False  # fp32 / tf32: the graph was copied as it is
+
+    @property
+    def passed(self) -> bool:
+        """True when the check ran and passed, or the graph is unchanged."""
+        return self.accuracy.passed if self.accuracy is not None else self.unchanged
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["accuracy"] = self.accuracy.to_json() if self.accuracy is not None else None
+        data["passed"] = self.passed
+        return data
+
+    def summary(self) -> str:
+        """One line for logs: what changed and the worst accuracy numbers."""
+        parts = [f"{self.precision} via {self.tool}: {self.nodes_low_precision}/{self.nodes_total} nodes"]
+        if self.fp32_ops:
+            parts.append(f"fp32 kept for {sum(self.fp32_ops.values())} nodes "
+                         f"({', '.join(f'{k} x{v}' for k, v in sorted(self.fp32_ops.items()))})")
+        if self.constants_clamped:
+            parts.append(f"{self.constants_clamped} constants clamped")
+        if self.accuracy is not None and self.accuracy.outputs:
+            worst = self.accuracy.worst()
+            parts.append(f"vs fp32: min cosine {worst['min_cosine']:.6f}, max abs {worst['max_abs']:.3g} "
+                         f"({'pass' if self.passed else 'FAIL'})")
+        return "; ".join(parts)

@@ -1,0 +1,251 @@
+"""Model inputs from files or generators, and outputs to files.
+
+Input files: `.npy` (the input's name is the file stem, or `name=path.npy`), `.npz` (keys are
+input names), `.pb` (an ONNX TensorProto; its name field, else the file stem), and
+directories of such files. Names are checked against the signature here; dtypes and shapes
+are checked by the target (Signature.validate_inputs) so every path reports them alike.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from vlc.errors import InputError
+from vlc.model import InputSpec, generate_from_specs, specs_from_signature
+from vlc.signature import Signature
+
+INPUT_SUFFIXES = (".npy", ".npz", ".pb")
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except PermissionError:
+        raise InputError(f"cannot read file {path}: permission denied",
+                         fix="check the file's permissions") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"cannot read file {path}: not a valid .npy array ({_reason(exc)})",
+                         fix="write inputs with numpy.save") from None
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except PermissionError:
+        raise InputError(f"cannot read file {path}: permission denied",
+                         fix="check the file's permissions") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"cannot read file {path}: not a valid .npz archive ({_reason(exc)})",
+                         fix="write inputs with numpy.savez") from None
+
+
+def _read_pb(path: Path) -> tuple[str, np.ndarray]:
+    import onnx
+    from google.protobuf.message import DecodeError
+    from onnx import numpy_helper
+
+    try:
+        tensor = onnx.TensorProto()
+        tensor.ParseFromString(path.read_bytes())
+        return tensor.name, numpy_helper.to_array(tensor)
+    except PermissionError:
+        raise InputError(f"cannot read file {path}: permission denied",
+                         fix="check the file's permissions") from None
+    except (OSError, DecodeError, ValueError, TypeError) as exc:
+        raise InputError(f"cannot read file {path}: not a serialized ONNX TensorProto ({_reason(exc)})",
+                         fix="use .npy, .npz, or .pb files written by onnx.numpy_helper.from_array") from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _read_file(path: Path, name: str | None) -> dict[str, np.ndarray]:
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return {name or path.stem: _read_npy(path)}
+    if suffix == ".npz":
+        arrays = _read_npz(path)
+        if name is not None:
+            if len(arrays) != 1:
+                raise InputError(f"{name}={path} names one input but the archive holds {len(arrays)}",
+                                 fix="pass the .npz without a name; its keys are the input names")
+            return {name: next(iter(arrays.values()))}
+        return arrays
+    if suffix == ".pb":
+        stored, array = _read_pb(path)
+        return {name or stored or path.stem: array}
+    raise InputError(f"input file {path} has an unknown type '{path.suffix}'",
+                     fix="use .npy (name from the file stem or name=file.npy), .npz, .pb, or a directory")
+
+
+def load_inputs(paths: Sequence[str | Path], signature: Signature) -> dict[str, np.ndarray]:
+    """Read input arrays from files; every signature input must be given exactly once."""
+    feeds = load_arrays(paths, signature.input_names, what="input")
+    if missing := [k for k in signature.input_names if k not in feeds]:
+        raise InputError(f"no file for input(s) {', '.join(missing)}",
+                         fix=f"the model takes: {'; '.join(t.describe() for t in signature.inputs)}")
+    return feeds
+
+
+def load_arrays(paths: Sequence[str | Path], known: Sequence[str], *, what: str = "input"
+                ) -> dict[str, np.ndarray]:
+    """Named arrays from .npy/.npz/.pb files and directories; names must be in `known`."""
+    feeds: dict[str, np.ndarray] = {}
+    origin: dict[str, str] = {}
+    for item in paths:
+        text = str(item)
+        name: str | None = None
+        if "=" in text and not Path(text).exists():
+            name, _, text = text.partition("=")
+        path = Path(text)
+        if not path.exists():
+            raise InputError(f"{what} file {path} does not exist", fix="check the path")
+        if path.is_dir():
+            if name is not None:
+                raise InputError(f"{name}={path} names a directory", fix="pass the directory without a name")
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in INPUT_SUFFIXES and p.is_file())
+            if not files:
+                raise InputError(f"{what} directory {path} holds no .npy, .npz or .pb files",
+                                 fix=f"save one .npy per {what}, named after the {what}")
+            arrays = {}
+            for f in files:
+                arrays.update({k: (v, str(f)) for k, v in _read_file(f, None).items()})
+        else:
+            arrays = {k: (v, str(path)) for k, v in _read_file(path, name).items()}
+        for key, (array, where) in arrays.items():
+            if key in feeds:
+                raise InputError(f"{what} '{key}' is given twice ({origin[key]} and {where})",
+                                 fix=f"give each {what} once")
+            feeds[key] = array
+            origin[key] = where
+    if unknown := [k for k in feeds if k not in known]:
+        raise InputError(f"unknown {what} name(s) {', '.join(unknown)} from "
+                         f"{', '.join(sorted({origin[k] for k in unknown}))}",
+                         fix=f"the model's {what}s are: {', '.join(known)} (name files after them, "
+                             "or use name=file.npy)")
+    return {k: feeds[k] for k in known if k in feeds}
+
+
+InputGenerator = Callable[[int, int], dict[str, np.ndarray]]
+
+
+def generate_inputs(input_specs: Sequence[InputSpec] | None, signature: Signature, batch: int,
+                    seed: int = 0, generator: InputGenerator | None = None) -> dict[str, np.ndarray]:
+    """Realistic inputs: the model's generator when given, else its input specs, else generic ones.
+
+    Only the signature's inputs are kept, in signature order.
+    """
+    if batch < 1:
+        raise InputError(f"batch {batch} is not positive", fix="use --batch 1 or more")
+    if generator is not None:
+        feeds = generator(batch, seed)
+    else:
+        specs = list(input_specs) if input_specs else specs_from_signature(signature.inputs)
+        feeds = generate_from_specs(specs, batch, seed)
+    if missing := [n for n in signature.input_names if n not in feeds]:
+        raise InputError(f"the input generator gives no value for {', '.join(missing)}",
+                         fix="pass the inputs with --input")
+    return {name: feeds[name] for name in signature.input_names}
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def output_file_name(name: str) -> str:
+    safe = _UNSAFE.sub("_", name).strip(".") or "output"
+    return safe + ".npy"
+
+
+def save_outputs(outputs: Mapping[str, np.ndarray], out_dir: str | Path) -> list[Path]:
+    """One .npy per output (name made file-safe) plus outputs.npz keyed by the real names."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create output directory {out_dir}: {_reason(exc)}",
+                         fix="choose a writable directory with -o") from None
+    written: list[Path] = []
+    used: set[str] = set()
+    for name, array in outputs.items():
+        file_name = output_file_name(name)
+        stem, n = file_name[:-4], 1
+        while file_name in used or file_name == "outputs.npy":
+            file_name, n = f"{stem}_{n}.npy", n + 1
+        used.add(file_name)
+        np.save(out_dir / file_name, np.asarray(array))
+        written.append(out_dir / file_name)
+    np.savez(out_dir / "outputs.npz", **{name: np.asarray(a) for name, a in outputs.items()})
+    written.append(out_dir / "outputs.npz")
+    return written
+
+
+def array_stats(array: np.ndarray) -> dict[str, Any]:
+    """Shape, dtype and value statistics of one output, for printing."""
+    a = np.asarray(array)
+    stats: dict[str, Any] = {"shape": list(a.shape), "dtype": a.dtype.name}
+    if a.size and (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        f = a.astype(np.float64)
+        stats.update(min=float(f.min()), max=float(f.max()), mean=float(f.mean()), std=float(f.std()),
+                     finite=bool(np.isfinite(f).all()))
+    return stats
+
+
+def source_generator(ref: str | None) -> InputGenerator | None:
+    """The example's own input generator when `ref` names an example (e.g. token ids in range)."""
+    if not ref or ref.lower().endswith(".onnx") or ":" in ref:
+        return None
+    try:
+        from vlc import examples
+    except ImportError:
+        return None
+    name = ref.partition("@")[0]
+    names = getattr(examples, "names", None)
+    if names is None or name not in names():
+        return None
+    from vlc.frontend.loader import load_model
+    from vlc.model import ModelSource
+
+    source = load_model(ref)
+    return source.generate_inputs if isinstance(source, ModelSource) else None
+
+
+def default_batch(artifact: Any) -> int:
+    """The batch a run uses when none is given: the compiled opt batch, else the smallest allowed."""
+    spec = artifact.spec
+    if spec.batch:
+        return int(spec.batch[1])
+    allowed = artifact.manifest.get("batch_range")
+    return int(allowed[0]) if allowed else 1
+
+
+def check_batch(artifact: Any, batch: int) -> None:
+    """Fail before any work when `batch` is outside what the artifact was compiled for."""
+    if batch < 1:
+        raise InputError(f"batch {batch} is not positive", fix="use --batch 1 or more")
+    allowed = artifact.manifest.get("batch_range")
+    if allowed and not allowed[0] <= batch <= allowed[1]:
+        lo, hi = allowed
+        fixed = lo == hi and not artifact.spec.batch
+        raise InputError(f"batch {batch} is outside the compiled range {lo}..{hi}", where=str(artifact.path),
+                         fix=(f"the graph has a fixed batch of {lo}; use --batch {lo}" if fixed else
+                              f"recompile with --batch {min(lo, batch)},{lo},{max(hi, batch)}"))
+
+
+def artifact_inputs(artifact: Any, *, files: Sequence[str | Path] | None = None, batch: int | None = None,
+                    seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs for an artifact: read from `files`, or generated for `batch` (checked first)."""
+    if files:
+        return load_inputs(files, artifact.signature)
+    batch = default_batch(artifact) if batch is None else batch
+    check_batch(artifact, batch)
+    source = artifact.manifest.get("source", {})
+    specs = [InputSpec.from_json(s) for s in source.get("input_specs", [])]
+    return generate_inputs(specs, artifact.signature, batch, seed, generator=source_generator(source.get("ref")))

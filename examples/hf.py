@@ -1,0 +1,58 @@
+"""Real weights for the Hugging Face examples (CLIP, MobileViT), from local paths only.
+
+A Hugging Face directory is loaded with `from_pretrained(local_files_only=True)` in float32
+with eager attention, and refused when any weight the model needs is missing from it or has
+another shape (Hugging Face would otherwise fill those in randomly and only warn). A plain
+state dict is loaded strictly into the Hugging Face model: keys may carry the example
+wrapper's `model.` prefix (a state dict saved from a vlc ModelSource), keys of the other
+CLIP tower are dropped (so a full CLIPModel state dict serves either encoder), and legacy
+`position_ids` buffers are dropped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vlc.errors import InputError
+from vlc.examples import weights as wts
+
+WRAPPER_PREFIX = "model."
+
+
+def load(model: Any, weights: Path, example: str, *, drop: tuple[str, ...] = ()) -> tuple[Any, str]:
+    """The model with the given weights (a new one for a directory) and where they came from."""
+    path = wts.resolve(weights, example)
+    if wts.is_hf_dir(path):
+        return from_pretrained(type(model), path, example), str(path)
+
+    def rename(name: str) -> str | None:
+        if name.startswith(WRAPPER_PREFIX):
+            name = name[len(WRAPPER_PREFIX):]
+        if name.startswith(drop) or name.endswith("position_ids"):
+            return None
+        return name
+
+    wts.load_into(model, wts.read_state_dict(path, example), source=path, example=example,
+                  rename=rename)
+    return model, str(path)
+
+
+def from_pretrained(cls: Any, path: Path, example: str) -> Any:
+    import torch
+
+    try:
+        model, info = cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32,
+                                          attn_implementation="eager", output_loading_info=True)
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"cannot load a {cls.__name__} from {path}: {text}", where=example,
+                         fix="pass a Hugging Face directory of this architecture") from None
+    absent = list(info.get("missing_keys", ())) + [str(k[0]) if isinstance(k, tuple) else str(k)
+                                                   for k in info.get("mismatched_keys", ())]
+    if absent:
+        shown = ", ".join(absent[:wts.SHOWN])
+        raise InputError(f"{path} lacks {len(absent)} weights a {cls.__name__} needs "
+                         f"(missing or of another shape): {shown}", where=example,
+                         fix="pass a Hugging Face directory of this architecture")
+    return model

@@ -1,0 +1,75 @@
+"""`vlc ascend emit` and `vlc ascend import`: bundles for machines with an Ascend toolkit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+ascend_app = typer.Typer(help="Ascend bundles: emit for a machine with the CANN toolkit, import its results.",
+                         no_args_is_help=True)
+
+
+@ascend_app.command("emit")
+def emit(
+    model: str = typer.Argument(..., help="Example name (name@test), file.py:factory, or an .onnx file."),
+    directory: Path = typer.Argument(..., help="Bundle directory to write."),
+    target: str = typer.Option("ascend310p", "--target", "-t", help="ascend310 or ascend310p."),
+    precision: str = typer.Option("fp16", "--precision", "-p", help="fp16 or fp32."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="SoC preset, e.g. Ascend310P3."),
+    shapes: list[str] = typer.Option([], "--shapes", help="name:shape of one input; repeatable."),
+    batch: Optional[str] = typer.Option(None, "--batch", help="Batch sizes N or MIN,OPT,MAX."),
+    option: list[str] = typer.Option([], "-O", "--option", help="Target option key=value; repeatable."),
+) -> None:
+    """Write a self-contained bundle: patched ONNX, atc and ais_bench scripts, inputs, references."""
+    from vlc.cli import console
+    from vlc.cli.check_cmd import build_spec, load_source
+    from vlc.plugin_manager import get_target
+    from vlc.targets.ascend.bundle import emit_bundle
+
+    tgt = get_target(target)
+    spec = build_spec(tgt, precision, preset, shapes, batch, option)
+    out = emit_bundle(load_source(model), spec, directory, target=tgt)
+    console.out.print(f"wrote {out}: run compile.sh, run.sh and profile.sh on an Ascend machine, then "
+                      f"`vlc ascend import {out}`", highlight=False)
+
+
+@ascend_app.command("import")
+def import_(
+    directory: Path = typer.Argument(..., help="A bundle after its scripts ran."),
+    json_out: bool = typer.Option(False, "--json", help="Print one record per batch as JSON."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Also write the JSON records here."),
+) -> None:
+    """Read a bundle's outputs and timings back: accuracy against ONNX Runtime, NPU compute time."""
+    from vlc.cli import console
+    from vlc.targets.ascend.bundle import import_results
+
+    results = import_results(directory)
+    reports = results.compare()
+    records = []
+    for batch in sorted(set(results.reference)):
+        profile = results.profiles.get(batch)
+        accuracy = reports.get(batch)
+        records.append({"target": results.meta["target"], "soc_version": results.meta["soc_version"],
+                        "precision": results.meta["precision"], "batch": batch,
+                        "source": results.meta["source"]["ref"], "bundle": str(directory),
+                        "accuracy": accuracy.to_json() if accuracy else None,
+                        "profile": profile.to_json() if profile else None})
+    if output is not None:
+        output.write_text(json.dumps(records, indent=2, default=str) + "\n")
+    if json_out:
+        console.emit_json({"records": records, "missing": results.missing})
+        return
+    rows = []
+    for r in records:
+        acc, prof = r["accuracy"], r["profile"]
+        rows.append([r["batch"], "—" if acc is None else ("pass" if acc["passed"] else "FAIL"),
+                     None if acc is None else min(o["cosine"] for o in acc["outputs"]),
+                     None if prof is None else prof["latency_ms"]["median"],
+                     None if prof is None else prof["throughput_per_s"]])
+    console.table(f"{results.meta['target']} {results.meta['soc_version']} bundle {directory}",
+                  ["batch", "accuracy", "min cosine", "NPU median ms", "samples/s"], rows)
+    for item in results.missing:
+        console.info(f"missing: {item}")

@@ -1,0 +1,195 @@
+"""The `-O` options of the Ascend targets, parsed and checked into one AscendOptions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlc.errors import InputError
+from vlc.signature import Signature
+from vlc.spec import Precision, TargetSpec
+from vlc.target import OptionInfo
+from vlc.targets.ascend.cann import DEFAULT_CANN, gear_limits, parse_cann, soc_presets
+
+PRECISION_MODES = ("force_fp16", "allow_fp32_to_fp16", "must_keep_origin_dtype",
+                   "allow_mix_precision", "force_fp32", "cube_fp16in_fp32out",
+                   "allow_mix_precision_fp16")
+PRECISION_MODES_V2 = ("fp16", "origin", "mixed_float16", "cube_fp16in_fp32out")
+INPUT_FORMATS = ("NCHW", "NCDHW", "ND")
+LOG_LEVELS = ("error", "warning", "info", "debug", "null")
+IMPLMODES = ("high_performance", "high_precision", "high_performance_for_all",
+             "high_precision_for_all")
+
+OPTIONS: dict[str, OptionInfo] = {
+    "soc_version": OptionInfo("ATC --soc_version, overriding the preset (e.g. Ascend310P3)"),
+    "cann": OptionInfo(f"CANN major version the toolkit has: 6, 7 or 8 (default {DEFAULT_CANN}); "
+                       "decides opset range, LayerNorm form and precision flags", int, DEFAULT_CANN),
+    "input_format": OptionInfo("ATC --input_format: NCHW, NCDHW or ND (default: NCHW when every "
+                               "input is a 4-D float tensor, else ND)"),
+    "precision_mode": OptionInfo("ATC precision mode, overriding the one vlc maps from --precision "
+                                 "(v2 names fp16/origin/mixed_float16 with cann=8)"),
+    "keep_dtype": OptionInfo("node names or OpType::X entries kept in their original dtype "
+                             "(ATC --keep_dtype file)", list),
+    "fp32_ops": OptionInfo("op types kept in fp32 under mixed precision (ATC --modify_mixlist "
+                           "black-list); implies allow_mix_precision for fp16 builds", list),
+    "implmode": OptionInfo("ATC --op_select_implmode: high_performance or high_precision"),
+    "implmode_ops": OptionInfo("ATC --optypelist_for_implmode op types, e.g. [\"Gelu\"]", list),
+    "log": OptionInfo("ATC --log level: error, warning, info, debug, null", str, "error"),
+    "gears": OptionInfo("dynamic-batch gears, e.g. [1,4,8] (one .om with --dynamic_batch_size)", list),
+    "batches": OptionInfo("static batch sizes, one .om each (default: the --batch min/opt/max)", list),
+    "patches": OptionInfo("graph patches: auto (what vlc check finds), none, a list of names, or "
+                          "'+a,+b' to add to auto / '-a' to drop from it", str, "auto"),
+    "timeout": OptionInfo("seconds one atc run may take", int, 3600),
+    "device_id": OptionInfo("NPU device id for ais_bench", int, 0),
+    "emit": OptionInfo("write a self-contained bundle to this directory instead of running ATC "
+                       "(for machines without the toolkit)"),
+}
+
+
+def _as_list(name: str, value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, int):
+        return [value]
+    raise InputError(f"option {name} must be a list", fix=f'use -O {name}=[...] or -O {name}=a,b')
+
+
+def _int_list(name: str, value: Any) -> list[int]:
+    try:
+        items = [int(v) for v in _as_list(name, value)]
+    except (TypeError, ValueError):
+        raise InputError(f"option {name} must list batch sizes", fix=f"use -O {name}=[1,4,8]") from None
+    if any(v <= 0 for v in items):
+        raise InputError(f"option {name} has a batch size <= 0", fix="use positive batch sizes")
+    return sorted(set(items))
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if str(value) not in choices:
+        raise InputError(f"option {name}={value} is not one of {', '.join(choices)}",
+                         fix=f"use -O {name}=<{'|'.join(choices)}>")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class AscendOptions:
+    target: str
+    soc_version: str
+    cann: int
+    precision: Precision
+    precision_flag: tuple[str, str]  # ("--precision_mode" or "--precision_mode_v2", value)
+    input_format: str
+    keep_dtype: tuple[str, ...]
+    fp32_ops: tuple[str, ...]
+    implmode: str | None
+    implmode_ops: tuple[str, ...]
+    log: str
+    gears: tuple[int, ...]  # empty: static builds
+    batches: tuple[int, ...]  # static builds, one .om each (empty with gears)
+    patches: str | tuple[str, ...]
+    timeout: int
+    device_id: int
+    emit: str | None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def builds(self) -> list[tuple[str, int | None]]:
+        """(build name, batch) per .om: one per static batch, or one gear build (batch None)."""
+        if self.gears:
+            return [("gears", None)]
+        return [(f"bs{b}", b) for b in self.batches]
+
+
+def default_input_format(signature: Signature) -> str:
+    if signature.inputs and all(len(t.shape) == 4 and t.dtype in ("float32", "float16")
+                                for t in signature.inputs):
+        return "NCHW"
+    return "ND"
+
+
+def precision_flag(precision: Precision, cann: int, preset_fp32: str, options: dict[str, Any],
+                   mixed: bool) -> tuple[str, str]:
+    """vlc precision -> ATC's precision flag, unless -O precision_mode overrides it."""
+    if "precision_mode" in options:
+        value = str(options["precision_mode"])
+        if value in PRECISION_MODES_V2 and value not in PRECISION_MODES:
+            if cann < 8:
+                raise InputError(f"precision_mode={value} is a --precision_mode_v2 value, which needs "
+                                 "CANN 8", fix="use -O cann=8 or a --precision_mode value: "
+                                               + ", ".join(PRECISION_MODES))
+            return ("--precision_mode_v2", value)
+        return ("--precision_mode", _choice("precision_mode", value, PRECISION_MODES))
+    if precision == Precision.FP16:
+        return ("--precision_mode", "allow_mix_precision" if mixed else "force_fp16")
+    return ("--precision_mode", preset_fp32)
+
+
+def parse_options(target: str, spec: TargetSpec, signature: Signature) -> AscendOptions:
+    options = dict(spec.options)
+    presets = soc_presets(target)
+    preset = presets[spec.preset] if spec.preset in presets else next(iter(presets.values()))
+    soc = str(options.get("soc_version") or preset.soc_version)
+    if not soc.startswith("Ascend"):
+        raise InputError(f"soc_version '{soc}' does not name an Ascend SoC",
+                         fix="use the chip name `npu-smi info` shows, prefixed: e.g. Ascend310P3")
+    ok = soc.startswith("Ascend310P") if target == "ascend310p" else soc == "Ascend310"
+    if not ok:
+        raise InputError(f"soc_version {soc} is not a chip of target {target}",
+                         fix=f"use one of {', '.join(p.soc_version for p in presets.values())} "
+                             "(other suffixes with ascend310p), or the --target of that chip")
+    cann = parse_cann(options.get("cann", DEFAULT_CANN))
+    fp32_ops = tuple(str(o) for o in _as_list("fp32_ops", options.get("fp32_ops")))
+    keep_dtype = tuple(str(o) for o in _as_list("keep_dtype", options.get("keep_dtype")))
+    mixed = bool(fp32_ops)
+    flag = precision_flag(spec.precision, cann, preset.fp32_precision_mode, options, mixed)
+    notes = []
+    if keep_dtype and flag[1] in ("must_keep_origin_dtype", "origin"):
+        notes.append("keep_dtype has no effect with must_keep_origin_dtype")
+    if fp32_ops and flag[1] not in ("allow_mix_precision", "allow_mix_precision_fp16", "mixed_float16"):
+        raise InputError(f"fp32_ops needs mixed precision, but the precision mode is {flag[1]}",
+                         fix="drop -O precision_mode or use allow_mix_precision")
+    implmode = options.get("implmode")
+    if implmode is not None:
+        implmode = _choice("implmode", implmode, IMPLMODES)
+    implmode_ops = tuple(str(o) for o in _as_list("implmode_ops", options.get("implmode_ops")))
+    if implmode_ops and implmode is None:
+        raise InputError("implmode_ops needs implmode", fix="add -O implmode=high_performance")
+    log = _choice("log", options.get("log", "error"), LOG_LEVELS)
+    input_format = _choice("input_format", options.get("input_format") or default_input_format(signature),
+                           INPUT_FORMATS)
+    gears = tuple(_int_list("gears", options.get("gears")))
+    batches = tuple(_int_list("batches", options.get("batches")))
+    if gears and batches:
+        raise InputError("options gears and batches exclude each other",
+                         fix="use gears for one dynamic-batch .om, batches for one .om per batch")
+    if gears:
+        lo, hi = gear_limits()
+        if not lo <= len(gears) <= hi:
+            raise InputError(f"{len(gears)} dynamic-batch gears; ATC takes {lo} to {hi} (E10035/E10036)",
+                             fix="give between 2 and 100 batch sizes, or one static batch with --batch N")
+    if not gears and not batches:
+        batches = tuple(sorted(set(spec.batch))) if spec.batch else (1,)
+    if spec.batch:
+        lo, _, hi = spec.batch
+        outside = [b for b in gears + batches if not lo <= b <= hi]
+        if outside:
+            raise InputError(f"batch sizes {outside} lie outside --batch {lo}..{hi}",
+                             fix="widen --batch or change -O gears/batches")
+    patches = options.get("patches", "auto")
+    if isinstance(patches, list):
+        patches = tuple(str(p) for p in patches)
+    elif str(patches) not in ("auto", "none") and not str(patches).startswith(("+", "-")):
+        patches = tuple(p.strip() for p in str(patches).split(",") if p.strip())
+    try:
+        timeout = int(options.get("timeout", 3600))
+        device_id = int(options.get("device_id", 0))
+    except (TypeError, ValueError):
+        raise InputError("options timeout and device_id take integers", fix="e.g. -O timeout=600") from None
+    emit = options.get("emit")
+    return AscendOptions(target, soc, cann, spec.precision, flag, input_format, keep_dtype,
+                         fp32_ops, implmode, implmode_ops, log, gears, batches, patches, timeout,
+                         device_id, str(emit) if emit else None, tuple(notes))

@@ -1,0 +1,22 @@
+"""Registers the ascend310 and ascend310p targets and the `vlc ascend` command group."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from vlc.hookspecs import hookimpl
+
+
+@hookimpl
+def register_targets(register: Callable[[Any], None]) -> None:
+    from vlc.targets.ascend.target import Ascend310, Ascend310P
+
+    register(Ascend310())
+    register(Ascend310P())
+
+
+@hookimpl
+def register_commands(app: Any) -> None:
+    from vlc.targets.ascend.commands import ascend_app
+
+    app.add_typer(ascend_app, name="ascend")

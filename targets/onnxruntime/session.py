@@ -1,0 +1,139 @@
+"""ONNX Runtime sessions: options from the spec, graph copies, and the Session wrapper."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from vlc.errors import InputError, VlcError
+
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+_ORT_TYPES = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(double)": np.float64}
+
+
+def graph_level(name: str) -> Any:
+    import onnxruntime as ort
+
+    return {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[name]
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Values of -O options, checked before anything is built."""
+    level = options.get("graph_optimization_level", "all")
+    if level not in OPT_LEVELS:
+        raise InputError(f"-O graph_optimization_level={level} is not one of {', '.join(OPT_LEVELS)}",
+                         fix="use e.g. -O graph_optimization_level=all")
+    threads = options.get("intra_op_threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+        raise InputError(f"-O intra_op_threads={threads} is not a non-negative integer",
+                         fix="use e.g. -O intra_op_threads=4 (0: ONNX Runtime's default)")
+
+
+def session_options(options: Mapping[str, Any], *, optimized_path: Path | None = None,
+                    external_data: bool = False) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = graph_level(options.get("graph_optimization_level", "all"))
+    if options.get("intra_op_threads"):
+        so.intra_op_num_threads = int(options["intra_op_threads"])
+    so.log_severity_level = 3  # errors only: warnings about node placement are not the user's concern
+    if optimized_path is not None:
+        so.optimized_model_filepath = str(optimized_path)
+        if external_data:  # a model with external data is likely past protobuf's 2 GiB limit
+            so.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                        optimized_path.name + ".data")
+            so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
+                                        "1024")
+    return so
+
+
+def external_data_files(onnx_path: Path) -> list[str]:
+    """Relative locations of the external-data files an ONNX file refers to."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    locations = set()
+    for tensor in _get_all_tensors(proto):
+        if uses_external_data(tensor):
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    locations.add(entry.value)
+    return sorted(locations)
+
+
+def copy_graph(src: Path, dst_dir: Path, name: str = "model.onnx") -> list[str]:
+    """Copy an ONNX file as dst_dir/name with its external data (same relative locations)."""
+    copied = [name]
+    for location in external_data_files(src):
+        source_file = src.parent / location
+        if not source_file.is_file():
+            raise InputError(f"external data file {source_file} of {src} is missing",
+                             fix="keep the .onnx file next to its data files")
+        target = dst_dir / location
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source_file, target)
+        copied.append(location)
+    shutil.copy2(src, dst_dir / name)
+    return copied
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:400]
+
+
+class OrtSession:
+    """An opened onnxruntime artifact; float16 graph inputs/outputs are cast at the boundary."""
+
+    def __init__(self, session: Any):
+        self._session = session
+        self.input_types = {i.name: i.type for i in session.get_inputs()}
+        self.output_names = [o.name for o in session.get_outputs()]
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self._session.get_providers())
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        inputs = {}
+        for name, ort_type in self.input_types.items():
+            array = np.asarray(feeds[name])
+            wanted = _ORT_TYPES.get(ort_type)
+            if wanted is not None and array.dtype != wanted and np.issubdtype(array.dtype, np.floating):
+                array = array.astype(wanted)
+            inputs[name] = array
+        try:
+            values = self._session.run(self.output_names, inputs)
+        except Exception as exc:  # onnxruntime's own exception types are not importable portably
+            raise VlcError(f"onnxruntime failed while running: {first_line(exc)}",
+                           fix="check the inputs' shapes; rerun with --debug for details") from None
+        return {name: (v.astype(np.float32) if v.dtype == np.float16 else v)
+                for name, v in zip(self.output_names, values)}
+
+    def close(self) -> None:
+        self._session = None
+
+
+def run_onnx_cpu(onnx_path: Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Reference outputs: a graph in ONNX Runtime on the CPU, fp32, all optimizations."""
+    import onnxruntime as ort
+
+    so = session_options({})
+    try:
+        session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise VlcError(f"onnxruntime cannot load the reference graph {onnx_path}: {first_line(exc)}",
+                       fix="check the file with `vlc export`") from None
+    wrapped = OrtSession(session)
+    try:
+        return wrapped.run({k: v for k, v in feeds.items() if k in wrapped.input_types})
+    finally:
+        wrapped.close()

@@ -1,0 +1,124 @@
+"""The `onnxruntime` target: the normalized graph run by ONNX Runtime (CPU, CUDA, TensorRT EPs)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+from vlc.artifact import Artifact, BuildDir
+from vlc.errors import CompileError, InputError
+from vlc.signature import Signature
+from vlc.spec import Precision, TargetSpec
+from vlc.target import Availability, CompileSource, OptionInfo, Session, Target
+
+MAIN = "model.onnx"
+OPTIMIZED = "model.optimized.onnx"
+
+
+def precision_converter() -> Callable[..., Any] | None:
+    """The shared precision passes (vlc.frontend.precision.convert) once they exist."""
+    try:
+        module = importlib.import_module("vlc.frontend.precision")
+    except ImportError:
+        return None
+    convert = getattr(module, "convert", None)
+    return convert if callable(convert) else None
+
+
+class OnnxRuntimeTarget(Target):
+    name = "onnxruntime"
+    summary = "ONNX Runtime: CPU always; CUDA and TensorRT execution providers where installed"
+    devices = ("cpu", "cuda")
+    options = {
+        "graph_optimization_level": OptionInfo("disable, basic, extended or all", str, "all"),
+        "intra_op_threads": OptionInfo("threads inside one operator (0: ONNX Runtime's default)", int, 0),
+        "providers": OptionInfo("execution providers in order, e.g. tensorrt,cuda,cpu "
+                                "(default: cuda,cpu on --device cuda, else cpu)", str, None),
+    }
+
+    @property
+    def precisions(self) -> tuple[Precision, ...]:  # type: ignore[override]
+        if precision_converter() is None:
+            return (Precision.FP32,)
+        return (Precision.FP32, Precision.FP16, Precision.INT8)
+
+    def available(self) -> Availability:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            return Availability(False, f"onnxruntime is not installed ({exc}); pip install onnxruntime")
+        offered = list(ort.get_available_providers())
+        devices = ["cpu"]
+        if "CUDAExecutionProvider" in offered:
+            devices.append("cuda")
+        return Availability(True, versions={"onnxruntime": ort.__version__}, devices=devices)
+
+    def validate_spec(self, spec: TargetSpec, signature: Signature) -> TargetSpec:
+        if spec.precision != Precision.FP32 and precision_converter() is None:
+            raise InputError(f"precision {spec.precision.value} not yet supported by onnxruntime target",
+                             fix="use --precision fp32")
+        spec = super().validate_spec(spec, signature)
+        from vlc.targets.onnxruntime.providers import check_providers, parse_providers
+        from vlc.targets.onnxruntime.session import check_options
+
+        check_options(spec.options)
+        if spec.options.get("providers") is not None:
+            check_providers(spec.device, parse_providers(spec.options["providers"]))
+        return spec
+
+    def _compile(self, source: CompileSource, spec: TargetSpec, build: BuildDir) -> None:
+        import onnxruntime as ort
+
+        from vlc.targets.onnxruntime.providers import choose_providers
+        from vlc.targets.onnxruntime.session import copy_graph, external_data_files, first_line, session_options
+
+        providers = choose_providers(spec.device, spec.options.get("providers"))
+        main = build.path / MAIN
+        if spec.precision == Precision.FP32:
+            copied = copy_graph(source.onnx_path, build.path, MAIN)
+            build.log(f"copied {source.onnx_path} -> {MAIN} ({len(copied) - 1} external data file(s))")
+        else:
+            convert = precision_converter()
+            assert convert is not None  # validate_spec checked
+            report = convert(source.onnx_path, spec.precision, main, input_specs=source.input_specs)
+            build.extra["precision"] = report.to_json() if hasattr(report, "to_json") else None
+            build.log(f"converted {source.onnx_path} to {spec.precision.value} -> {MAIN}")
+        external = bool(external_data_files(main))
+        options = session_options(spec.options, optimized_path=build.path / OPTIMIZED,
+                                  external_data=external)
+        try:
+            session = ort.InferenceSession(str(main), options, providers=providers)
+        except Exception as exc:
+            raise CompileError(f"onnxruntime rejected the graph: {first_line(exc)}",
+                               where=str(source.onnx_path),
+                               fix="check the graph with `vlc export`; try -O graph_optimization_level=basic"
+                               ) from None
+        used = list(session.get_providers())
+        del session
+        build.files["main"] = MAIN
+        if (build.path / OPTIMIZED).is_file():
+            build.files["optimized"] = OPTIMIZED
+        build.extra.update({
+            "providers_requested": providers, "providers": used,
+            "graph_optimization_level": spec.options.get("graph_optimization_level", "all"),
+            "intra_op_threads": spec.options.get("intra_op_threads") or 0,
+            "onnxruntime_version": ort.__version__,
+        })
+        build.log(f"onnxruntime {ort.__version__}; providers {', '.join(used)}; optimized model "
+                  f"saved as {OPTIMIZED} for inspection")
+
+    def _open(self, artifact: Artifact) -> Session:
+        import onnxruntime as ort
+
+        from vlc.targets.onnxruntime.providers import choose_providers
+        from vlc.targets.onnxruntime.session import OrtSession, first_line, session_options
+
+        spec = artifact.spec
+        providers = choose_providers(spec.device, spec.options.get("providers"))
+        try:
+            session = ort.InferenceSession(str(artifact.file("main")), session_options(spec.options),
+                                           providers=providers)
+        except Exception as exc:
+            raise CompileError(f"onnxruntime cannot open the artifact: {first_line(exc)}",
+                               where=str(artifact.path), fix="rebuild it with `vlc compile --force`") from None
+        return OrtSession(session)

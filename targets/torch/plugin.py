@@ -1,0 +1,11 @@
+"""Registers the built-in `torch` target (loaded as a default plugin)."""
+
+from __future__ import annotations
+
+import vlc.hookspecs
+from vlc.targets.torch.target import TorchTarget
+
+
+@vlc.hookspecs.hookimpl
+def register_targets(register) -> None:  # noqa: ANN001
+    register(TorchTarget())

@@ -1,0 +1,115 @@
+"""The `torch` target: the original PyTorch module, eager or torch.compile'd, on CPU or CUDA."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from vlc.artifact import Artifact, BuildDir
+from vlc.errors import CompileError, InputError, VlcError
+from vlc.signature import Signature
+from vlc.spec import Precision, TargetSpec
+from vlc.target import Availability, CompileSource, OptionInfo, Session, Target, batch_range
+from vlc.timing import LatencyStats, ProfileResult, ProfileSettings, time_host_calls, variation_warning
+
+
+class TorchTarget(Target):
+    name = "torch"
+    summary = "PyTorch eager (or torch.compile) on CPU or CUDA; the baseline every target is compared to"
+    precisions = (Precision.FP32, Precision.TF32, Precision.FP16, Precision.BF16)
+    devices = ("cpu", "cuda")
+    options = {"mode": OptionInfo("eager (default) or compile (torch.compile at load time)", str, "eager")}
+
+    def available(self) -> Availability:
+        try:
+            import torch
+        except ImportError as exc:
+            return Availability(False, f"PyTorch is not installed ({exc}); pip install torch")
+        versions = {"torch": torch.__version__}
+        devices = ["cpu"]
+        if torch.cuda.is_available():
+            devices.append("cuda")
+            if torch.version.cuda:
+                versions["cuda"] = torch.version.cuda
+            if torch.backends.cudnn.is_available():
+                versions["cudnn"] = str(torch.backends.cudnn.version())
+        return Availability(True, versions=versions, devices=devices)
+
+    def validate_spec(self, spec: TargetSpec, signature: Signature) -> TargetSpec:
+        spec = super().validate_spec(spec, signature)
+        from vlc.targets.torch.session import MODES
+
+        mode = spec.options.get("mode", "eager")
+        if mode not in MODES:
+            raise InputError(f"-O mode={mode} is not one of {', '.join(MODES)}", fix="use -O mode=eager or -O mode=compile")
+        if spec.precision == Precision.TF32 and spec.device != "cuda":
+            raise InputError("precision tf32 needs --device cuda (TF32 is a GPU tensor-core format)",
+                             fix="use --device cuda, or --precision fp32 on the CPU")
+        return spec
+
+    def _compile(self, source: CompileSource, spec: TargetSpec, build: BuildDir) -> None:
+        import torch
+
+        from vlc.targets.torch.session import WEIGHTS, TorchSession, check_device, load_module, torch_dtype
+
+        if source.model is None:
+            raise InputError(f"target torch needs a PyTorch model; got an ONNX file ({source.ref})",
+                             fix="pass a model ref (example name, file.py:factory, package.module:factory), "
+                                 "or use --target onnxruntime for ONNX files")
+        check_device(spec.device)
+        model = source.model
+        dtype = torch_dtype(spec.precision)
+        state = {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu())
+                 for k, v in model.module.state_dict().items()}
+        torch.save(state, build.path / WEIGHTS)
+        build.files["main"] = WEIGHTS
+        input_names = [s.name for s in model.inputs]
+        mode = spec.options.get("mode", "eager")
+        build.extra.update({"model_ref": model.ref, "input_names": input_names,
+                            "output_names": list(model.output_names), "mode": mode,
+                            "dtype": str(dtype).replace("torch.", "")})
+        if spec.device == "cuda":
+            build.extra["gpu"] = torch.cuda.get_device_name()
+        build.log(f"saved the state_dict of {model.ref} ({len(state)} tensors, {dtype}) as {WEIGHTS}")
+        # Re-create the module exactly as `open` will, and run it once: a ref that cannot be
+        # loaded again, or a precision the device cannot run, fails here rather than later.
+        module = load_module(model.ref, build.path / WEIGHTS, spec.device, spec.precision, "eager")
+        session = TorchSession(module, input_names, list(model.output_names), spec.device, spec.precision)
+        allowed = batch_range(spec, source.signature)
+        batch = spec.batch[1] if spec.batch else (allowed[0] if allowed else 1)
+        feeds = source.generate_inputs(batch, seed=0)
+        try:
+            session.run(feeds)
+        except VlcError:
+            raise
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise CompileError(f"the model fails at {spec.precision.value} on {spec.device}: "
+                               f"{type(exc).__name__}: {first}",
+                               fix="try another --precision or --device") from None
+        build.log(f"checked: re-created from {model.ref} and ran batch {batch} on {spec.device}")
+
+    def _open(self, artifact: Artifact) -> Session:
+        from vlc.targets.torch.session import TorchSession, check_device, load_module
+
+        spec = artifact.spec
+        check_device(spec.device)
+        extra = artifact.manifest["extra"]
+        module = load_module(extra["model_ref"], artifact.file("main"), spec.device, spec.precision,
+                             extra.get("mode", "eager"))
+        return TorchSession(module, extra["input_names"], extra["output_names"], spec.device, spec.precision)
+
+    def _profile(self, artifact: Artifact, session: Session, feeds: Mapping[str, np.ndarray],
+                 settings: ProfileSettings, batch: int) -> ProfileResult:
+        if artifact.spec.device != "cuda" or settings.include_transfers:
+            return super()._profile(artifact, session, feeds, settings, batch)
+        import torch
+
+        call: Any = session.compute_only(feeds)  # type: ignore[attr-defined]
+        samples = time_host_calls(call, settings, sync=torch.cuda.synchronize)
+        stats = LatencyStats.from_samples(samples)
+        return ProfileResult(batch=batch, latency=stats, includes_transfers=False, device="cuda",
+                             warnings=variation_warning(stats, "latency"),
+                             extra={"timing": "host clock around the forward call with "
+                                              "torch.cuda.synchronize; inputs already on the GPU"})

@@ -1,0 +1,274 @@
+"""The `trt` and `trt-rtx` targets.
+
+`trt` builds with TensorRT 10.x / 11.x (`tensorrt`) when it imports, else falls back to
+TensorRT-RTX and says so in the manifest; `trt-rtx` always uses `tensorrt_rtx`, which builds
+ahead of time for a preset's compute capability without a GPU. Precision lives in the graph
+(vlc.frontend.precision.convert); the legacy FP16/INT8/BF16 builder flags are only used on
+TensorRT < 11 when asked for with -O legacy_precision_flags=true.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+
+from vlc.artifact import Artifact, BuildDir
+from vlc.errors import InputError, TargetUnavailable
+from vlc.signature import Signature
+from vlc.spec import Precision, TargetSpec
+from vlc.target import Availability, CompileSource, OptionInfo, Session, Target
+from vlc.targets.trt.backend import TENSORRT, TENSORRT_RTX, Backend, load_backend
+from vlc.targets.trt.presets import DEFAULT_PRESET, GpuPreset, gpu_presets, preset_for_capability
+from vlc.timing import ProfileResult, ProfileSettings
+
+OPTIONS: dict[str, OptionInfo] = {
+    "workspace": OptionInfo("workspace memory pool limit, MiB", int, None),
+    "builder_optimization_level": OptionInfo("TensorRT builder optimization level 0-5 (default 3)", int, None),
+    "tf32": OptionInfo("TF32 for fp32 math: on/off (default: on for tf32/fp16/bf16/int8, off for fp32)",
+                       bool, None),
+    "timing_cache": OptionInfo("timing cache file, loaded if present and written back (TensorRT only)",
+                               str, None),
+    "plugin_libraries": OptionInfo("plugin .so files loaded with ctypes before parsing (comma-separated)",
+                                   str, None),
+    "calibration": OptionInfo("int8: directory of .npz feeds (or .npy for single-input models)", str, None),
+    "calibration_method": OptionInfo("int8: minmax, entropy or percentile", str, "minmax"),
+    "calibration_batches": OptionInfo("int8 without a directory: generated batches", int, 8),
+    "strict_precision": OptionInfo("fail the build when the converted graph misses its tolerance", bool, True),
+    "legacy_precision_flags": OptionInfo("TensorRT < 11 only: FP16/BF16/INT8 builder flags instead of a "
+                                         "typed graph", bool, False),
+}
+
+_TRUE, _FALSE = {"1", "true", "on", "yes"}, {"0", "false", "off", "no"}
+
+
+def option(spec: TargetSpec, name: str) -> Any:
+    """An option's value, converted to its declared type (CLI values arrive as text or JSON)."""
+    info = OPTIONS[name]
+    value = spec.options.get(name, info.default)
+    if value is None:
+        return None
+    try:
+        if info.type is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).lower()
+            if text in _TRUE | _FALSE:
+                return text in _TRUE
+            raise ValueError
+        if info.type is int:
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+    except ValueError:
+        raise InputError(f"option {name}={value!r} is not a valid {info.type.__name__}",
+                         fix=f"{name}: {info.help}") from None
+    if name == "plugin_libraries":
+        return [p for p in (value if isinstance(value, list) else str(value).split(",")) if p]
+    return str(value)
+
+
+class TrtTarget(Target):
+    name: ClassVar[str] = "trt"
+    summary: ClassVar[str] = "TensorRT 10/11 engines (falls back to TensorRT-RTX when only it is installed)"
+    precisions = (Precision.FP32, Precision.TF32, Precision.FP16, Precision.BF16, Precision.INT8)
+    devices = ("cuda",)
+    options = OPTIONS
+    presets = {name: p.to_json() for name, p in gpu_presets().items()}
+    default_preset = DEFAULT_PRESET
+    prefer: ClassVar[str] = TENSORRT
+
+    def backend(self) -> Backend:
+        return load_backend(self.prefer)
+
+    # ---- availability ----------------------------------------------------------------------
+    def available(self) -> Availability:
+        from vlc.targets.trt.cuda import gpus
+
+        try:
+            backend = self.backend()
+        except TargetUnavailable as exc:
+            return Availability(False, exc.what)
+        found, why = gpus()
+        notes = [backend.fallback_note] if backend.fallback_note else []
+        if not found:
+            if not backend.is_rtx:
+                return Availability(False, f"TensorRT {backend.version} builds and runs on a CUDA GPU and "
+                                           f"there is none ({why}); --target trt-rtx builds without one",
+                                    {backend.name: backend.version})
+            notes.append(f"compile only: {why}; engines build ahead of time for the preset's compute "
+                         "capability, running them needs a GPU")
+        notes += [g.describe() for g in found]
+        return Availability(True, "; ".join(notes), {backend.name: backend.version},
+                            ["cuda"] if found else [])
+
+    # ---- compile ---------------------------------------------------------------------------
+    def validate_spec(self, spec: TargetSpec, signature: Signature) -> TargetSpec:
+        if spec.device == "cpu":  # the CLI's default device; TensorRT engines always run on cuda
+            spec.device = "cuda"
+        super().validate_spec(spec, signature)
+        preset = gpu_presets()[spec.preset]
+        for name in OPTIONS:
+            option(spec, name)  # type errors surface before any work
+        method = option(spec, "calibration_method")
+        from vlc.frontend.precision import METHODS
+
+        if method not in METHODS:
+            raise InputError(f"unknown calibration_method '{method}'", fix=f"use one of: {', '.join(METHODS)}")
+        tf32 = option(spec, "tf32")
+        if spec.precision is Precision.FP32 and tf32:
+            raise InputError("precision fp32 with tf32=on is TF32 math", fix="use --precision tf32")
+        if spec.precision is Precision.TF32 and tf32 is False:
+            raise InputError("precision tf32 with tf32=off is fp32 math", fix="use --precision fp32")
+        try:
+            backend = self.backend()
+        except TargetUnavailable:
+            return spec  # compile() reports the missing SDK next
+        if backend.is_rtx:
+            self._check_rtx_preset(backend, preset)
+        if option(spec, "legacy_precision_flags") and not backend.has_precision_flags:
+            raise InputError(f"legacy_precision_flags needs TensorRT < 11; this is {backend.name} "
+                             f"{backend.version}, which is strongly typed",
+                             fix="drop the option: precision comes from the converted graph")
+        return spec
+
+    def _check_rtx_preset(self, backend: Backend, preset: GpuPreset) -> None:
+        targets = backend.rtx_targets()
+        if preset.compute_capability not in targets:
+            usable = sorted(name for name, p in gpu_presets().items() if p.compute_capability in targets)
+            ccs = ", ".join(f"{a}.{b}" for a, b in sorted(targets))
+            raise InputError(f"TensorRT-RTX {backend.version} cannot target preset '{preset.name}' "
+                             f"({preset.gpu}, compute capability {preset.cc}); it targets {ccs}",
+                             fix=f"choose one of the presets {', '.join(usable)}, or --target trt with "
+                                 f"TensorRT 10/11 on a {preset.gpu}")
+
+    def _compile(self, source: CompileSource, spec: TargetSpec, build: BuildDir) -> None:
+        from vlc.targets.trt.builder import BuildSettings, build_engine, optimization_profile
+        from vlc.targets.trt.cuda import gpus
+
+        backend = self.backend()
+        preset = gpu_presets()[spec.preset]
+        signature = source.signature
+        found, _ = gpus()
+        settings = BuildSettings(workspace_mib=option(spec, "workspace"),
+                                 optimization_level=option(spec, "builder_optimization_level"),
+                                 plugin_libraries=option(spec, "plugin_libraries") or [])
+        tf32 = option(spec, "tf32")
+        settings.tf32 = tf32 if tf32 is not None else spec.precision is not Precision.FP32
+        if (cache := option(spec, "timing_cache")) is not None:
+            settings.timing_cache = Path(cache).expanduser().resolve()
+        gpu = None
+        if backend.is_rtx:
+            settings.compute_capability = preset.compute_capability
+        else:
+            gpu = found[0]
+            if gpu.compute_capability != preset.compute_capability:
+                matches = preset_for_capability(gpu.compute_capability)
+                raise InputError(f"TensorRT builds for the GPU it runs on: {gpu.describe()}, but preset "
+                                 f"'{preset.name}' is compute capability {preset.cc}",
+                                 fix=f"use --preset {matches[0]}" if matches else
+                                 "add a preset for this GPU, or build with --target trt-rtx")
+        graph, precision_report = self._graph_for_precision(source, spec, backend, build, settings)
+        if precision_report is not None:
+            build.extra["precision"] = precision_report
+        profile = optimization_profile(signature, spec,
+                                       source.model.batch_sizes if source.model is not None else None)
+        inspect = bool(found) and (gpu is not None or any(
+            g.compute_capability == preset.compute_capability for g in found))
+        build.log(f"[vlc] {backend.name} {backend.version}; preset {preset.name} (compute capability "
+                  f"{preset.cc}); precision {spec.precision.value}; TF32 {'on' if settings.tf32 else 'off'}")
+        if backend.fallback_note:
+            build.log(f"[vlc] {backend.fallback_note}")
+        info = build_engine(backend, graph, signature, profile, settings, build, inspect=inspect)
+        build.extra["trt"] = {
+            "backend": backend.name, "version": backend.version, "fallback": backend.fallback_note or None,
+            "preset": preset.to_json(),
+            "compute_capabilities": [preset.cc] if backend.is_rtx else [gpu.cc],  # type: ignore[union-attr]
+            "build_gpu": gpu.describe() if gpu is not None else None,
+            "profiles": [{name: rng.to_json() for name, rng in profile.items()}],
+            "tf32": settings.tf32, "legacy_precision_flags": list(settings.legacy_flags),
+            "workspace_mib": settings.workspace_mib,
+            "graph": graph.name if graph.parent == build.path else str(graph), **info}
+
+    def _graph_for_precision(self, source: CompileSource, spec: TargetSpec, backend: Backend,
+                             build: BuildDir, settings: Any) -> tuple[Path, dict[str, Any] | None]:
+        """The graph to parse: the fp32 source, or its fp16/bf16/int8 conversion (in the artifact)."""
+        precision = spec.precision
+        if precision in (Precision.FP32, Precision.TF32):
+            return source.onnx_path, None
+        legacy = option(spec, "legacy_precision_flags")
+        if legacy:
+            settings.legacy_flags = {Precision.FP16: ("FP16",), Precision.BF16: ("BF16",),
+                                     Precision.INT8: ("INT8",)}[precision]
+            if precision is not Precision.INT8:  # TensorRT < 11 picks fp16/bf16 kernels itself
+                return source.onnx_path, {"precision": precision.value, "tool": "TensorRT builder flags",
+                                          "flags": list(settings.legacy_flags)}
+        from vlc.frontend.precision import CalibrationData, convert
+
+        calibration = None
+        if precision is Precision.INT8:
+            if (folder := option(spec, "calibration")) is not None:
+                calibration = CalibrationData.from_dir(folder)
+            else:
+                calibration = CalibrationData.generate(
+                    source.model if source.model is not None else list(source.input_specs),
+                    batches=option(spec, "calibration_batches"))
+        out = build.path / f"model.{precision.value}.onnx"
+        check_feeds = source.model.generate_inputs(2, seed=0) if source.model is not None else None
+        report = convert(source.onnx_path, precision, out, calibration=calibration,
+                         method=option(spec, "calibration_method"), input_specs=list(source.input_specs),
+                         check_feeds=check_feeds, strict=option(spec, "strict_precision"))
+        build.files["graph"] = out.name
+        for sidecar in build.path.glob(out.name + ".data"):
+            build.files["graph_data"] = sidecar.name
+        build.log(f"[vlc] precision: {report.summary()}")
+        data = report.to_json()
+        data["output"] = out.name  # relative to the artifact (the build directory is renamed)
+        return out, data
+
+    # ---- run / profile ---------------------------------------------------------------------
+    def _gpu_for(self, artifact: Artifact) -> Any:
+        from vlc.targets.trt.cuda import gpus
+
+        found, why = gpus()
+        if not found:
+            raise TargetUnavailable(f"running a TensorRT engine needs a CUDA GPU: {why}",
+                                    fix="run on a machine with a GPU the engine targets")
+        targets = artifact.manifest.get("extra", {}).get("trt", {}).get("compute_capabilities", [])
+        for gpu in found:
+            if not targets or gpu.cc in targets:
+                return gpu
+        raise TargetUnavailable(f"the engine targets compute capability {', '.join(targets)}; this machine "
+                                f"has {'; '.join(g.describe() for g in found)}",
+                                fix="rebuild with a --preset for this GPU (TensorRT-RTX cannot run on 9.0)")
+
+    def _artifact_backend(self, artifact: Artifact) -> Backend:
+        built_with = artifact.manifest.get("extra", {}).get("trt", {}).get("backend", TENSORRT)
+        backend = load_backend(built_with if built_with == TENSORRT_RTX else self.prefer)
+        if backend.name != built_with:
+            raise TargetUnavailable(f"the engine was built with {built_with}; only {backend.name} imports here",
+                                    fix=f"install {built_with}, or rebuild the artifact")
+        return backend
+
+    def _open(self, artifact: Artifact) -> Session:
+        from vlc.targets.trt.runtime import TrtSession
+
+        backend = self._artifact_backend(artifact)
+        return TrtSession(artifact, backend, self._gpu_for(artifact))
+
+    def _profile(self, artifact: Artifact, session: Session, feeds: Mapping[str, np.ndarray],
+                 settings: ProfileSettings, batch: int) -> ProfileResult:
+        from vlc.targets.trt.runtime import profile_session
+
+        result = profile_session(session, feeds, settings, batch, session.gpu.describe())  # type: ignore[attr-defined]
+        print(result.extra["trtexec_summary"], file=sys.stderr)
+        return result
+
+
+class TrtRtxTarget(TrtTarget):
+    name: ClassVar[str] = "trt-rtx"
+    summary: ClassVar[str] = ("TensorRT-RTX engines, built ahead of time for a preset's compute "
+                              "capability (no GPU needed to build)")
+    prefer: ClassVar[str] = TENSORRT_RTX
