@@ -59,7 +59,6 @@ class LowPrecisionStats:
     clamped: int = 0
     clamped_names: list[str] = field(default_factory=list)
     flushed: int = 0
-    low_tensors: list[str] = field(default_factory=list)  # tensors now in the low type (for checks)
 
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -199,9 +198,7 @@ def _convert_array(array: np.ndarray, low: int, name: str, stats: LowPrecisionSt
 
 
 def _convert_tensor(tensor: onnx.TensorProto, low: int, name: str, stats: LowPrecisionStats) -> onnx.TensorProto:
-    array = numpy_helper.to_array(tensor)
-    out = numpy_helper.from_array(_convert_array(array, low, name, stats), tensor.name)
-    return out
+    return numpy_helper.from_array(_convert_array(numpy_helper.to_array(tensor), low, name, stats), tensor.name)
 
 
 def to_low_precision(model: onnx.ModelProto, low: int,
@@ -366,5 +363,4 @@ def to_low_precision(model: onnx.ModelProto, low: int,
     for vi in g.value_info:
         if vi.type.tensor_type.elem_type == FLOAT and home.get(vi.name) == low:
             vi.type.tensor_type.elem_type = low
-    stats.low_tensors = sorted(k for k, v in home.items() if v == low)
     return model, stats
