@@ -6,7 +6,13 @@ Third-party plugins implement the ``register_plugins(register)`` hook and call `
 an :class:`OpPlugin`; the built-ins live in ``vlc.plugins.builtin``.
 """
 
-from vlc.plugins.apply import PluginReport, apply_plugins, expand, fuse, registered_plugins
+from vlc.plugins.apply import (
+    PluginReport,
+    apply_plugins,
+    expand,
+    fuse,
+    registered_plugins,
+)
 from vlc.plugins.base import (
     DOMAIN,
     PLUGIN_NAMESPACE,

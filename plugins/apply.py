@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import onnx_ir as ir
-
 from vlc.errors import InputError
 from vlc.plugins.base import DOMAIN, OpPlugin
 
@@ -75,7 +75,7 @@ def count_ops(model: ir.Model, op_type: str, domain: str = DOMAIN) -> int:
 
 
 def _cleanup(model: ir.Model) -> None:
-    import onnx_ir.passes.common as common
+    from onnx_ir.passes import common
 
     common.RemoveUnusedNodesPass()(model)
     common.RemoveUnusedOpsetsPass()(model)
@@ -83,7 +83,7 @@ def _cleanup(model: ir.Model) -> None:
 
 def _infer_shapes(model: ir.Model) -> None:
     """Best effort: shapes let the LayerNorm checks verify scale/bias sizes."""
-    import onnx_ir.passes.common as common
+    from onnx_ir.passes import common
 
     try:
         common.ShapeInferencePass()(model)

@@ -28,34 +28,29 @@ a direct parser or that a fusion pass recognises:
 from __future__ import annotations
 
 from onnxscript.rewriter import pattern
-
 from vlc.plugins.base import DOMAIN
 from vlc.plugins.patterns import (
-    _gelu_expand,
-    _vlc_gelu,
+    gelu_expand_rules,
     layernorm_decomposed_rules,
     layernorm_expand_rules,
     silu_expand_rules,
+    vlc_gelu_pattern,
 )
 
 ASCEND_TARGETS = ("ascend310", "ascend310p")
 NPU_DOMAIN = "npu"
 
-
-def silu_native_rules(opset: int) -> list[pattern.RewriteRule]:
-    return silu_expand_rules(opset)
-
-
-def gelu_native_rules(opset: int) -> list[pattern.RewriteRule]:
-    # The reference form's tanh arrangement is exactly what GeluFusionPass matches.
-    return [pattern.RewriteRule(_vlc_gelu, _gelu_expand, name="ascend-gelu")]
+# SiLU: the reference form Mul(x, Sigmoid(x)) is already what ATC parses natively.
+silu_native_rules = silu_expand_rules
+# GELU: the reference form; its tanh arrangement is exactly what GeluFusionPass matches.
+gelu_native_rules = gelu_expand_rules
 
 
 def gelu_fastgelu_rules(opset: int) -> list[pattern.RewriteRule]:
     def rewrite(op, x, **_):
         return op.NPUFastGelu(x, _domain=NPU_DOMAIN)
 
-    return [pattern.RewriteRule(_vlc_gelu, rewrite, name="ascend-fastgelu")]
+    return [pattern.RewriteRule(vlc_gelu_pattern, rewrite, name="ascend-fastgelu")]
 
 
 def layernorm_native_rules(opset: int) -> list[pattern.RewriteRule]:

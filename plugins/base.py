@@ -21,9 +21,10 @@ A target's implementation has a status:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 DOMAIN = "ai.vlc"  # vlc's custom-operator domain in ONNX graphs
 PLUGIN_NAMESPACE = "vlc"  # TensorRT plugin namespace: plugins are named vlc::SiLU, ...

@@ -6,7 +6,8 @@ benchmark (benchmarks/plugins/kernels.py); a kernel never measured stays off.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from vlc.hookspecs import hookimpl
 from vlc.plugins import ascend, patterns, trt
@@ -67,13 +68,12 @@ def _gelu() -> OpPlugin:
 
 
 def _layernorm() -> OpPlugin:
-    _, why = decision("layernorm", "trt")
     trt_impl = TargetImpl(
         "native-preferred",
         "opset-17 LayerNormalization maps to TensorRT's native normalization layer, which keeps "
         "fp32 statistics in fp16 networks (the decomposed form overflows in fp16); the reference "
         "write-ups' hand-written LayerNorm plugin was slower (ViLBERT) and wrong (CLIP); the vlc "
-        f"kernel runs only when named ({why})",
+        "kernel runs only when named",
         plugin_rules=trt.layernorm_plugin_rules, native_rules=patterns.layernorm_expand_rules,
         native_form="LayerNormalization (opset >= 17)", runtime=trt)
     ascend_impl = TargetImpl("native-preferred",

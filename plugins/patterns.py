@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
-
 from vlc.plugins.base import DOMAIN
 
 SQRT2 = math.sqrt(2.0)
@@ -56,10 +55,6 @@ def _axes_const(op: Any) -> ir.Value:
 
 def _single_output_used(node: ir.Node) -> bool:
     return all(not out.uses() for out in node.outputs[1:])
-
-
-def _rule_set(rules: list[pattern.RewriteRule]) -> pattern.RewriteRuleSet:
-    return pattern.RewriteRuleSet(rules, commute=True)
 
 
 # ---- SiLU ----------------------------------------------------------------------------------
@@ -154,7 +149,7 @@ def gelu_fuse_rules(opset: int) -> list[pattern.RewriteRule]:
     return rules
 
 
-def _vlc_gelu(op, x):
+def vlc_gelu_pattern(op, x):
     return op.Gelu(x, _domain=DOMAIN, _allow_other_attributes=True, _outputs=["y"])
 
 
@@ -183,7 +178,7 @@ def _gelu_expand(op, x, y, **_):
 
 
 def gelu_expand_rules(opset: int) -> list[pattern.RewriteRule]:
-    return [pattern.RewriteRule(_vlc_gelu, _gelu_expand, name="expand-gelu")]
+    return [pattern.RewriteRule(vlc_gelu_pattern, _gelu_expand, name="expand-gelu")]
 
 
 # ---- LayerNorm (over the last axis) ---------------------------------------------------------
@@ -348,4 +343,5 @@ layernorm_decomposed_rules = _ln_rewriter(layernorm_decomposed)
 
 
 def rule_set(rules: list[pattern.RewriteRule]) -> pattern.RewriteRuleSet:
-    return _rule_set(list(rules))
+    """Rules applied in one pass, each also in every operand order of Add/Mul (commute)."""
+    return pattern.RewriteRuleSet(list(rules), commute=True)

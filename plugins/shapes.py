@@ -8,9 +8,10 @@ batch axis. `python -m vlc.plugins.shapes` rewrites plugins/kernel_shapes.json.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 SHAPES_FILE = "kernel_shapes.json"
 EXAMPLES = ("vilbert-vqa", "clip-vit-b32-image", "clip-vit-b32-text", "mobilevit-s")
@@ -56,7 +57,6 @@ def unique(calls: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def example_shapes(name: str, size: str = "full") -> list[dict[str, Any]]:
     """Trace one example (vlc.examples.load) at batch 1."""
     import torch
-
     from vlc import examples
 
     source = examples.load(name, size=size)

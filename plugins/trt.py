@@ -24,13 +24,12 @@ have not run anywhere yet: TensorRT-RTX 1.7 ships no working ``tensorrt_rtx.plug
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
-
 from vlc.errors import CompileError
 from vlc.plugins.base import DOMAIN, PLUGIN_NAMESPACE
 from vlc.plugins.patterns import gelu_approximate, layernorm_epsilon

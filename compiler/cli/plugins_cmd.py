@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-
 from vlc.cli import console
 
 
@@ -57,7 +56,6 @@ def register(app: typer.Typer) -> None:
                       for p in data["plugins"] for t, e in p["targets"].items() if e["status"] != "unsupported"]
             console.table("per-target detail", ["plugin", "target", "status", "native form", "reason"], detail)
         measured = data["decisions"]
-        console.info("kernel defaults: " + ("measured — " if measured["measured"] else "not measured yet — ")
-                     + measured["source"])
+        console.info(f"kernel defaults (plugins/decisions.json): {measured['source']}")
         if data["load_errors"]:
             console.table("plugins that failed to load", ["plugin error"], [[e] for e in data["load_errors"]])

@@ -6,7 +6,6 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-
 from plugin_models import EXPECTED_FUSED, feeds, op_types, run_ort
 from vlc.errors import InputError
 from vlc.plugins import DOMAIN, apply_plugins, expand, fuse, registered_plugins

@@ -12,7 +12,6 @@ import importlib
 import onnx
 import pytest
 from plugin_models import export
-
 from vlc.errors import CompileError
 from vlc.plugins import apply_plugins
 from vlc.plugins import trt as trt_plugins
