@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from vlc.plugins import DOMAIN, registered_plugins
+from vlc.plugins import DOMAIN, load_decisions, registered_plugins
 from vlc.plugins.shapes import load_shapes, trace, unique
 
 
@@ -25,9 +25,15 @@ def test_vlc_plugins_json_lists_every_plugin_with_status_per_target(vlc_cli):
     assert ln_trt["status"] == "native-preferred" and not ln_trt["on_by_default"]
     assert "LayerNormalization" in ln_trt["reason"]
     assert by_name["gelu"]["targets"]["torch"]["status"] == "unsupported"
-    # nothing measured yet: no kernel is on by default anywhere
-    assert not any(e["on_by_default"] for p in by_name.values() for e in p["targets"].values())
-    assert data["decisions"]["measured"] is False
+    # kernels are on by default exactly where decisions.json (the benchmark) says, TensorRT only
+    decisions = load_decisions()["decisions"]
+    for name, plugin in by_name.items():
+        for target, entry in plugin["targets"].items():
+            expected = (target in ("trt", "trt-rtx") and entry["status"] == "plugin"
+                        and decisions.get(name, {}).get("trt", {}).get("on", False))
+            assert entry["on_by_default"] == expected, (name, target)
+    if not data["decisions"]["measured"]:
+        assert not any(e["on_by_default"] for p in by_name.values() for e in p["targets"].values())
 
 
 def test_vlc_plugins_table(vlc_cli):

@@ -8,7 +8,7 @@ import onnx_ir as ir
 import pytest
 from plugin_models import EXPECTED_FUSED, feeds, op_types, run_ort
 from vlc.errors import InputError
-from vlc.plugins import DOMAIN, apply_plugins, expand, fuse, registered_plugins
+from vlc.plugins import DOMAIN, apply_plugins, expand, fuse, load_decisions, registered_plugins
 
 
 def _fused(proto):
@@ -45,9 +45,9 @@ def test_expand_back_keeps_numerics(exported):
 def test_lowering_without_kernels_keeps_numerics(exported, target):
     _, _, proto = exported
     inputs = feeds()
-    lowered, report = apply_plugins(proto, target)
+    lowered, report = apply_plugins(proto, target, enabled=[])  # every kernel off
     assert isinstance(lowered, onnx.ModelProto)
-    assert report.enabled == []  # nothing measured faster yet: no kernel is on by default
+    assert report.enabled == []
     assert report.fused == EXPECTED_FUSED
     assert sum(report.native.values()) + sum(report.expanded.values()) == 5
     assert not any(n.domain == DOMAIN for n in lowered.graph.node)
@@ -89,6 +89,15 @@ def test_trt_kernels_on_request_become_plugin_nodes(exported):
             assert len(n.input) == 3 and set(attrs) == {"plugin_namespace", "plugin_version", "aot", "epsilon"}
     assert sorted(onnx.helper.get_attribute_value(a) for n in nodes if n.op_type == "Gelu"
                   for a in n.attribute if a.name == "approx_tanh") == [0, 1]
+
+
+def test_defaults_follow_the_measured_decisions(exported):
+    _, _, proto = exported
+    _, report = apply_plugins(proto, "trt")
+    decisions = load_decisions()["decisions"]
+    on = sorted(n for n in ("silu", "gelu") if decisions.get(n, {}).get("trt", {}).get("on", False))
+    assert sorted(report.enabled) == on  # layernorm is native-preferred: never on by default
+    assert sorted(report.plugin) == on
 
 
 def test_trt_one_kernel_named_others_native(exported):
