@@ -8,7 +8,14 @@ import onnx_ir as ir
 import pytest
 from plugin_models import EXPECTED_FUSED, feeds, op_types, run_ort
 from vlc.errors import InputError
-from vlc.plugins import DOMAIN, apply_plugins, expand, fuse, load_decisions, registered_plugins
+from vlc.plugins import (
+    DOMAIN,
+    apply_plugins,
+    expand,
+    fuse,
+    load_decisions,
+    registered_plugins,
+)
 
 
 def _fused(proto):
