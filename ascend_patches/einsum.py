@@ -46,10 +46,6 @@ class Equation:
         return cls(a, b, out)
 
 
-def normalize_equation(text: str) -> str:
-    return text.replace(" ", "")
-
-
 def _reduce(g: Graph, data: str, axes: list[int], out: str, name: str) -> list[Any]:
     if opset(g.model) >= 13:
         axes_name = g.add_constant(f"{name}_axes", np.array(axes, dtype=np.int64))
@@ -164,8 +160,8 @@ def einsum_to_matmul(model: Any, ctx: PatchContext, record: PatchRecord) -> Any:
     g = Graph(model)
     for n in nodes:
         base = n.name or n.output[0]
-        eq = Equation.parse(attr(n, "equation", b"").decode() if isinstance(attr(n, "equation"), bytes)
-                            else str(attr(n, "equation", "")))
+        text = attr(n, "equation", b"")
+        eq = Equation.parse(text.decode() if isinstance(text, bytes) else str(text))
         if eq is None or len(n.input) != 2:
             record.notes.append(f"skipped {base}: equation not two plain operands")
             continue

@@ -42,13 +42,13 @@ def decompose_gelu(model: Any, record: PatchRecord) -> Any:
         def const(tag: str, value: float) -> str:
             return g.add_constant(f"{base}_{tag}", np.array(value, dtype=dtype))
 
-        t = {k: g.fresh(f"{base}_{k}") for k in ("inner", "act", "one_plus", "half_x", "cube", "poly", "x3")}
+        t = {k: g.fresh(f"{base}_{k}") for k in ("inner", "act", "one_plus", "half_x", "x2", "cube", "poly")}
         approximate = attr(n, "approximate", b"none")
         approximate = approximate.decode() if isinstance(approximate, bytes) else str(approximate)
         if approximate == "tanh":
             nodes = [
-                node("Mul", [x, x], [t["x3"]], name=f"{base}_x2"),
-                node("Mul", [t["x3"], x], [t["cube"]], name=f"{base}_x3"),
+                node("Mul", [x, x], [t["x2"]], name=f"{base}_x2"),
+                node("Mul", [t["x2"], x], [t["cube"]], name=f"{base}_x3"),
                 node("Mul", [t["cube"], const("c", 0.044715)], [t["poly"]], name=f"{base}_cubic"),
             ]
             summed = g.fresh(f"{base}_sum")
@@ -164,6 +164,15 @@ def relabel(model: Any, target: int) -> list[str]:
         if n.op_type not in TYPE_ONLY:
             problems.append(f"{n.op_type} changed between opset {old.since_version} and {new.since_version}")
             continue
+        for a in [a for a in n.attribute if a.name not in old.attributes]:
+            default = new.attributes[a.name].default_value if a.name in new.attributes else None
+            if default is not None and default.type and (
+                    helper.get_attribute_value(default) == helper.get_attribute_value(a)):
+                n.attribute.remove(a)  # the newer attribute at its default: the old behaviour
+            elif n.op_type == "Reshape" and a.name == "allowzero":
+                shape = g.constant(n.input[1])
+                if shape is not None and not (shape == 0).any():
+                    n.attribute.remove(a)  # no 0 in the shape: allowzero changes nothing
         extra = [a.name for a in n.attribute if a.name not in old.attributes]
         if extra or len([i for i in n.input if i]) > len(old.inputs) and not any(
                 p.option == p.option.Variadic for p in old.inputs):

@@ -15,7 +15,8 @@ from vlc.ascend_patches.graph import infer_shapes
 
 
 def input_shapes(model: Any, ctx: PatchContext) -> dict[str, list[int | str]]:
-    """The shape each graph input gets: ctx.shapes, else symbolic dims set to ctx.batch."""
+    """The shape each graph input gets: ctx.shapes, else a symbolic first axis set to ctx.batch
+    (other symbolic dims stay symbolic: only --shapes sizes them)."""
     inits = {i.name for i in model.graph.initializer}
     shapes: dict[str, list[int | str]] = {}
     for value in model.graph.input:
@@ -26,10 +27,10 @@ def input_shapes(model: Any, ctx: PatchContext) -> dict[str, list[int | str]]:
             shapes[value.name] = list(ctx.shapes[value.name])
             continue
         shape: list[int | str] = []
-        for d in dims:
+        for axis, d in enumerate(dims):
             if d.HasField("dim_value"):
                 shape.append(int(d.dim_value))
-            elif ctx.batch is not None:
+            elif ctx.batch is not None and axis == 0:
                 shape.append(ctx.batch)
             else:
                 shape.append(d.dim_param or "batch")
@@ -71,11 +72,17 @@ def freeze_shapes(model: Any, ctx: PatchContext, record: PatchRecord) -> Any:
     try:
         import onnxsim
 
+        standard = {n.domain for n in model.graph.node}
+        # Newer onnxsim fuses attention into ONNX Runtime's com.microsoft::Attention, which
+        # ATC cannot parse: skip that optimizer, and refuse any result with new custom ops.
         simplified, ok = onnxsim.simplify(
             model, overwrite_input_shapes={k: v for k, v in shapes.items()} if static else None,
-            dynamic_input_shape=not static, check_n=0)
+            dynamic_input_shape=not static, check_n=0, skipped_optimizers=["fuse_attention"])
         if not ok:
             raise RuntimeError("onnxsim's check failed")
+        added = {n.domain for n in simplified.graph.node} - standard - {"", "ai.onnx"}
+        if added:
+            raise RuntimeError(f"onnxsim introduced operators of domain(s) {sorted(added)}")
         record.notes.append(f"onnxsim {getattr(onnxsim, '__version__', '')}".strip())
         model = simplified
     except Exception as exc:  # onnxsim absent or refusing: the onnxscript optimizer folds instead

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -169,9 +169,7 @@ def find_ais_bench() -> tuple[Runner | None, str]:
     override = os.environ.get(ENV_COMMAND)
     if override:
         command = tuple(shlex.split(override))
-        exe = Path(command[0]) if command else None
-        if exe is not None and (exe.is_file() and os.access(exe, os.X_OK) or (not exe.parent.parts and
-                                                                              _which(command[0]))):
+        if command and shutil.which(command[0]):  # a path to an executable, or a name on PATH
             return Runner("command", command), ""
         return None, f"{ENV_COMMAND}={override} does not start with an executable"
     if _has_module("ais_bench.infer.interface"):
@@ -180,12 +178,6 @@ def find_ais_bench() -> tuple[Runner | None, str]:
         return Runner("cli", (sys.executable, "-m", "ais_bench")), ""
     return None, ("ais_bench not found: install it from the Ascend tools repository (ais_bench "
                   f"wheels), or point {ENV_COMMAND} at a command that runs it")
-
-
-def _which(name: str) -> bool:
-    import shutil
-
-    return shutil.which(name) is not None
 
 
 def _has_module(name: str) -> bool:
@@ -350,11 +342,3 @@ class AisBench:
 
 def _mode(dym_batch: int | None) -> str:
     return "static" if dym_batch is None else "dymbatch"
-
-
-def safe_float(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None

@@ -26,8 +26,8 @@ from vlc.errors import InputError
 from vlc.spec import TargetSpec
 from vlc.target import CompileSource, Target
 from vlc.targets.ascend.ais_bench import ENV_COMMAND, AisSummary, parse_console, parse_summary_json
-from vlc.targets.ascend.atc import SUCCESS_LINE, AtcFiles
-from vlc.targets.ascend.builds import prepare_builds
+from vlc.targets.ascend.atc import SUCCESS_LINE, AtcFiles, write_side_files
+from vlc.targets.ascend.builds import ort_outputs, prepare_builds
 from vlc.timing import ProfileResult
 
 BUNDLE = "bundle.json"
@@ -81,9 +81,6 @@ def emit_bundle(source: CompileSource, spec: TargetSpec, out_dir: str | Path, *,
 def _write(source: CompileSource, spec: TargetSpec, opts: Any, signature: Any, root: Path) -> None:
     notes: list[str] = []
     report, builds = prepare_builds(source, spec, opts, signature, root, log=notes.append)
-    files = AtcFiles()
-    from vlc.targets.ascend.atc import write_side_files
-
     side = write_side_files(opts, root)
     files = AtcFiles(Path(side.keep_dtype).name if side.keep_dtype else None,
                      Path(side.mixlist).name if side.mixlist else None)
@@ -101,8 +98,6 @@ def _write(source: CompileSource, spec: TargetSpec, opts: Any, signature: Any, r
         batches = []
         for batch in run_batches:
             feeds = b.feeds if batch == b.parity_batch else source.generate_inputs(batch, seed=0)
-            from vlc.targets.ascend.builds import ort_outputs
-
             original = b.original_outputs if batch == b.parity_batch else ort_outputs(source.onnx_path, feeds)
             patched = b.patched_outputs if batch == b.parity_batch else ort_outputs(b.onnx_path, feeds)
             in_dir = root / "inputs" / f"bs{batch}"
@@ -222,13 +217,6 @@ class BundleResults:
                 for batch, out in sorted(self.outputs.items())}
 
 
-def _latest_dir(base: Path, batch: int) -> Path | None:
-    exact = base / f"bs{batch}"
-    if exact.is_dir():
-        return exact
-    return None
-
-
 def import_results(bundle_dir: str | Path) -> BundleResults:
     """Read outputs (results/run) and timings (results/profile) of a bundle's scripts."""
     root = Path(bundle_dir)
@@ -248,8 +236,8 @@ def import_results(bundle_dir: str | Path) -> BundleResults:
             results.reference[batch] = {
                 which: {n: np.load(root / "reference" / f"bs{batch}" / which / f"out{k}.npy")
                         for k, n in enumerate(names)} for which in ("original", "patched")}
-            run_dir = _latest_dir(root / "results" / "run", batch)
-            if run_dir is None:
+            run_dir = root / "results" / "run" / f"bs{batch}"
+            if not run_dir.is_dir():
                 results.missing.append(f"results/run/bs{batch} (run.sh not run?)")
             else:
                 outs = {}

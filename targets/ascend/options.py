@@ -9,7 +9,7 @@ from vlc.errors import InputError
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import OptionInfo
-from vlc.targets.ascend.cann import DEFAULT_CANN, gear_limits, parse_cann, soc_presets
+from vlc.targets.ascend.cann import DEFAULT_CANN, gear_limits, parse_cann, soc_presets, soc_table
 
 PRECISION_MODES = ("force_fp16", "allow_fp32_to_fp16", "must_keep_origin_dtype",
                    "allow_mix_precision", "force_fp32", "cube_fp16in_fp32out",
@@ -131,7 +131,7 @@ def precision_flag(precision: Precision, cann: int, preset_fp32: str, options: d
 def parse_options(target: str, spec: TargetSpec, signature: Signature) -> AscendOptions:
     options = dict(spec.options)
     presets = soc_presets(target)
-    preset = presets[spec.preset] if spec.preset in presets else next(iter(presets.values()))
+    preset = presets[spec.preset or soc_table(target)["default"]]
     soc = str(options.get("soc_version") or preset.soc_version)
     if not soc.startswith("Ascend"):
         raise InputError(f"soc_version '{soc}' does not name an Ascend SoC",

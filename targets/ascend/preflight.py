@@ -11,9 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-
-from vlc.ascend_patches.core import ORDER, PatchContext, apply_patches, ordered
+from vlc.ascend_patches.core import PatchContext, apply_patches, ordered
 from vlc.ascend_patches.einsum import Equation
 from vlc.ascend_patches.fp16 import FLOAT_TYPES, out_of_range
 from vlc.ascend_patches.graph import Graph, attr, opset
@@ -300,10 +298,6 @@ def check(model: Any, opts: AscendOptions, spec: TargetSpec, signature: Signatur
     return report
 
 
-def known_patch_names() -> tuple[str, ...]:
-    return ORDER
-
-
 def raise_for_blocking(report: CheckReport, where: str) -> None:
     remaining = report.remaining
     if remaining:
@@ -311,7 +305,3 @@ def raise_for_blocking(report: CheckReport, where: str) -> None:
         raise InputError(f"{len(remaining)} problem(s) ATC would reject remain after vlc's patches; "
                          f"first: {first.message}" + (f" at {first.node}" if first.node else ""),
                          where=where, fix=first.hint or "run `vlc check` for the full list")
-
-
-def constant_array(g: Graph, name: str) -> np.ndarray | None:
-    return g.constant(name)

@@ -115,7 +115,8 @@ class AscendTarget(Target):
             build.files[f"om_{prepared.name}"] = om.name
             build.files[f"onnx_{prepared.name}"] = prepared.onnx_path.name
             build.files[f"log_{prepared.name}"] = log_path.name
-            build.extra["builds"].append({**prepared.to_json(), "om": om.name, "atc_args": args})
+            recorded = [a.replace(str(build.path), "<artifact>") for a in args]
+            build.extra["builds"].append({**prepared.to_json(), "om": om.name, "atc_args": recorded})
             build.log(f"[{prepared.name}] wrote {om.name}")
         build.files["main"] = build.files[f"om_{builds[0].name}"]
 

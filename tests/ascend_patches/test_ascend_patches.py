@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from ascend_patch_helpers import B, F, I32, I64, assert_same, copy, make_model, ops, run, tensor
+from ascend_patch_helpers import F, I64, assert_same, copy, make_model, ops, run, tensor
 from onnx import helper
 
 from vlc.ascend_patches import PatchContext, apply_patches, get_patch
