@@ -103,7 +103,9 @@ class ClipTextEncoder(nn.Module):
 
 def _image_io(config: CLIPVisionConfig) -> tuple[list[InputSpec], list[TensorSig]]:
     s = config.image_size
-    return ([InputSpec("pixel_values", (BATCH, config.num_channels, s, s), "float32", "normal", 0.0, 1.0)],
+    shape = (BATCH, config.num_channels, s, s)
+    pixels = InputSpec("pixel_values", shape, "float32", "normal", 0.0, 1.0)
+    return ([pixels],
             [TensorSig("image_embeds", "float32", (BATCH, config.projection_dim))])
 
 

@@ -39,13 +39,16 @@ WEIGHTS_NOTE = ("random (seeded, BatchNorm statistics measured on generated imag
                 "(.pt/.pth/.bin/.safetensors) with transformers names")
 
 SIZES = {
-    "full": dict(hidden_sizes=[144, 192, 240], neck_hidden_sizes=[16, 32, 64, 96, 128, 160, 640]),
-    "test": dict(hidden_sizes=[16, 24, 32], neck_hidden_sizes=[8, 8, 16, 16, 24, 24, 64]),
+    "full": dict(image_size=256, hidden_sizes=[144, 192, 240],
+                 neck_hidden_sizes=[16, 32, 64, 96, 128, 160, 640]),
+    # 64x64 pixels: thin convolutions over 256x256 cost more than the whole transformer part
+    "test": dict(image_size=64, hidden_sizes=[16, 24, 32],
+                 neck_hidden_sizes=[8, 8, 16, 16, 24, 24, 64]),
 }
 
 
 def config(size: str) -> MobileViTConfig:
-    cfg = MobileViTConfig(num_channels=3, image_size=256, patch_size=2, num_attention_heads=4,
+    cfg = MobileViTConfig(num_channels=3, patch_size=2, num_attention_heads=4,
                           mlp_ratio=2.0, expand_ratio=4.0, hidden_act="silu", conv_kernel_size=3,
                           output_stride=32, num_labels=1000, **SIZES[size])
     cfg._attn_implementation = "eager"
@@ -65,7 +68,9 @@ class MobileViTClassifier(nn.Module):
 
 def _io(cfg: MobileViTConfig) -> tuple[list[InputSpec], list[TensorSig]]:
     s = cfg.image_size
-    return ([InputSpec("pixel_values", (BATCH, cfg.num_channels, s, s), "float32", "uniform", 0.0, 1.0)],
+    shape = (BATCH, cfg.num_channels, s, s)
+    pixels = InputSpec("pixel_values", shape, "float32", "uniform", 0.0, 1.0)
+    return ([pixels],
             [TensorSig("logits", "float32", (BATCH, cfg.num_labels))])
 
 

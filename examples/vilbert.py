@@ -66,9 +66,9 @@ from vlc.signature import TensorSig
 NAME = "vilbert-vqa"
 SEED = 2019
 EMBEDDING_STD = 0.02  # BERT's initializer_range
-WEIGHTS_NOTE = ("random (seeded, scaled to keep activations at unit size) unless --weights names an allennlp "
-                "archive (.tar.gz with weights.th), its unpacked directory, or a state dict "
-                "(.pt/.pth/.th/.safetensors) with allennlp VqaVilbert names")
+WEIGHTS_NOTE = ("random (seeded, scaled to keep activations at unit size) unless --weights "
+                "names an allennlp archive (.tar.gz with weights.th), its unpacked directory, "
+                "or a state dict (.pt/.pth/.th/.safetensors) with allennlp VqaVilbert names")
 
 
 @dataclass(frozen=True)
@@ -260,7 +260,8 @@ class BiModalEncoder(nn.Module):
         self.text_ids = cfg.text_biattention_id
         self.image_ids = cfg.image_biattention_id
         self.layers1 = nn.ModuleList(
-            TransformerLayer(cfg.text_hidden_size, cfg.text_intermediate_size, cfg.text_num_heads, eps)
+            TransformerLayer(cfg.text_hidden_size, cfg.text_intermediate_size,
+                             cfg.text_num_heads, eps)
             for _ in range(cfg.text_num_layers))
         self.layers2 = nn.ModuleList(
             TransformerLayer(cfg.image_hidden_size, cfg.image_intermediate_size,
@@ -320,7 +321,8 @@ class ImageEmbeddings(nn.Module):
 
     def forward(self, features: torch.Tensor, coordinates: torch.Tensor) -> torch.Tensor:
         e = self.embeddings
-        return self.layer_norm(e["image_embeddings"](features) + e["location_embeddings"](coordinates))
+        summed = e["image_embeddings"](features) + e["location_embeddings"](coordinates)
+        return self.layer_norm(summed)
 
 
 class Pooler(nn.Module):
@@ -356,7 +358,7 @@ class VilbertBackbone(nn.Module):
 
 
 class VilbertVqa(nn.Module):
-    """forward(box_features, box_coordinates, box_mask, token_ids, mask, type_ids) -> (logits, probs)."""
+    """(box_features, box_coordinates, box_mask, token_ids, mask, type_ids) -> logits, probs."""
 
     def __init__(self, cfg: VilbertConfig):
         super().__init__()
@@ -453,7 +455,7 @@ def interface(size: str) -> tuple[list[InputSpec], list[TensorSig]]:
     cfg = CONFIGS[size]
     n, t = cfg.num_boxes, cfg.num_tokens
     inputs = [
-        InputSpec("box_features", (BATCH, n, cfg.image_feature_dim), "float32", "uniform", 0.0, 3.0),
+        InputSpec("box_features", (BATCH, n, cfg.image_feature_dim), "float32", "uniform", 0, 3),
         InputSpec("box_coordinates", (BATCH, n, 4), "float32", "uniform", 0.0, 1.0),
         InputSpec("box_mask", (BATCH, n), "bool", "bool"),
         InputSpec("token_ids", (BATCH, t), "int64", "int", cfg.first_word_id, cfg.vocab_size),

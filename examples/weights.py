@@ -27,6 +27,7 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 ARCHIVE_MEMBERS = ("weights.th", "best.th")
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 SHOWN = 5  # how many offending names an error lists
+SAVE_HINT = "save the weights with torch.save(model.state_dict(), path)"
 
 
 def resolve(path: str | Path, example: str) -> Path:
@@ -40,7 +41,8 @@ def resolve(path: str | Path, example: str) -> Path:
             return path
         raise InputError(f"weights directory {path} holds neither a Hugging Face model "
                          f"(config.json + {' or '.join(HF_WEIGHT_FILES)}) nor {ARCHIVE_MEMBERS[0]}",
-                         where=example, fix="point --weights at the model directory or weights file")
+                         where=example,
+                         fix="point --weights at the model directory or weights file")
     if not _is_archive(path) and path.suffix.lower() not in STATE_DICT_SUFFIXES:
         raise InputError(f"cannot tell the format of weights file {path}", where=example,
                          fix=f"use a state dict ({', '.join(STATE_DICT_SUFFIXES)}), an allennlp "
@@ -112,11 +114,11 @@ def _tensors(state: Any, path: Path, example: str) -> dict[str, Any]:
             state = state[key]
     if not isinstance(state, Mapping) or not state:
         raise InputError(f"weights file {path} holds {type(state).__name__}, not a state dict",
-                         where=example, fix="save the weights with torch.save(model.state_dict(), path)")
+                         where=example, fix=SAVE_HINT)
     bad = [str(k) for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise InputError(f"weights file {path} has entries that are not tensors: {_names(bad)}",
-                         where=example, fix="save the weights with torch.save(model.state_dict(), path)")
+                         where=example, fix=SAVE_HINT)
     return {str(k): v for k, v in state.items()}
 
 

@@ -11,7 +11,7 @@ from vlc.examples import clip, vilbert
 from vlc.frontend.pipeline import torch_outputs
 from vlc.signature import Signature, TensorSig
 
-BATCH = 8
+BATCH = 4
 
 
 def assert_spread(name: str, out: np.ndarray) -> None:
@@ -78,7 +78,7 @@ def test_vilbert_inputs_are_tokenised_questions_and_valid_regions(test_source):
 
 def test_vilbert_ignores_what_the_masks_hide(test_source):
     source = test_source("vilbert-vqa")
-    feeds = source.generate_inputs(8, seed=3)
+    feeds = source.generate_inputs(4, seed=3)
     assert (~feeds["mask"]).any() and (~feeds["box_mask"]).any()
     changed = {k: v.copy() for k, v in feeds.items()}
     rng = np.random.default_rng(0)

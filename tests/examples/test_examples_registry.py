@@ -21,13 +21,15 @@ FULL_PARAMETERS = {
 
 REFERENCE_IO = {
     "vilbert-vqa": (
-        {"box_features": ("float32", [BATCH, 100, 1024]), "box_coordinates": ("float32", [BATCH, 100, 4]),
+        {"box_features": ("float32", [BATCH, 100, 1024]),
+         "box_coordinates": ("float32", [BATCH, 100, 4]),
          "box_mask": ("bool", [BATCH, 100]), "token_ids": ("int64", [BATCH, 32]),
          "mask": ("bool", [BATCH, 32]), "type_ids": ("int64", [BATCH, 32])},
         {"logits": ("float32", [BATCH, 10026]), "probs": ("float32", [BATCH, 10026])}),
     "clip-vit-b32-image": ({"pixel_values": ("float32", [BATCH, 3, 224, 224])},
                            {"image_embeds": ("float32", [BATCH, 512])}),
-    "clip-vit-b32-text": ({"input_ids": ("int64", [BATCH, 77]), "attention_mask": ("int64", [BATCH, 77])},
+    "clip-vit-b32-text": ({"input_ids": ("int64", [BATCH, 77]),
+                           "attention_mask": ("int64", [BATCH, 77])},
                           {"text_embeds": ("float32", [BATCH, 512])}),
     "mobilevit-s": ({"pixel_values": ("float32", [BATCH, 3, 256, 256])},
                     {"logits": ("float32", [BATCH, 1000])}),
