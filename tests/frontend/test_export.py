@@ -30,6 +30,8 @@ def test_export_writes_a_checked_graph_with_dynamic_batch_and_parity(vlc_cli, tm
         assert first.dim_param and not first.HasField("dim_value"), "batch axis must stay dynamic"
     assert [s["name"] for s in report["stages"]] == ["export", "simplify"]
     assert report["simplifier"].startswith("onnxsim")
+    # the normalized graph feeds every target: standard ONNX only, no runtime contrib operators
+    assert {node.domain for node in model.graph.node} <= {""}
     assert [p["name"] for p in report["passes"]] == ["rewrite-default", "fuse-layernorm", "remove-unused"]
     parity = report["parity"]
     assert parity["passed"]
@@ -37,6 +39,14 @@ def test_export_writes_a_checked_graph_with_dynamic_batch_and_parity(vlc_cli, tm
         assert output["ref_std"] > 1e-3  # the comparison is on outputs with real spread
         assert output["cosine"] > 0.99999
         assert {"max_abs", "mean_abs", "median_abs", "max_rel", "mean_rel", "median_rel"} <= set(output)
+
+
+def test_normalized_example_graph_is_standard_onnx(vlc_cli, tmp_path):
+    # onnxsim would fuse CLIP's attention into com.microsoft::Attention unless told not to
+    out = tmp_path / "clip.onnx"
+    code, _, stderr = vlc_cli("export", "clip-vit-b32-image@test", "-o", out)
+    assert code == 0, stderr
+    assert {node.domain for node in onnx.load(str(out)).graph.node} <= {""}
 
 
 def test_exported_graph_runs_at_other_batch_sizes(vlc_cli, tmp_path):
