@@ -187,6 +187,82 @@ def _attention(node: Any, ins: list, out: tuple[int | None, ...] | None) -> floa
     return None
 
 
+# ONNX shape inference stops at ONNX Runtime's contrib ops (com.microsoft), which graph fusions
+# introduce; these rules give their first output's shape so inference can go on past them.
+_SAME_AS_FIRST_INPUT = {"SkipLayerNormalization", "SkipSimplifiedLayerNormalization", "BiasGelu", "FastGelu",
+                        "Gelu", "QuickGelu", "BiasAdd", "BiasSoftmax", "SimplifiedLayerNormalization",
+                        "RotaryEmbedding", "LayerNormalization"}
+
+
+def _contrib_output_shape(node: Any, shapes: dict[str, tuple[int | None, ...]]) -> tuple[int, ...] | None:
+    ins = [shapes.get(name) if name else None for name in node.input]
+    first = ins[0] if ins else None
+    if node.op_type in _SAME_AS_FIRST_INPUT:
+        return first if _known(first) else None  # type: ignore[return-value]
+    if node.op_type == "Attention" and _known(first) and len(ins) > 1 and _known(ins[1]):
+        hidden = (_attr(node, "qkv_hidden_sizes") or [None, None, ins[1][1] // 3])[2]
+        return (first[0], first[1], hidden)  # type: ignore[index,return-value]
+    if node.op_type == "MultiHeadAttention" and _known(first) and len(ins) > 2 and _known(ins[2]):
+        value = ins[2]
+        return (first[0], first[1], value[-1] if len(value) == 3 else value[1] * value[3])  # type: ignore[index]
+    if node.op_type == "FusedMatMul" and _known(first, ins[1] if len(ins) > 1 else None):
+        a, b = list(first), list(ins[1])  # type: ignore[arg-type]
+        if _attr(node, "transA", 0):
+            a[-2], a[-1] = a[-1], a[-2]
+        if _attr(node, "transB", 0):
+            b[-2], b[-1] = b[-1], b[-2]
+        lead = [max(x, y) for x, y in zip([1] * (len(b) - len(a)) + a[:-2], [1] * (len(a) - len(b)) + b[:-2])]
+        return (*lead, a[-2], b[-1])
+    return None
+
+
+def _infer(model: Any) -> Any:
+    """ONNX shape inference, resumed past contrib ops whose output shapes vlc knows (bounded)."""
+    import onnx
+    from onnx import helper
+
+    contrib = sum(1 for node in model.graph.node if node.domain == "com.microsoft")
+    for _ in range(contrib + 1):  # each round can unblock at least one more contrib node
+        try:
+            model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        except Exception:  # noqa: BLE001 - keep whatever shapes the file carries
+            return model
+        shapes = _shapes(model)
+        added = 0
+        for node in model.graph.node:
+            if node.domain != "com.microsoft" or not node.output or shapes.get(node.output[0]) is not None:
+                continue
+            shape = _contrib_output_shape(node, shapes)
+            if shape is not None:
+                elem = onnx.TensorProto.FLOAT
+                for value in [*model.graph.value_info, *model.graph.input]:
+                    if value.name == node.input[0]:
+                        elem = value.type.tensor_type.elem_type
+                model.graph.value_info.append(helper.make_tensor_value_info(node.output[0], elem, shape))
+                added += 1
+        if not added:
+            return model
+    return model
+
+
+def _strip_weights(model: Any, keep_bytes: int = 4096) -> None:
+    """Replace large initializers by typed graph inputs: inference needs their shapes, not their bytes.
+
+    Small ones stay: shape inference reads their values (Reshape targets, slice bounds).
+    """
+    from onnx import helper
+
+    keep, dropped = [], []
+    for init in model.graph.initializer:
+        size = len(init.raw_data) or 4 * (len(init.float_data) + len(init.int64_data) * 2 + len(init.int32_data))
+        (keep if size <= keep_bytes and not init.external_data else dropped).append(init)
+    if not dropped:
+        return
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    model.graph.input.extend(helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in dropped)
+
+
 def _inline(model: Any) -> Any:
     if not model.functions:
         return model
@@ -211,14 +287,12 @@ def count_flops(model: Any, batch: int) -> FlopCount:
     else:
         model = onnx.ModelProto.FromString(model.SerializeToString())  # never touch the caller's
     model = _inline(model)
+    _strip_weights(model)
     del model.graph.value_info[:]  # drop stale shapes inferred at another batch size
     _fix_batch(model, batch)
     for out in model.graph.output:  # let inference recompute output shapes for this batch
         out.type.tensor_type.ClearField("shape")
-    try:
-        model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    except Exception:  # noqa: BLE001 - fall back to whatever shapes the file carries
-        pass
+    model = _infer(model)
     shapes = _shapes(model)
     total = 0.0
     by_op: Counter[str] = Counter()

@@ -350,31 +350,32 @@ class Bench:
                               artifact=artifact_info)
         record = self._base(target, precision, batch, device, "ok", artifact=artifact_info,
                             accuracy=accuracy_of(report, self.reference_kind))
-        self._fill_timing(record, result)
+        fill_timing(record, result, self.flops(batch), self.env)
         self.progress(f"{name}: {record.median_ms:.3f} ms, "
                       f"accuracy {'pass' if report.passed else 'FAIL'}", True)
         return record
 
-    def _fill_timing(self, record: BenchRecord, result: ProfileResult) -> None:
-        data = result.to_json()
-        record.latency_ms = data["latency_ms"]
-        record.throughput_per_s = data["throughput_per_s"]
-        record.includes_transfers = result.includes_transfers
-        record.warnings = list(result.warnings)
-        if result.breakdown:
-            record.settings["breakdown_ms"] = data["breakdown_ms"]
-        count = self.flops(record.batch)
-        if count is None:
-            record.warnings.append("FLOPs could not be counted from the ONNX graph")
-            return
-        if count.unresolved:
-            record.warnings.append(f"FLOPs: {len(count.unresolved)} matrix op(s) with unknown shapes not "
-                                   f"counted ({', '.join(count.unresolved[:3])})")
-        record.flops_per_sample = count.per_sample
-        peak = device_peak(record.device_name, record.precision, self.env, record.device)
-        record.achieved_tflops, record.utilisation = utilisation(count.per_sample, record.throughput_per_s, peak)
-        record.peak_tflops = peak.tflops
-        record.peak_source = peak.source
+def fill_timing(record: BenchRecord, result: ProfileResult, count: FlopCount | None,
+                env: dict[str, Any]) -> None:
+    """Latency, throughput, FLOPs per sample, achieved TFLOP/s and share of the device's peak."""
+    data = result.to_json()
+    record.latency_ms = data["latency_ms"]
+    record.throughput_per_s = data["throughput_per_s"]
+    record.includes_transfers = result.includes_transfers
+    record.warnings = list(result.warnings)
+    if result.breakdown:
+        record.settings["breakdown_ms"] = data["breakdown_ms"]
+    if count is None:
+        record.warnings.append("FLOPs could not be counted from the ONNX graph")
+        return
+    if count.unresolved:
+        record.warnings.append(f"FLOPs: {len(count.unresolved)} matrix op(s) with unknown shapes not "
+                               f"counted ({', '.join(count.unresolved[:3])})")
+    record.flops_per_sample = count.per_sample
+    peak = device_peak(record.device_name, record.precision, env, record.device)
+    record.achieved_tflops, record.utilisation = utilisation(count.per_sample, record.throughput_per_s, peak)
+    record.peak_tflops = peak.tflops
+    record.peak_source = peak.source
 
 
 def accuracy_of(report: AccuracyReport, reference: str) -> Accuracy:

@@ -84,6 +84,25 @@ def test_opset23_attention_operator():
     assert count_flops(model, b).total == 2 * b * h * s * s * d * 2
 
 
+def test_counting_goes_on_past_onnxruntime_contrib_attention():
+    """Fusions leave com.microsoft Attention nodes, which ONNX shape inference cannot see through."""
+    b, s, width, hidden = 2, 10, 24, 32
+    nodes = [helper.make_node("Attention", ["x", "Wqkv", "bqkv"], ["ctx"], domain="com.microsoft", num_heads=4),
+             helper.make_node("MatMul", ["ctx", "Wo"], ["h"]),
+             helper.make_node("MatMul", ["h", "Wo2"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", s, width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(a, n) for n, a in
+                               (("Wqkv", _w(width, 3 * hidden)), ("bqkv", _w(3 * hidden)),
+                                ("Wo", _w(hidden, hidden)), ("Wo2", _w(hidden, 8)))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+                              ir_version=10)
+    count = count_flops(model, b)
+    attention = 2 * b * s * width * 3 * hidden + 2 * 2 * b * s * s * hidden
+    assert not count.unresolved
+    assert count.by_op == {"Attention": attention, "MatMul": 2 * b * s * hidden * hidden + 2 * b * s * hidden * 8}
+
+
 def test_unknown_shapes_are_listed_not_guessed():
     model = _model([helper.make_node("MatMul", ["a", "b"], ["y"])],
                    [helper.make_tensor_value_info("a", TensorProto.FLOAT, None),
