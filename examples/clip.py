@@ -20,6 +20,7 @@ with these ~0.83, so outputs depend on the image as a trained model's do.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from transformers import (CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisio
 from vlc.examples import hf
 from vlc.examples import inputs as gen
 from vlc.examples.random_init import lecun_linears, seeded
-from vlc.examples.registry import Built
+from vlc.examples.registry import Built, meta_parameters
 from vlc.model import BATCH, InputSpec
 from vlc.signature import TensorSig
 
@@ -41,6 +42,9 @@ ATTENTION = "eager"
 MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIPImageProcessor's image_mean
 STD = (0.26862954, 0.26130258, 0.27577711)  # and image_std
 FIRST_WORD_ID = 256  # byte-level BPE: ids 0..255 are single bytes
+# keys of a full CLIPModel that belong to the other encoder
+TEXT_TOWER = ("text_model.", "text_projection.", "logit_scale")
+VISION_TOWER = ("vision_model.", "visual_projection.", "logit_scale")
 WEIGHTS_NOTE = ("random (seeded, linear layers scaled to unit variance) unless --weights names a "
                 "Hugging Face CLIP directory (config.json + model.safetensors or "
                 "pytorch_model.bin; a full CLIPModel serves either encoder) or a state dict "
@@ -114,9 +118,7 @@ def image_interface(size: str) -> tuple[list[InputSpec], list[TensorSig]]:
 
 
 def image_parameters(size: str) -> int:
-    with torch.device("meta"):
-        model = CLIPVisionModelWithProjection(vision_config(size))
-    return sum(p.numel() for p in model.parameters())
+    return meta_parameters(lambda: CLIPVisionModelWithProjection(vision_config(size)))
 
 
 def image_generator(config: CLIPVisionConfig):
@@ -128,17 +130,9 @@ def image_generator(config: CLIPVisionConfig):
 
 
 def image_build(size: str, weights: Path | None) -> Built:
-    with seeded(SEED):
-        model = CLIPVisionModelWithProjection(vision_config(size))
-        lecun_linears(model)
-    origin = f"random (seed {SEED})"
-    if weights is not None:
-        model, origin = hf.load(model, weights, IMAGE_NAME,
-                                drop=("text_model.", "text_projection.", "logit_scale"))
-    inputs, outputs = _image_io(model.config)
-    return Built(ClipImageEncoder(model).eval(), inputs, outputs, image_generator(model.config),
-                 {"weights": origin, "parameters": sum(p.numel() for p in model.parameters()),
-                  "config": model.config.to_diff_dict()})
+    return _build(IMAGE_NAME, CLIPVisionModelWithProjection, vision_config(size), weights,
+                  ClipImageEncoder, _image_io, image_generator, drop=TEXT_TOWER,
+                  model_types=("clip", "clip_vision_model"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,9 +151,7 @@ def text_interface(size: str) -> tuple[list[InputSpec], list[TensorSig]]:
 
 
 def text_parameters(size: str) -> int:
-    with torch.device("meta"):
-        model = CLIPTextModelWithProjection(text_config(size))
-    return sum(p.numel() for p in model.parameters())
+    return meta_parameters(lambda: CLIPTextModelWithProjection(text_config(size)))
 
 
 def text_generator(config: CLIPTextConfig):
@@ -177,14 +169,25 @@ def text_generator(config: CLIPTextConfig):
 
 
 def text_build(size: str, weights: Path | None) -> Built:
+    return _build(TEXT_NAME, CLIPTextModelWithProjection, text_config(size), weights,
+                  ClipTextEncoder, _text_io, text_generator, drop=VISION_TOWER,
+                  model_types=("clip", "clip_text_model"))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _build(name: str, model_class: Any, config: Any, weights: Path | None, wrapper: Any,
+           io: Callable[[Any], tuple[list[InputSpec], list[TensorSig]]],
+           generator: Callable[[Any], Any], drop: tuple[str, ...],
+           model_types: tuple[str, ...]) -> Built:
+    """Seeded random weights or the given ones; I/O and inputs follow the model's config."""
     with seeded(SEED):
-        model = CLIPTextModelWithProjection(text_config(size))
+        model = model_class(config)
         lecun_linears(model)
     origin = f"random (seed {SEED})"
     if weights is not None:
-        model, origin = hf.load(model, weights, TEXT_NAME,
-                                drop=("vision_model.", "visual_projection.", "logit_scale"))
-    inputs, outputs = _text_io(model.config)
-    return Built(ClipTextEncoder(model).eval(), inputs, outputs, text_generator(model.config),
-                 {"weights": origin, "parameters": sum(p.numel() for p in model.parameters()),
-                  "config": model.config.to_diff_dict()})
+        model, origin = hf.load(model, weights, name, model_types=model_types, drop=drop)
+    inputs, outputs = io(model.config)
+    return Built(wrapper(model).eval(), inputs, outputs, generator(model.config), origin,
+                 model.config.to_diff_dict())

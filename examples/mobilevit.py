@@ -25,7 +25,7 @@ from transformers import MobileViTConfig, MobileViTForImageClassification
 from vlc.examples import hf
 from vlc.examples import inputs as gen
 from vlc.examples.random_init import lecun_linears, seeded
-from vlc.examples.registry import Built
+from vlc.examples.registry import Built, meta_parameters
 from vlc.model import BATCH, InputSpec
 from vlc.signature import TensorSig
 
@@ -79,9 +79,7 @@ def interface(size: str) -> tuple[list[InputSpec], list[TensorSig]]:
 
 
 def parameters(size: str) -> int:
-    with torch.device("meta"):
-        model = MobileViTForImageClassification(config(size))
-    return sum(p.numel() for p in model.parameters())
+    return meta_parameters(lambda: MobileViTForImageClassification(config(size)))
 
 
 def generator(cfg: MobileViTConfig):
@@ -129,8 +127,7 @@ def build(size: str, weights: Path | None) -> Built:
         calibrate_batchnorm(model, torch.from_numpy(images))
         origin = f"random (seed {SEED})"
     else:
-        model, origin = hf.load(model, weights, NAME)
+        model, origin = hf.load(model, weights, NAME, model_types=("mobilevit",))
     inputs, outputs = _io(model.config)
     return Built(MobileViTClassifier(model).eval(), inputs, outputs, generator(model.config),
-                 {"weights": origin, "parameters": sum(p.numel() for p in model.parameters()),
-                  "config": model.config.to_diff_dict()})
+                 origin, model.config.to_diff_dict())

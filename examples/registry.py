@@ -12,7 +12,7 @@ and a module-level WEIGHTS_NOTE saying which weight files it reads and how names
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -35,7 +35,17 @@ class Built:
     inputs: list[InputSpec]
     outputs: list[TensorSig]
     generator: Callable[[int, int], dict[str, Any]]
-    metadata: dict[str, Any] = field(default_factory=dict)
+    weights: str  # where the weights came from: "random (seed N)" or the path given
+    config: dict[str, Any]  # the model's configuration, for the record
+
+
+def meta_parameters(make: Callable[[], Any]) -> int:
+    """The parameter count of the module `make()` builds, built on the meta device (no memory)."""
+    import torch
+
+    with torch.device("meta"):
+        module = make()
+    return sum(p.numel() for p in module.parameters())
 
 
 @dataclass(frozen=True)
@@ -103,7 +113,9 @@ def load(name: str, *, size: str = "full", weights: str | Path | None = None) ->
     example = get(name)
     check_size(size, name)
     built: Built = example.impl("build")(size, None if weights is None else Path(weights))
-    metadata = {"example": name, "size": size, "reference": example.reference, **built.metadata}
+    metadata = {"example": name, "size": size, "reference": example.reference,
+                "weights": built.weights, "config": built.config,
+                "parameters": sum(p.numel() for p in built.module.parameters())}
     return ModelSource(name=name, ref=name if size == "full" else f"{name}@{size}",
                        module=built.module.eval(), inputs=built.inputs,
                        output_names=[o.name for o in built.outputs],

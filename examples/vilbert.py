@@ -59,7 +59,7 @@ from vlc.errors import InputError
 from vlc.examples import inputs as gen
 from vlc.examples import weights as wts
 from vlc.examples.random_init import lecun_linears, seeded
-from vlc.examples.registry import Built
+from vlc.examples.registry import Built, meta_parameters
 from vlc.model import BATCH, InputSpec
 from vlc.signature import TensorSig
 
@@ -467,9 +467,7 @@ def interface(size: str) -> tuple[list[InputSpec], list[TensorSig]]:
 
 
 def parameters(size: str) -> int:
-    with torch.device("meta"):
-        model = VilbertVqa(CONFIGS[size])
-    return sum(p.numel() for p in model.parameters())
+    return meta_parameters(lambda: VilbertVqa(CONFIGS[size]))
 
 
 def build(size: str, weights: Path | None) -> Built:
@@ -485,6 +483,4 @@ def build(size: str, weights: Path | None) -> Built:
                       rename=allennlp_name)
         origin = str(path)
     inputs, outputs = interface(size)
-    return Built(model.eval(), inputs, outputs, make_generator(cfg),
-                 {"weights": origin, "parameters": sum(p.numel() for p in model.parameters()),
-                  "config": asdict(cfg)})
+    return Built(model.eval(), inputs, outputs, make_generator(cfg), origin, asdict(cfg))

@@ -77,7 +77,7 @@ def read_state_dict(path: Path, example: str) -> dict[str, Any]:
         raise InputError(f"cannot read weights file {path}: permission denied", where=example,
                          fix="check the file's permissions") from None
     except Exception as exc:  # torch and safetensors raise many types for a bad file
-        raise InputError(f"cannot read weights file {path}: {_reason(exc)}", where=example,
+        raise InputError(f"cannot read weights file {path}: {reason(exc)}", where=example,
                          fix="pass a state dict written by torch.save or safetensors") from None
     return _tensors(state, path, example)
 
@@ -96,12 +96,12 @@ def _read_archive(path: Path, example: str) -> dict[str, Any]:
             assert handle is not None
             data = io.BytesIO(handle.read())
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise InputError(f"cannot read archive {path}: {_reason(exc)}", where=example,
+        raise InputError(f"cannot read archive {path}: {reason(exc)}", where=example,
                          fix="pass an allennlp model archive (model.tar.gz)") from None
     try:
         state = torch.load(data, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InputError(f"cannot read {name} in archive {path}: {_reason(exc)}", where=example,
+        raise InputError(f"cannot read {name} in archive {path}: {reason(exc)}", where=example,
                          fix="the archive's weights must be a torch state dict") from None
     return _tensors(state, path, example)
 
@@ -166,6 +166,7 @@ def _names(names: list[str]) -> str:
     return shown + (f", ... ({len(names) - SHOWN} more)" if len(names) > SHOWN else "")
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
+    """The exception's type and first line, for a one-line error."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__

@@ -159,7 +159,12 @@ def test_weights_of_another_size_are_refused(test_source, tmp_path):
 
 def test_huggingface_directory_of_another_model_is_refused(test_source, tmp_path):
     test_source("mobilevit-s").module.model.save_pretrained(tmp_path / "mobilevit")
-    with pytest.raises(VlcError):
+    with pytest.raises(VlcError, match="holds a 'mobilevit' model, not clip or clip_vision_model"):
+        examples.load("clip-vit-b32-image", size="test", weights=tmp_path / "mobilevit")
+    # a directory that claims the right type but lacks the weights is refused too
+    config = json.loads((tmp_path / "mobilevit" / "config.json").read_text())
+    (tmp_path / "mobilevit" / "config.json").write_text(json.dumps(config | {"model_type": "clip"}))
+    with pytest.raises(VlcError, match="lacks .* weights a CLIPVisionModelWithProjection needs"):
         examples.load("clip-vit-b32-image", size="test", weights=tmp_path / "mobilevit")
 
 
