@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -51,13 +51,6 @@ class BenchConfig:
 
 
 @dataclass
-class Cell:
-    target: str
-    precision: str
-    batch: int
-
-
-@dataclass
 class BenchSummary:
     model: str
     machine: str
@@ -84,7 +77,7 @@ def _row(r: BenchRecord, *, skipped: bool) -> dict[str, Any]:
             "utilisation": r.utilisation, "reason": r.reason, "bundle": r.bundle}
 
 
-Progress = Callable[[str, bool], None]  # (description, cell finished?)
+Progress = Callable[[str, int, int], None]  # (what is happening, cells finished, cells in all)
 
 
 def _safe(text: str) -> str:
@@ -129,7 +122,7 @@ class Bench:
     """One sweep. Reference outputs and FLOP counts are computed once per batch size."""
 
     def __init__(self, config: BenchConfig, source: CompileSource, targets: list[Target],
-                 progress: Progress = lambda text, done: None):
+                 progress: Progress = lambda text, done, total: None):
         self.config = config
         self.source = source
         self.targets = targets
@@ -144,6 +137,11 @@ class Bench:
         self._reference: dict[int, dict[str, np.ndarray]] = {}
         self._flops: dict[int, FlopCount | None] = {}
         self.summary = BenchSummary(source.name, self.machine, config.results)
+        self.total = len(targets) * len(self.precisions) * len(self.batches)
+
+    def note(self, text: str) -> None:
+        """Progress within a cell."""
+        self.progress(text, len(self.summary.written) + len(self.summary.skipped), self.total)
 
     # ---- inputs, references, FLOPs (each once per batch) ------------------------------------
     @property
@@ -176,12 +174,6 @@ class Bench:
         return self._flops[batch]
 
     # ---- records ----------------------------------------------------------------------------
-    def cells(self) -> Iterator[Cell]:
-        for target in self.targets:
-            for precision in self.precisions:
-                for batch in self.batches:
-                    yield Cell(target.name, precision.value, batch)
-
     def _base(self, target: Target, precision: Precision, batch: int, device: str, status: str,
               **fields: Any) -> BenchRecord:
         settings = {**asdict(self.config.settings), "seed": self.config.seed}
@@ -210,9 +202,10 @@ class Bench:
             return old
         return None
 
-    def write(self, record: BenchRecord) -> None:
+    def write(self, record: BenchRecord, note: str) -> None:
         self.summary.paths.append(write_record(self.config.results, record))
         self.summary.written.append(record)
+        self.note(f"{record.target} {record.precision} batch {record.batch}: {note}")
 
     # ---- the sweep --------------------------------------------------------------------------
     def run(self) -> BenchSummary:
@@ -248,7 +241,7 @@ class Bench:
             for batch in self.batches:
                 if (old := self.finished(target, precision, batch)) is not None:
                     self.summary.skipped.append(old)
-                    self.progress(f"{target.name} {precision.value} batch {batch}: done before, skipped", True)
+                    self.note(f"{target.name} {precision.value} batch {batch}: done before, skipped")
                 else:
                     todo.append(batch)
             if not todo:
@@ -256,8 +249,8 @@ class Bench:
             reason = self._unavailable_reason(target, status, precision, device, emit)
             if reason is not None:
                 for batch in todo:
-                    self.write(self._base(target, precision, batch, device, "unavailable", reason=reason))
-                    self.progress(f"{target.name} {precision.value} batch {batch}: unavailable", True)
+                    self.write(self._base(target, precision, batch, device, "unavailable", reason=reason),
+                               "unavailable")
                 continue
             spec = TargetSpec(target=target.name, precision=precision, device=device,
                               batch=self._batch_range() if self._dynamic_batch() else None)
@@ -296,40 +289,43 @@ class Bench:
               batches: list[int]) -> None:
         assert self.config.emit is not None
         out = self.config.emit / _safe(self.source.name) / f"{_safe(target.name)}-{precision.value}"
-        self.progress(f"{target.name} {precision.value}: writing a deploy bundle", False)
+        self.note(f"{target.name} {precision.value}: writing a deploy bundle")
         try:
             bundle = Path(getattr(target, EMIT_METHOD)(self.source, spec, out) or out)
         except Exception as exc:  # noqa: BLE001 - one cell's failure never stops the sweep
             for batch in batches:
                 self.write(self._base(target, precision, batch, device, "failed",
-                                      reason=f"writing the deploy bundle failed: {_one_line(exc)}"))
-                self.progress(f"{target.name} {precision.value} batch {batch}: bundle failed", True)
+                                      reason=f"writing the deploy bundle failed: {_one_line(exc)}"), "bundle failed")
             return
         label = f"{spec.preset or target.name} (deploy bundle)"
         for batch in batches:
             self.write(self._base(target, precision, batch, device, "emitted", bundle=str(bundle),
-                                  device_name=label))
-            self.progress(f"{target.name} {precision.value} batch {batch}: bundle written", True)
+                                  device_name=label), "bundle written")
 
     def _measure(self, target: Target, spec: TargetSpec, precision: Precision, device: str,
                  batches: list[int], versions: dict[str, str]) -> None:
-        self.progress(f"{target.name} {precision.value}: compiling", False)
+        self.note(f"{target.name} {precision.value}: compiling")
         try:
             artifact = target.compile(self.source, spec, self._artifact_dir(spec))
         except (TargetUnavailable, InputError) as exc:
             # the target itself says it cannot do this here (missing tool, unsupported combination)
             for batch in batches:
-                self.write(self._base(target, precision, batch, device, "unavailable", reason=_one_line(exc)))
-                self.progress(f"{target.name} {precision.value} batch {batch}: unavailable", True)
+                self.write(self._base(target, precision, batch, device, "unavailable", reason=_one_line(exc)),
+                           "unavailable")
             return
         except Exception as exc:  # noqa: BLE001
             for batch in batches:
                 self.write(self._base(target, precision, batch, device, "failed",
-                                      reason=f"compile failed: {_one_line(exc)}"))
-                self.progress(f"{target.name} {precision.value} batch {batch}: compile failed", True)
+                                      reason=f"compile failed: {_one_line(exc)}"), "compile failed")
             return
         for batch in batches:
-            self.write(self._measure_cell(target, artifact, precision, device, batch, versions))
+            record = self._measure_cell(target, artifact, precision, device, batch, versions)
+            if record.status == "ok":
+                assert record.accuracy is not None and record.median_ms is not None
+                self.write(record, f"{record.median_ms:.3f} ms, accuracy "
+                                   f"{'pass' if record.accuracy.passed else 'FAIL'}")
+            else:
+                self.write(record, "failed")
 
     def _measure_cell(self, target: Target, artifact: Artifact, precision: Precision, device: str,
                       batch: int, versions: dict[str, str]) -> BenchRecord:
@@ -339,20 +335,17 @@ class Bench:
                          "tool_versions": {**versions, **(artifact.manifest.get("tool_versions") or {})}}
         try:
             feeds = self.feeds(batch)
-            self.progress(f"{name}: checking accuracy against {self.reference_kind}", False)
+            self.note(f"{name}: checking accuracy against {self.reference_kind}")
             reference = self.reference(batch)
             report = compare_outputs(target.run(artifact, feeds), reference, default_tolerance(precision))
-            self.progress(f"{name}: profiling", False)
+            self.note(f"{name}: profiling")
             result = target.profile(artifact, feeds, self.config.settings)
         except Exception as exc:  # noqa: BLE001
-            self.progress(f"{name}: failed", True)
             return self._base(target, precision, batch, device, "failed", reason=_one_line(exc),
                               artifact=artifact_info)
         record = self._base(target, precision, batch, device, "ok", artifact=artifact_info,
                             accuracy=accuracy_of(report, self.reference_kind))
         fill_timing(record, result, self.flops(batch), self.env)
-        self.progress(f"{name}: {record.median_ms:.3f} ms, "
-                      f"accuracy {'pass' if report.passed else 'FAIL'}", True)
         return record
 
 def fill_timing(record: BenchRecord, result: ProfileResult, count: FlopCount | None,
@@ -389,13 +382,13 @@ def accuracy_of(report: AccuracyReport, reference: str) -> Accuracy:
         tolerance=report.tolerance.to_json(), outputs=outputs)
 
 
-def run_bench(config: BenchConfig, progress: Progress = lambda text, done: None,
+def run_bench(config: BenchConfig, progress: Progress = lambda text, done, total: None,
               prepare: Callable[..., CompileSource] | None = None) -> BenchSummary:
     """Validate, export once, then sweep; records are written to config.results as cells finish."""
     targets = validate_config(config)
     if prepare is None:
         from vlc.frontend.pipeline import prepare
-    progress(f"exporting {config.model}", False)
+    progress(f"exporting {config.model}", 0, 0)
     source = prepare(config.model) if config.cache_dir is None else prepare(config.model, config.cache_dir)
     bench = Bench(config, source, targets, progress)
     return bench.run()

@@ -71,11 +71,14 @@ def register(app: typer.Typer) -> None:
             device=device, machine=machine, force=force, seed=seed, cache_dir=cache_dir)
         with console.progress(f"bench {model}") as bar:
             task = bar.task_ids[0]
+            logged = [0]
 
-            def progress(text: str, finished: bool) -> None:
-                bar.update(task, description=f"bench {model}: {text}")
-                if finished and not console.err.is_terminal:
-                    console.info(text)
+            def progress(text: str, done: int, total: int) -> None:
+                bar.update(task, description=f"bench {model} [{done}/{total}]: {text}",
+                           total=total or None, completed=done)
+                if done > logged[0] and not console.err.is_terminal:  # logs: one line per finished cell
+                    logged[0] = done
+                    console.info(f"[{done}/{total}] {text}")
 
             summary = run_bench(config, progress)
         if json_out:
