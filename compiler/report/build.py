@@ -250,9 +250,14 @@ def _utilisation_table(view: ModelView, group: list[Column], groups: list[list[C
                 row.append(Cell(f"{sci(record.achieved_tflops)} TFLOP/s · {percent(record.utilisation)}",
                                 title=record.peak_source or ""))
         rows.append(row)
-    per_sample = sorted({r.flops_per_sample for r in view.records if r.flops_per_sample})
+    per_sample: dict[float, set[str]] = defaultdict(set)
+    for r in view.records:
+        if r.flops_per_sample:
+            per_sample[r.flops_per_sample].add(r.machine)
+    counted = (flops(next(iter(per_sample))) if len(per_sample) == 1 else
+               "; ".join(f"{flops(f)} ({', '.join(sorted(m))})" for f, m in sorted(per_sample.items())))
     notes = [f"FLOPs per sample counted from the ONNX graph (matrix work: MatMul, Gemm, Conv, attention): "
-             f"{', '.join(flops(f) for f in per_sample)}.",
+             f"{counted}.",
              "Share of the device's dense peak at the cell's precision (int8: TOPS)."]
     sources = sorted({r.peak_source for c in group for r in view.measured(c) if r.peak_source})
     notes += [f"Peak: {source}" for source in sources]
@@ -410,6 +415,14 @@ def build(records: list[BenchRecord], *, baseline: str | None = None, published:
         machines = sorted({r.machine for r in view.records})
         section.paragraphs.append(f"Model reference: {', '.join(refs) or view.model}; measured on "
                                   f"{len(machines)} machine(s): {', '.join(machines)}.")
+        graphs: dict[str, set[str]] = defaultdict(set)
+        for r in view.records:
+            graphs[r.source_hash].add(r.machine)
+        if len(graphs) > 1:
+            section.paragraphs.append(
+                "The normalized ONNX graph differs between records (different exporter or vlc versions), so "
+                "columns compare different graphs of the same model: " + "; ".join(
+                    f"{h[:12]} on {', '.join(sorted(m))}" for h, m in sorted(graphs.items())) + ".")
         section.tables += latency_tables(view)
         chosen, how = _choose_baseline(view, spec)
         if chosen is not None:

@@ -191,3 +191,16 @@ def test_html_report_renders_in_headless_chromium(html_report, tmp_path):
     assert doc.table("clip_vit_b32_image: latency and throughput — a10-box")["rows"][2][0] == "8"
     assert doc.table("Published reference rows: CLIP ViT-B/32")["class"] == "published"
     assert len(doc.images) == 4
+
+
+def test_different_graphs_of_one_model_are_pointed_out():
+    records = load_records(MACHINES).records
+    for r in records:
+        if r.machine == "h100-box":
+            r.source_hash = "0ther" + r.source_hash
+            r.flops_per_sample = 9.1e9 if r.flops_per_sample else None
+    from vlc.report.render import to_markdown
+
+    text, _ = to_markdown(build(records, plots=False), "x-")
+    assert "The normalized ONNX graph differs between records" in text
+    assert "on h100-box" in text and "9.1 GFLOP (h100-box)" in text
