@@ -20,6 +20,7 @@ from vlc.records import BenchRecord
 from vlc.report import published as pub
 from vlc.report.document import Cell, Document, Figure, Footnotes, Section, Table
 from vlc.report.format import flops, ms, per_s, percent, ratio, sci
+from vlc.timing import CV_WARN
 
 PRECISION_ORDER = ("fp32", "tf32", "fp16", "bf16", "int8")
 TARGET_ORDER = ("torch", "onnxruntime", "trt", "trt-rtx", "ascend")
@@ -165,6 +166,7 @@ def _status_cell(record: BenchRecord | None, notes: Footnotes) -> Cell | None:
 
 
 DEVICE_SIDE = "†"
+UNSTEADY = "±"
 
 
 def _header(view: ModelView, group: list[Column], mark_device_side: bool = False) -> list[str]:
@@ -182,6 +184,7 @@ def latency_tables(view: ModelView) -> list[Table]:
     for group in groups:
         notes = Footnotes()
         rows = []
+        varied = False
         for batch in view.batches:
             row = [Cell(str(batch))]
             for column in group:
@@ -191,13 +194,21 @@ def latency_tables(view: ModelView) -> list[Table]:
                     row.append(status)
                     continue
                 assert record is not None and record.latency_ms is not None
-                row.append(Cell(f"{ms(record.latency_ms['median'])} · {per_s(record.throughput_per_s or 0)}"))
+                cv = record.latency_ms.get("cv") or 0.0
+                unsteady = cv > CV_WARN
+                row.append(Cell(f"{ms(record.latency_ms['median'])} · {per_s(record.throughput_per_s or 0)}"
+                                + (f" {UNSTEADY}" if unsteady else ""),
+                                title=f"coefficient of variation {cv:.1%}" if unsteady else ""))
+                varied = varied or unsteady
             rows.append(row)
         header = _header(view, group, mark_device_side=True)
         extra = ["Median latency per call of the whole batch · throughput in samples per second at that median; "
                  "timing includes copying inputs to and outputs from the device"
                  + (f", except in columns marked {DEVICE_SIDE} (device-side timing)."
                     if any(h.endswith(DEVICE_SIDE) for h in header) else ".")]
+        if varied:
+            extra.append(f"{UNSTEADY} the timed calls varied by more than {CV_WARN:.1%} (coefficient of "
+                         "variation): other load, clocks or too few iterations; treat the figure with care.")
         tables.append(Table(_titled(f"{view.model}: latency and throughput", group, groups), header, rows,
                             extra + notes.lines()))
     return tables

@@ -204,3 +204,15 @@ def test_different_graphs_of_one_model_are_pointed_out():
     text, _ = to_markdown(build(records, plots=False), "x-")
     assert "The normalized ONNX graph differs between records" in text
     assert "on h100-box" in text and "9.1 GFLOP (h100-box)" in text
+
+
+def test_unsteady_timings_are_marked():
+    records = load_records(MACHINES).records
+    noisy = next(r for r in records if r.machine == "a10-box" and r.target == "trt" and r.precision == "fp16"
+                 and r.batch == 8 and r.model == "clip_vit_b32_image")
+    noisy.latency_ms = {**noisy.latency_ms, "cv": 0.12}
+    from vlc.report.render import to_markdown
+
+    text, _ = to_markdown(build(records, plots=False), "x-")
+    assert "4.81 ms · 1,663/s ±" in text and "1.30 ms · 769/s |" in text
+    assert "varied by more than 2.5%" in text
