@@ -354,7 +354,12 @@ SIMD_FLOPS_PER_CYCLE = (  # fp32 FLOPs per core per cycle: lanes x 2 (FMA) x FMA
 
 
 def cpu_peak(cpu: dict[str, Any], precision: str) -> Peak:
-    """Estimated fp32 peak of the CPU cores this process may use; other precisions unknown."""
+    """Estimated fp32 peak of the CPU cores this process may use; other precisions unknown.
+
+    A peak must not be exceeded, so the estimate errs high: two full-width FMA units per core
+    (cores that split 512-bit work in halves, such as AMD Zen 4, reach half of it), at the
+    highest frequency the machine reports (boost clocks above a VM's nominal one are unseen).
+    """
     if precision not in ("fp32",):
         return Peak(None, f"unknown: no CPU peak estimate for {precision}")
     simd = set(cpu.get("simd", []))
@@ -363,11 +368,9 @@ def cpu_peak(cpu: dict[str, Any], precision: str) -> Peak:
     if not ghz or not cores:
         return Peak(None, "unknown: CPU frequency or core count not readable")
     for flag, per_cycle, how in SIMD_FLOPS_PER_CYCLE:
-        if flag == "avx512f" and flag in simd and cpu.get("vendor") == "AuthenticAMD":
-            per_cycle, how = 32, "AVX-512 on AMD Zen 4, executed as 2 x 256-bit FMA x 8 lanes x 2"
         if flag in simd:
             tflops = cores * ghz * 1e9 * per_cycle / 1e12
-            return Peak(round(tflops, 4), f"estimate: {cores} cores x {ghz} GHz x {per_cycle} FLOP/cycle "
+            return Peak(round(tflops, 4), f"upper estimate: {cores} cores x {ghz} GHz x {per_cycle} FLOP/cycle "
                                           f"({how}; {cpu.get('frequency_source', 'frequency')})")
     return Peak(None, "unknown: no known SIMD extension")
 
