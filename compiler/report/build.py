@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Iterable
 
 import vlc
 from vlc.errors import InputError
+from vlc.flops import device_peak, utilisation
 from vlc.records import BenchRecord
 from vlc.report import published as pub
 from vlc.report.document import Cell, Document, Figure, Footnotes, Section, Table
@@ -398,11 +399,22 @@ def environment_table(records: list[BenchRecord]) -> Table:
 
 # ---- the document -------------------------------------------------------------------------------
 
+def with_current_peaks(record: BenchRecord) -> BenchRecord:
+    """Utilisation against today's peak table (records keep what was known when they were measured)."""
+    if record.status != "ok" or not record.flops_per_sample or not record.throughput_per_s:
+        return record
+    peak = device_peak(record.device_name, record.precision, record.environment, record.device)
+    achieved, share = utilisation(record.flops_per_sample, record.throughput_per_s, peak)
+    return replace(record, achieved_tflops=achieved, utilisation=share, peak_tflops=peak.tflops,
+                   peak_source=peak.source)
+
+
 def build(records: list[BenchRecord], *, baseline: str | None = None, published: bool = False,
           plots: bool = True, sources: Iterable[str] = (), notes: Iterable[str] = ()) -> Document:
     if not records:
         raise InputError("no bench records to report", where=", ".join(sources) or None,
                          fix="run `vlc bench MODEL --results DIR` first and pass DIR")
+    records = [with_current_peaks(r) for r in records]
     by_model: dict[str, list[BenchRecord]] = defaultdict(list)
     for r in records:
         by_model[r.model].append(r)

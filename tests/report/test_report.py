@@ -146,6 +146,9 @@ def test_markdown_report_writes_png_files_beside_it(tmp_path):
     assert "speed-up against trt / fp32 / A10" in text
     assert f"| 8 | {8.70 / 25.30:.2f}x |" in text  # torch fp32 on the A10 against trt fp32 on the A10
     assert "Published reference rows" not in text  # only with --published
+    # utilisation is recomputed against today's peak table, not the peaks stored in the records
+    assert "Peak: NVIDIA A10 fp16 (dense): NVIDIA A10 Tensor Core GPU datasheet" in text
+    assert "(dense): fixture" not in text
 
 
 def test_baseline_errors_are_one_clear_line(tmp_path):
