@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 import zipfile
+from functools import cache
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-
 from vlc.errors import InputError
 from vlc.model import InputSpec, generate_from_specs, specs_from_signature
 from vlc.signature import Signature
@@ -198,6 +198,7 @@ def array_stats(array: np.ndarray) -> dict[str, Any]:
     return stats
 
 
+@cache
 def source_generator(ref: str | None) -> InputGenerator | None:
     """The example's own input generator when `ref` names an example (e.g. token ids in range)."""
     if not ref or ref.lower().endswith(".onnx") or ":" in ref:

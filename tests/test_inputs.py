@@ -8,7 +8,6 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
-
 from vlc.errors import InputError
 from vlc.inputs import generate_inputs, load_arrays, load_inputs, save_outputs
 from vlc.model import BATCH, InputSpec

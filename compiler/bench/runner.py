@@ -8,10 +8,16 @@ a cell whose record already says "ok" for the same model, target, precision, bat
 and source-graph hash is skipped. Cells this machine cannot run are recorded as
 "unavailable" with the reason; targets asked for with --emit write deploy bundles instead
 (through a Target's `emit_bundle(source, spec, out_dir)` when it has one).
+
+A --targets entry may carry target options (`torch:mode=compile`, vlc.bench.variants); the
+records name the target by that label, so variants are separate cells and report columns.
+With `graph="raw"` the sweep measures the plain exporter output (no simplifier, no passes)
+and every label gets the suffix "@raw".
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +28,7 @@ import numpy as np
 from vlc import environment as environ
 from vlc.accuracy import AccuracyReport, compare_outputs, default_tolerance
 from vlc.artifact import Artifact, graph_hash
+from vlc.bench.variants import GRAPHS, TargetVariant, resolve
 from vlc.errors import InputError, TargetUnavailable, VlcError
 from vlc.flops import FlopCount, count_flops, device_peak, utilisation
 from vlc.records import Accuracy, BenchRecord, RecordError, read_record, record_path, write_record
@@ -30,12 +37,16 @@ from vlc.target import Availability, CompileSource, Target
 from vlc.timing import ProfileResult, ProfileSettings
 
 EMIT_METHOD = "emit_bundle"
+BUNDLE_CELL = "vlc-bench.json"  # written into each bundle: the bench cell it stands for (label, machine)
+# Targets that build one binary per static batch size declare an option of this name; the sweep
+# passes its batch sizes there, so every benched batch is built (not only min and max).
+STATIC_BATCHES_OPTION = "batches"
 
 
 @dataclass
 class BenchConfig:
     model: str
-    targets: list[str]
+    targets: list[str]  # entries: a target name, optionally with options (torch:mode=compile)
     precisions: list[str]
     batches: list[int] | None = None  # None: the model's own batch sizes
     results: Path = Path("results")
@@ -48,6 +59,7 @@ class BenchConfig:
     force: bool = False  # redo finished cells
     seed: int = 0
     cache_dir: Path | None = None  # front-end cache
+    graph: str = "normalized"  # or "raw": the exporter's output, no simplifier and no passes
 
 
 @dataclass
@@ -91,10 +103,8 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def validate_config(config: BenchConfig) -> list[Target]:
+def validate_config(config: BenchConfig) -> list[TargetVariant]:
     """Every user error before the (slow) export: unknown targets and precisions, bad sizes."""
-    from vlc.plugin_manager import get_target
-
     if not config.targets:
         raise InputError("no targets to bench", fix="pass --targets, e.g. --targets torch,onnxruntime")
     if not config.precisions:
@@ -103,25 +113,27 @@ def validate_config(config: BenchConfig) -> list[Target]:
         Precision.parse(p)
     if config.batches is not None and (not config.batches or any(b < 1 for b in config.batches)):
         raise InputError(f"batch sizes must be positive, got {config.batches}", fix="e.g. --batch 1,8,32")
-    targets = [get_target(name) for name in dict.fromkeys(config.targets)]
+    if config.graph not in GRAPHS:
+        raise InputError(f"unknown --graph '{config.graph}'", fix=f"use one of: {', '.join(GRAPHS)}")
+    variants = resolve(config.targets, config.graph)
     if config.emit_targets:
-        unknown = sorted(set(config.emit_targets) - set(config.targets))
+        unknown = sorted(n for n in config.emit_targets if not any(v.matches(n) for v in variants))
         if unknown:
             raise InputError(f"--emit-targets names {', '.join(unknown)}, which --targets does not",
                              fix="add them to --targets")
         if config.emit is None:
             raise InputError("--emit-targets needs --emit DIR", fix="say where the bundles go with --emit DIR")
-        for target in targets:
-            if target.name in config.emit_targets and not callable(getattr(target, EMIT_METHOD, None)):
-                raise InputError(f"target '{target.name}' cannot write deploy bundles",
+        for v in variants:
+            if any(v.matches(n) for n in config.emit_targets) and not callable(getattr(v.target, EMIT_METHOD, None)):
+                raise InputError(f"target '{v.target.name}' cannot write deploy bundles",
                                  fix=f"targets with a {EMIT_METHOD}() method can; bench it here instead")
-    return targets
+    return variants
 
 
 class Bench:
     """One sweep. Reference outputs and FLOP counts are computed once per batch size."""
 
-    def __init__(self, config: BenchConfig, source: CompileSource, targets: list[Target],
+    def __init__(self, config: BenchConfig, source: CompileSource, targets: list[TargetVariant],
                  progress: Progress = lambda text, done, total: None):
         self.config = config
         self.source = source
@@ -167,27 +179,26 @@ class Bench:
 
     def flops(self, batch: int) -> FlopCount | None:
         if batch not in self._flops:
-            try:
-                self._flops[batch] = count_flops(self.source.onnx_path, batch)
-            except Exception:  # noqa: BLE001 - FLOPs are a nicety; the record says "unknown"
-                self._flops[batch] = None
+            self._flops[batch] = flop_count(self.source.onnx_path, batch)
         return self._flops[batch]
 
     # ---- records ----------------------------------------------------------------------------
-    def _base(self, target: Target, precision: Precision, batch: int, device: str, status: str,
+    def _base(self, variant: TargetVariant, precision: Precision, batch: int, device: str, status: str,
               **fields: Any) -> BenchRecord:
-        settings = {**asdict(self.config.settings), "seed": self.config.seed}
-        return BenchRecord(model=self.source.name, target=target.name, precision=precision.value, batch=batch,
+        settings = {**asdict(self.config.settings), "seed": self.config.seed, "graph": self.config.graph}
+        if variant.options:
+            settings["target_options"] = dict(variant.options)
+        return BenchRecord(model=self.source.name, target=variant.label, precision=precision.value, batch=batch,
                            machine=self.machine, status=status, source_hash=self.source_hash,
                            model_ref=self.source.ref, device=device,
                            device_name=fields.pop("device_name", None) or environ.device_name(self.env, device),
                            settings=settings, environment=self.env, **fields)
 
-    def finished(self, target: Target, precision: Precision, batch: int) -> BenchRecord | None:
+    def finished(self, variant: TargetVariant, precision: Precision, batch: int) -> BenchRecord | None:
         """The cell's earlier record when it is done for this source graph (resume)."""
         if self.config.force:
             return None
-        probe = BenchRecord(self.source.name, target.name, precision.value, batch, self.machine, "ok",
+        probe = BenchRecord(self.source.name, variant.label, precision.value, batch, self.machine, "ok",
                             self.source_hash)
         path = record_path(self.config.results, probe)
         if not path.is_file():
@@ -209,8 +220,8 @@ class Bench:
 
     # ---- the sweep --------------------------------------------------------------------------
     def run(self) -> BenchSummary:
-        for target in self.targets:
-            self._bench_target(target)
+        for variant in self.targets:
+            self._bench_target(variant)
         return self.summary
 
     def _device(self, target: Target, offered: list[str]) -> str:
@@ -222,26 +233,27 @@ class Bench:
                 return device
         return "cpu" if "cpu" in target.devices else (accelerators[0] if accelerators else "cpu")
 
-    def _wants_bundle(self, target: Target, available: bool) -> bool:
-        if self.config.emit is None or not callable(getattr(target, EMIT_METHOD, None)):
+    def _wants_bundle(self, variant: TargetVariant, available: bool) -> bool:
+        if self.config.emit is None or not callable(getattr(variant.target, EMIT_METHOD, None)):
             return False
         if self.config.emit_targets is not None:
-            return target.name in self.config.emit_targets
+            return any(variant.matches(n) for n in self.config.emit_targets)
         return not available
 
-    def _bench_target(self, target: Target) -> None:
+    def _bench_target(self, variant: TargetVariant) -> None:
+        target = variant.target
         try:
             status = target.available()
         except Exception as exc:  # noqa: BLE001 - a broken probe makes the target unavailable, not the bench
             status = Availability(False, f"its availability check failed: {_one_line(exc)}")
         device = self._device(target, list(status.devices))
-        emit = self._wants_bundle(target, status.ok)
+        emit = self._wants_bundle(variant, status.ok)
         for precision in self.precisions:
             todo = []
             for batch in self.batches:
-                if (old := self.finished(target, precision, batch)) is not None:
+                if (old := self.finished(variant, precision, batch)) is not None:
                     self.summary.skipped.append(old)
-                    self.note(f"{target.name} {precision.value} batch {batch}: done before, skipped")
+                    self.note(f"{variant.label} {precision.value} batch {batch}: done before, skipped")
                 else:
                     todo.append(batch)
             if not todo:
@@ -249,15 +261,24 @@ class Bench:
             reason = self._unavailable_reason(target, status, precision, device, emit)
             if reason is not None:
                 for batch in todo:
-                    self.write(self._base(target, precision, batch, device, "unavailable", reason=reason),
+                    self.write(self._base(variant, precision, batch, device, "unavailable", reason=reason),
                                "unavailable")
                 continue
             spec = TargetSpec(target=target.name, precision=precision, device=device,
-                              batch=self._batch_range() if self._dynamic_batch() else None)
+                              batch=self._batch_range() if self._dynamic_batch() else None,
+                              options=self._options(variant))
             if emit:
-                self._emit(target, spec, precision, device, todo)
+                self._emit(variant, spec, precision, device, todo)
             else:
-                self._measure(target, spec, precision, device, todo, dict(status.versions))
+                self._measure(variant, spec, precision, device, todo, dict(status.versions))
+
+    def _options(self, variant: TargetVariant) -> dict[str, Any]:
+        options = dict(variant.options)
+        # unless the entry chose its own layout (its batches, or gears: one binary for several sizes)
+        if (STATIC_BATCHES_OPTION in variant.target.options and self._dynamic_batch()
+                and not set(options) & {STATIC_BATCHES_OPTION, "gears"}):
+            options[STATIC_BATCHES_OPTION] = sorted(self.batches)
+        return options
 
     def _unavailable_reason(self, target: Target, status: Availability, precision: Precision, device: str,
                             emit: bool) -> str | None:
@@ -281,45 +302,58 @@ class Bench:
         # one artifact serves the whole sweep; TensorRT-style profiles tune for the largest batch
         return (min(self.batches), max(self.batches), max(self.batches))
 
-    def _artifact_dir(self, spec: TargetSpec) -> Path:
+    def _artifact_dir(self, variant: TargetVariant, spec: TargetSpec) -> Path:
         return (self.config.artifacts / f"{_safe(self.source.name)}-{self.source_hash[:12]}"
-                / f"{_safe(spec.target)}-{spec.precision.value}-{_safe(spec.device)}")
+                / f"{_safe(variant.label)}-{spec.precision.value}-{_safe(spec.device)}")
 
-    def _emit(self, target: Target, spec: TargetSpec, precision: Precision, device: str,
+    def _emit(self, variant: TargetVariant, spec: TargetSpec, precision: Precision, device: str,
               batches: list[int]) -> None:
         assert self.config.emit is not None
-        out = self.config.emit / _safe(self.source.name) / f"{_safe(target.name)}-{precision.value}"
-        self.note(f"{target.name} {precision.value}: writing a deploy bundle")
+        target = variant.target
+        out = self.config.emit / _safe(self.source.name) / f"{_safe(variant.label)}-{precision.value}"
+        self.note(f"{variant.label} {precision.value}: writing a deploy bundle")
         try:
             bundle = Path(getattr(target, EMIT_METHOD)(self.source, spec, out) or out)
+        except (TargetUnavailable, InputError) as exc:  # the target cannot take this model or option
+            for batch in batches:
+                self.write(self._base(variant, precision, batch, device, "unavailable", reason=_one_line(exc)),
+                           "unavailable")
+            return
         except Exception as exc:  # noqa: BLE001 - one cell's failure never stops the sweep
             for batch in batches:
-                self.write(self._base(target, precision, batch, device, "failed",
+                self.write(self._base(variant, precision, batch, device, "failed",
                                       reason=f"writing the deploy bundle failed: {_one_line(exc)}"), "bundle failed")
             return
+        # which cell the bundle stands for, so results imported from it line up with this sweep
+        (bundle / BUNDLE_CELL).write_text(json.dumps({
+            "model": self.source.name, "target": variant.label, "precision": precision.value,
+            "machine": self.machine, "source_hash": self.source_hash, "graph": self.config.graph,
+            "batches": batches}, indent=2) + "\n")
         label = f"{spec.preset or target.name} (deploy bundle)"
         for batch in batches:
-            self.write(self._base(target, precision, batch, device, "emitted", bundle=str(bundle),
+            self.write(self._base(variant, precision, batch, device, "emitted", bundle=str(bundle),
                                   device_name=label), "bundle written")
 
-    def _measure(self, target: Target, spec: TargetSpec, precision: Precision, device: str,
+    def _measure(self, variant: TargetVariant, spec: TargetSpec, precision: Precision, device: str,
                  batches: list[int], versions: dict[str, str]) -> None:
-        self.note(f"{target.name} {precision.value}: compiling")
+        target = variant.target
+        self.note(f"{variant.label} {precision.value}: compiling")
         try:
-            artifact = target.compile(self.source, spec, self._artifact_dir(spec))
+            artifact = target.compile(self.source, spec, self._artifact_dir(variant, spec))
         except (TargetUnavailable, InputError) as exc:
-            # the target itself says it cannot do this here (missing tool, unsupported combination)
+            # the target itself says it cannot do this here (missing tool, unsupported combination,
+            # an option it does not know)
             for batch in batches:
-                self.write(self._base(target, precision, batch, device, "unavailable", reason=_one_line(exc)),
+                self.write(self._base(variant, precision, batch, device, "unavailable", reason=_one_line(exc)),
                            "unavailable")
             return
         except Exception as exc:  # noqa: BLE001
             for batch in batches:
-                self.write(self._base(target, precision, batch, device, "failed",
+                self.write(self._base(variant, precision, batch, device, "failed",
                                       reason=f"compile failed: {_one_line(exc)}"), "compile failed")
             return
         for batch in batches:
-            record = self._measure_cell(target, artifact, precision, device, batch, versions)
+            record = self._measure_cell(variant, artifact, precision, device, batch, versions)
             if record.status == "ok":
                 assert record.accuracy is not None and record.median_ms is not None
                 self.write(record, f"{record.median_ms:.3f} ms, accuracy "
@@ -327,9 +361,10 @@ class Bench:
             else:
                 self.write(record, "failed")
 
-    def _measure_cell(self, target: Target, artifact: Artifact, precision: Precision, device: str,
+    def _measure_cell(self, variant: TargetVariant, artifact: Artifact, precision: Precision, device: str,
                       batch: int, versions: dict[str, str]) -> BenchRecord:
-        name = f"{target.name} {precision.value} batch {batch}"
+        target = variant.target
+        name = f"{variant.label} {precision.value} batch {batch}"
         artifact_info = {"path": str(artifact.path), "build_seconds": artifact.manifest.get("build_seconds"),
                          "cache": artifact.manifest.get("cache"), "spec": artifact.manifest.get("spec"),
                          "tool_versions": {**versions, **(artifact.manifest.get("tool_versions") or {})}}
@@ -341,12 +376,23 @@ class Bench:
             self.note(f"{name}: profiling")
             result = target.profile(artifact, feeds, self.config.settings)
         except Exception as exc:  # noqa: BLE001
-            return self._base(target, precision, batch, device, "failed", reason=_one_line(exc),
+            return self._base(variant, precision, batch, device, "failed", reason=_one_line(exc),
                               artifact=artifact_info)
-        record = self._base(target, precision, batch, device, "ok", artifact=artifact_info,
+        record = self._base(variant, precision, batch, device, "ok", artifact=artifact_info,
                             accuracy=accuracy_of(report, self.reference_kind))
         fill_timing(record, result, self.flops(batch), self.env)
         return record
+
+
+def flop_count(onnx_path: str | Path | None, batch: int) -> FlopCount | None:
+    """FLOPs of one call at `batch`, or None when the graph is missing or cannot be counted."""
+    if onnx_path is None or not Path(onnx_path).is_file():
+        return None
+    try:
+        return count_flops(onnx_path, batch)
+    except Exception:  # noqa: BLE001 - FLOPs are a nicety; the record says "unknown"
+        return None
+
 
 def fill_timing(record: BenchRecord, result: ProfileResult, count: FlopCount | None,
                 env: dict[str, Any]) -> None:
@@ -385,10 +431,15 @@ def accuracy_of(report: AccuracyReport, reference: str) -> Accuracy:
 def run_bench(config: BenchConfig, progress: Progress = lambda text, done, total: None,
               prepare: Callable[..., CompileSource] | None = None) -> BenchSummary:
     """Validate, export once, then sweep; records are written to config.results as cells finish."""
-    targets = validate_config(config)
+    variants = validate_config(config)
     if prepare is None:
         from vlc.frontend.pipeline import prepare
+    kwargs: dict[str, Any] = {} if config.cache_dir is None else {"cache_dir": config.cache_dir}
+    if config.graph == "raw":
+        from vlc.frontend.pipeline import FrontendOptions
+
+        kwargs["options"] = FrontendOptions(simplify=False, passes=())  # the plain exporter output
     progress(f"exporting {config.model}", 0, 0)
-    source = prepare(config.model) if config.cache_dir is None else prepare(config.model, config.cache_dir)
-    bench = Bench(config, source, targets, progress)
+    source = prepare(config.model, **kwargs)
+    bench = Bench(config, source, variants, progress)
     return bench.run()

@@ -28,7 +28,9 @@ def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench(
         model: str = typer.Argument(..., help="Example name, file.py:factory, package.module:factory, or .onnx."),
-        targets: str = typer.Option("torch,onnxruntime", "--targets", "-t", help="Comma-separated targets."),
+        targets: str = typer.Option("torch,onnxruntime", "--targets", "-t", help="Comma-separated targets; "
+                                    "an entry may carry target options, name:key=value[:key=value], e.g. "
+                                    "torch,torch:mode=compile (each variant is its own column)."),
         precisions: str = typer.Option("fp32", "--precisions", "-p", help="Comma-separated precisions, "
                                        "e.g. fp32,fp16."),
         batch: Optional[str] = typer.Option(None, "--batch", "-b", help="Batch sizes, e.g. 1,8,32 "
@@ -50,25 +52,29 @@ def register(app: typer.Typer) -> None:
                                        "are kept (reused when the source graph and spec match)."),
         force: bool = typer.Option(False, "--force", help="Measure finished cells again."),
         seed: int = typer.Option(0, "--seed", help="Seed of the generated inputs."),
+        graph: str = typer.Option("normalized", "--graph", help="normalized (default): the front end's graph; "
+                                  "raw: the plain exporter output (no simplifier, no passes), its targets "
+                                  "labelled NAME@raw."),
         cache_dir: Optional[Path] = typer.Option(None, help="Front-end cache (default: $VLC_CACHE or .vlc/cache)."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary of the cells."),
     ) -> None:
         """Export once, compile each target x precision, check accuracy, profile every batch size."""
         from vlc.bench import BenchConfig, run_bench
-        from vlc.cli.profile_cmd import parse_batches
-        from vlc.timing import ProfileSettings
+        from vlc.bench.variants import split_entries
+        from vlc.cli.profile_cmd import parse_batches, timing_settings
 
-        if iterations is not None and duration is not None:
-            raise InputError("--iterations and --duration are exclusive", fix="give one of them")
-        if warmup < 0 or (iterations is not None and iterations < 1) or (duration is not None and duration <= 0):
-            raise InputError("--warmup must be >= 0, --iterations >= 1 and --duration > 0",
-                             fix="e.g. --warmup 10 --iterations 100")
+        settings = timing_settings(warmup, iterations, duration)
+        entries = split_entries(targets)
+        emit_entries = split_entries(emit_targets) if emit_targets is not None else None
+        for what, given in (("targets", entries), ("emit-targets", emit_entries)):
+            if given == []:
+                raise InputError(f"--{what} is empty", fix=f"give a comma-separated list of {what}")
         config = BenchConfig(
-            model=model, targets=_names(targets, "targets"), precisions=_names(precisions, "precisions"),
+            model=model, targets=entries, precisions=_names(precisions, "precisions"),
             batches=parse_batches(batch) if batch else None, results=results, artifacts=artifacts, emit=emit,
-            emit_targets=_names(emit_targets, "emit-targets") if emit_targets else None,
-            settings=ProfileSettings(warmup=warmup, iterations=iterations or 50, duration_s=duration),
-            device=device, machine=machine, force=force, seed=seed, cache_dir=cache_dir)
+            emit_targets=emit_entries,
+            settings=settings, device=device, machine=machine, force=force, seed=seed, cache_dir=cache_dir,
+            graph=graph)
         with console.progress(f"bench {model}") as bar:
             task = bar.task_ids[0]
             logged = [0]

@@ -7,7 +7,6 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 import typer
-
 from vlc.cli import console
 from vlc.errors import AccuracyError, InputError
 
@@ -16,14 +15,15 @@ def is_torch_ref(ref: str | None) -> bool:
     return bool(ref) and not str(ref).lower().endswith(".onnx")
 
 
-def torch_reference(ref: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The original PyTorch model, eager fp32 on the CPU."""
+def torch_reference(ref: str, feeds: Mapping[str, np.ndarray], weights: str | None = None
+                    ) -> dict[str, np.ndarray]:
+    """The original PyTorch model (with the weights it was compiled with), eager fp32 on the CPU."""
     from vlc.frontend.loader import load_model
     from vlc.model import ModelSource
     from vlc.spec import Precision
     from vlc.targets.torch.session import TorchSession
 
-    source = load_model(ref)
+    source = load_model(ref, weights=weights)
     if not isinstance(source, ModelSource):
         raise InputError(f"--reference torch needs a PyTorch model; the artifact was built from {ref}",
                          fix="use --reference onnx")
@@ -104,7 +104,9 @@ def register(app: typer.Typer) -> None:
             elif other is not None:
                 wanted = other[1].run(other[0], feeds)
             elif label == "torch":
-                wanted = torch_reference(artifact.manifest["source"]["ref"], feeds)
+                source = artifact.manifest["source"]
+                weights = source.get("weights") or (source.get("frontend_options") or {}).get("weights")
+                wanted = torch_reference(source["ref"], feeds, weights)
             else:
                 wanted = onnx_reference(artifact, feeds)
         report = compare_outputs(actual, wanted, tolerance)

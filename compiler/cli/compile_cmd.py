@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-
 from vlc.cli import console
 from vlc.errors import InputError, TargetUnavailable
 
@@ -52,7 +51,8 @@ def register(app: typer.Typer) -> None:
         batch: Optional[str] = typer.Option(None, "--batch", help="Batch range N or MIN,OPT,MAX."),
         option: list[str] = typer.Option([], "-O", "--option", help="Target option key=value; repeatable."),
         output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                              help="Artifact directory (default artifacts/<model>-<target>-<precision>)."),
+                                              help="Artifact directory "
+                                                   "(default artifacts/<model>-<target>-<precision>)."),
         force: bool = typer.Option(False, "--force", help="Rebuild even if a matching artifact exists."),
         exporter: str = typer.Option("dynamo", help="Front end: dynamo (default) or torchscript."),
         opset: Optional[int] = typer.Option(None, help="Front end: ONNX opset."),
@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
             console.emit_json(summary)
             return
         state = "reused (nothing changed; --force rebuilds)" if reused else \
-            f"built in {summary['build_seconds']:.2f} s"
+            f"built in {summary['build_seconds']:.3g} s"
         console.out.print(f"artifact: {artifact.path}", highlight=False)
         console.out.print(f"{artifact.target} {summary['precision']} on {summary['device']}: {state}; "
                           f"front end {frontend_seconds:.2f} s"

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-
 from vlc.cli import console
 from vlc.errors import InputError
 
@@ -29,6 +28,25 @@ def parse_batches(text: str) -> list[int]:
     if not values or any(v < 1 for v in values):
         raise InputError(f"--batch '{text}' needs positive batch sizes", fix="e.g. --batch 1,8,32")
     return list(dict.fromkeys(values))
+
+
+def timing_settings(warmup: int, iterations: int | None, duration: float | None, **more: Any) -> Any:
+    """--warmup/--iterations/--duration (shared by `vlc profile` and `vlc bench`) as ProfileSettings."""
+    from vlc.timing import ProfileSettings
+
+    if iterations is not None and duration is not None:
+        raise InputError("--iterations and --duration are exclusive", fix="give one of them")
+    if warmup < 0 or (iterations is not None and iterations < 1) or (duration is not None and duration <= 0):
+        raise InputError("--warmup must be >= 0, --iterations >= 1 and --duration > 0",
+                         fix="e.g. --warmup 10 --iterations 100")
+    return ProfileSettings(warmup=warmup, iterations=iterations or 50, duration_s=duration, **more)
+
+
+def artifact_flops(artifact: Any, batch: int) -> Any:
+    """FLOPs of the artifact's source graph at `batch` (None when that graph is not on this machine)."""
+    from vlc.bench.runner import flop_count
+
+    return flop_count(artifact.manifest.get("source", {}).get("onnx"), batch)
 
 
 def artifact_model_name(artifact: Any) -> str:
@@ -95,21 +113,15 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the records as JSON."),
     ) -> None:
         """Measure latency (min/mean/median/p90/p95/p99) and throughput over a batch sweep."""
+        from vlc.bench.runner import fill_timing
         from vlc.cli.run_cmd import open_artifact
         from vlc.inputs import artifact_inputs, check_batch, default_batch
-        from vlc.timing import ProfileSettings
 
-        if iterations is not None and duration is not None:
-            raise InputError("--iterations and --duration are exclusive", fix="give one of them")
-        if warmup < 0 or (iterations is not None and iterations < 1) or (duration is not None and duration <= 0):
-            raise InputError("--warmup must be >= 0, --iterations >= 1 and --duration > 0",
-                             fix="e.g. --warmup 10 --iterations 100")
+        settings = timing_settings(warmup, iterations, duration, include_transfers=not no_transfers)
         artifact, target = open_artifact(artifact_dir)
         batches = parse_batches(batch) if batch else [default_batch(artifact)]
         for b in batches:  # every batch is checked before any is timed
             check_batch(artifact, b)
-        settings = ProfileSettings(warmup=warmup, iterations=iterations or 50, duration_s=duration,
-                                   include_transfers=not no_transfers)
         env = environment(artifact, target)
         records, results = [], []
         session = target.open(artifact)  # opened once for the whole sweep
@@ -122,6 +134,8 @@ def register(app: typer.Typer) -> None:
                     result = target._profile(artifact, session, feeds, settings, checked)
                     results.append(result)
                     records.append(make_record(artifact, result, settings, env, machine or env["host"]))
+                    # FLOPs per sample and share of the device's peak, as `vlc bench` records them
+                    fill_timing(records[-1], result, artifact_flops(artifact, b), env)
         finally:
             session.close()
         written = write_records(record, records) if record is not None else []

@@ -8,7 +8,6 @@ from typing import Any, Optional
 
 import numpy as np
 import typer
-
 from vlc.cli import console
 
 
@@ -41,7 +40,8 @@ def register(app: typer.Typer) -> None:
         batch: Optional[int] = typer.Option(None, "--batch", "-b", help="Batch of generated inputs "
                                             "(default: the compiled opt batch)."),
         seed: int = typer.Option(0, "--seed", help="Seed of generated inputs."),
-        output: Optional[Path] = typer.Option(None, "-o", "--output", help="Save outputs here (.npy each + outputs.npz)."),
+        output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                              help="Save outputs here (.npy each + outputs.npz)."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     ) -> None:
         """Run an artifact once and print its outputs' shapes and statistics."""

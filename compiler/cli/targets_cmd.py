@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-
 from vlc.cli import console
 
 
@@ -41,11 +40,14 @@ def register(app: typer.Typer) -> None:
             console.emit_json(data)
             return
         rows = [[t["name"], "yes" if t["available"] else "no",
-                 ", ".join(f"{k} {v}" for k, v in t["versions"].items()),
                  ", ".join(t["devices"]) if t["available"] else f"({', '.join(t['supported_devices'])})",
-                 ", ".join(t["precisions"]), ", ".join(t["presets"]), ", ".join(t["options"]),
-                 t["reason"] if not t["available"] else t["summary"]] for t in data["targets"]]
-        console.table("targets", ["target", "runs here", "versions", "devices", "precisions", "presets",
-                                  "options (-O)", "notes"], rows)
+                 ", ".join(t["precisions"]), ", ".join(t["presets"]),
+                 ", ".join(f"{k} {v}" for k, v in t["versions"].items())] for t in data["targets"]]
+        console.table("targets (devices in parentheses: supported, but not on this machine)",
+                      ["target", "runs here", "devices", "precisions", "presets", "versions"], rows)
+        for t in data["targets"]:
+            if not t["available"]:
+                console.out.print(f"[bold]{t['name']}[/] cannot run here: {t['reason']}", highlight=False)
+        console.out.print("options of a target (-O key=value): `vlc targets --json`", highlight=False)
         if data["load_errors"]:
             console.table("plugins that failed to load", ["plugin error"], [[e] for e in data["load_errors"]])

@@ -41,12 +41,24 @@ def _remove_unused(model: Any) -> None:
     common.RemoveUnusedOpsetsPass()(model)
 
 
+def _ort_fusions(model: Any) -> Any:
+    # com.microsoft fused operators (MultiHeadAttention, SkipLayerNormalization, BiasGelu, ...)
+    # that ONNX Runtime's CUDA kernels implement; TensorRT and ATC cannot read them, so this
+    # pass belongs to the onnxruntime target's pass set, never to the shared normalized graph.
+    from onnxscript.rewriter import ort_fusions
+
+    fused, _counts = ort_fusions.optimize_for_ort(model)
+    return fused
+
+
 BUILTIN_PASSES: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
     ("rewrite-default", "onnxscript's default rewrite rules (no-op removal, slice/reshape "
                         "collapsing, BatchNorm and Pad folding into Conv)", _rewrite_default),
     ("fuse-layernorm", "decomposed LayerNorm -> LayerNormalization (opset >= 17)", _fuse_layernorm),
     ("fold-constants", "constant folding", _fold_constants),
     ("remove-unused", "drop unused nodes, functions and opset imports", _remove_unused),
+    ("ort-fusions", "ONNX Runtime contrib fusions (attention, skip-LayerNorm, GELU); "
+                    "onnxruntime target only", _ort_fusions),
 )
 
 

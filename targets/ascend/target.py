@@ -73,6 +73,13 @@ class AscendTarget(Target):
                      signature, patch=patch)
 
     # ---- compile ---------------------------------------------------------------------------
+    def emit_bundle(self, source: CompileSource, spec: TargetSpec, out_dir: str | Path) -> Path:
+        """A self-contained bundle (ONNX, atc/ais_bench scripts, inputs, references) for a machine
+        with the CANN toolkit; `vlc bench --emit` and `vlc compile --emit` call this."""
+        from vlc.targets.ascend.bundle import emit_bundle
+
+        return emit_bundle(source, spec, out_dir, target=self)
+
     def compile(self, source: CompileSource, spec: TargetSpec, out_dir: str | Path, *,
                 force: bool = False) -> Artifact:
         if spec.options.get("emit"):

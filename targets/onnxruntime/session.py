@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-
 from vlc.errors import InputError, VlcError
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")

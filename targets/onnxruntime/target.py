@@ -6,7 +6,7 @@ import importlib
 from typing import Any, Callable
 
 from vlc.artifact import Artifact, BuildDir
-from vlc.errors import CompileError, InputError
+from vlc.errors import CompileError, InputError, TargetUnavailable
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, CompileSource, OptionInfo, Session, Target
@@ -23,6 +23,17 @@ def precision_converter() -> Callable[..., Any] | None:
         return None
     convert = getattr(module, "convert", None)
     return convert if callable(convert) else None
+
+
+def check_gpu_used(device: str, used: list[str]) -> None:
+    """ONNX Runtime drops a GPU provider it cannot load (missing CUDA/cuDNN libraries) and runs
+    on the CPU with only a log line; for --device cuda that is an error, never a silent fallback."""
+    from vlc.targets.onnxruntime.providers import GPU_PROVIDERS
+
+    if device == "cuda" and not any(p in GPU_PROVIDERS for p in used):
+        raise TargetUnavailable(f"onnxruntime could not start a GPU provider and would run on {', '.join(used)}",
+                                fix="check the CUDA and cuDNN libraries onnxruntime-gpu needs "
+                                    "(rerun with --debug), or use --device cpu")
 
 
 class OnnxRuntimeTarget(Target):
@@ -68,7 +79,6 @@ class OnnxRuntimeTarget(Target):
 
     def _compile(self, source: CompileSource, spec: TargetSpec, build: BuildDir) -> None:
         import onnxruntime as ort
-
         from vlc.targets.onnxruntime.providers import choose_providers
         from vlc.targets.onnxruntime.session import copy_graph, external_data_files, first_line, session_options
 
@@ -84,7 +94,9 @@ class OnnxRuntimeTarget(Target):
             build.extra["precision"] = report.to_json() if hasattr(report, "to_json") else None
             build.log(f"converted {source.onnx_path} to {spec.precision.value} -> {MAIN}")
         external = bool(external_data_files(main))
-        options = session_options(spec.options, optimized_path=build.path / OPTIMIZED,
+        # TensorRT's EP compiles subgraphs that ONNX Runtime cannot serialize: no optimized copy then.
+        save_optimized = "TensorrtExecutionProvider" not in providers
+        options = session_options(spec.options, optimized_path=build.path / OPTIMIZED if save_optimized else None,
                                   external_data=external)
         try:
             session = ort.InferenceSession(str(main), options, providers=providers)
@@ -95,6 +107,7 @@ class OnnxRuntimeTarget(Target):
                                ) from None
         used = list(session.get_providers())
         del session
+        check_gpu_used(spec.device, used)
         build.files["main"] = MAIN
         if (build.path / OPTIMIZED).is_file():
             build.files["optimized"] = OPTIMIZED
@@ -104,12 +117,12 @@ class OnnxRuntimeTarget(Target):
             "intra_op_threads": spec.options.get("intra_op_threads") or 0,
             "onnxruntime_version": ort.__version__,
         })
-        build.log(f"onnxruntime {ort.__version__}; providers {', '.join(used)}; optimized model "
-                  f"saved as {OPTIMIZED} for inspection")
+        build.log(f"onnxruntime {ort.__version__}; providers {', '.join(used)}; " + (
+            f"optimized model saved as {OPTIMIZED} for inspection" if save_optimized else
+            "no optimized model saved (the TensorRT EP's compiled nodes cannot be serialized)"))
 
     def _open(self, artifact: Artifact) -> Session:
         import onnxruntime as ort
-
         from vlc.targets.onnxruntime.providers import choose_providers
         from vlc.targets.onnxruntime.session import OrtSession, first_line, session_options
 
@@ -121,4 +134,5 @@ class OnnxRuntimeTarget(Target):
         except Exception as exc:
             raise CompileError(f"onnxruntime cannot open the artifact: {first_line(exc)}",
                                where=str(artifact.path), fix="rebuild it with `vlc compile --force`") from None
+        check_gpu_used(spec.device, list(session.get_providers()))
         return OrtSession(session)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
-
 from vlc.errors import CompileError, InputError, TargetUnavailable, VlcError
 from vlc.spec import Precision
 
@@ -124,10 +123,9 @@ class TorchSession:
 
 def load_module(ref: str, weights: Path, device: str, precision: Precision, mode: str) -> Any:
     """Re-create the module from its ref, load the compiled weights, move and cast it."""
+    import torch
     from vlc.frontend.loader import load_model
     from vlc.model import ModelSource
-
-    import torch
 
     source = load_model(ref)
     if not isinstance(source, ModelSource):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import numpy as np
-
 from vlc.artifact import Artifact, BuildDir
 from vlc.errors import CompileError, InputError, VlcError
 from vlc.signature import Signature
@@ -42,7 +41,8 @@ class TorchTarget(Target):
 
         mode = spec.options.get("mode", "eager")
         if mode not in MODES:
-            raise InputError(f"-O mode={mode} is not one of {', '.join(MODES)}", fix="use -O mode=eager or -O mode=compile")
+            raise InputError(f"-O mode={mode} is not one of {', '.join(MODES)}",
+                             fix="use -O mode=eager or -O mode=compile")
         if spec.precision == Precision.TF32 and spec.device != "cuda":
             raise InputError("precision tf32 needs --device cuda (TF32 is a GPU tensor-core format)",
                              fix="use --device cuda, or --precision fp32 on the CPU")
@@ -50,7 +50,6 @@ class TorchTarget(Target):
 
     def _compile(self, source: CompileSource, spec: TargetSpec, build: BuildDir) -> None:
         import torch
-
         from vlc.targets.torch.session import WEIGHTS, TorchSession, check_device, load_module, torch_dtype
 
         if source.model is None:

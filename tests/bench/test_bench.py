@@ -188,9 +188,72 @@ def test_a_failing_cell_is_recorded_and_the_exit_status_says_so(tmp_path, cache_
     (("--batch", "0"), "positive"),
     (("--iterations", "5", "--duration", "1"), "exclusive"),
     (("--emit-targets", "torch"), "needs --emit"),
+    (("--targets", "torch:mode"), "cannot read option 'mode' of --targets entry 'torch:mode'"),
+    (("--targets", "torch:mode=eager", "--emit", "b", "--emit-targets", "onnxruntime"), "which --targets does not"),
+    (("--graph", "simplified"), "unknown --graph 'simplified'"),
 ])
 def test_user_errors_come_before_any_work(tmp_path, cache_dir, capsys, args, message):
     argv = ["bench", MLP, "--results", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "no-cache"), *args]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "no-cache").exists() and not (tmp_path / "r").exists()
+
+
+def test_target_variants_are_separate_cells_and_columns(tmp_path, cache_dir, capsys):
+    entries = "torch,torch:mode=eager,onnxruntime:graph_optimization_level=disable,onnxruntime:fusions=false"
+    code, summary = bench(tmp_path, cache_dir, "--targets", entries, "--batch", "2", capsys=capsys)
+    assert code == 0 and summary is not None
+    found = records(tmp_path)
+    assert set(found) == {(t, "fp32", 2) for t in entries.split(",")}
+    plain, eager = found[("torch", "fp32", 2)], found[("torch:mode=eager", "fp32", 2)]
+    assert plain.status == eager.status == "ok" and eager.accuracy.passed
+    assert eager.settings["target_options"] == {"mode": "eager"} and "target_options" not in plain.settings
+    assert eager.artifact["spec"]["options"] == {"mode": "eager"}
+    assert Path(eager.artifact["path"]) != Path(plain.artifact["path"])
+    ort = found[("onnxruntime:graph_optimization_level=disable", "fp32", 2)]
+    assert ort.status == "ok" and ort.artifact["spec"]["options"] == {"graph_optimization_level": "disable"}
+    assert Path(ort.artifact["path"]).name == "onnxruntime_graph_optimization_level_disable-fp32-cpu"
+    unknown = found[("onnxruntime:fusions=false", "fp32", 2)]
+    assert unknown.status == "unavailable" and "unknown option(s) fusions for target 'onnxruntime'" in unknown.reason
+    assert len(list((tmp_path / "results").rglob("*.result.json"))) == 4
+
+    # resume goes by label: the measured variants are skipped, the unavailable one is retried
+    code, again = bench(tmp_path, cache_dir, "--targets", entries, "--batch", "2", capsys=capsys)
+    assert code == 0 and again is not None and again["skipped"] == 3
+    assert [c["target"] for c in again["cells"] if not c["skipped"]] == ["onnxruntime:fusions=false"]
+
+    out = tmp_path / "report.md"
+    assert main(["report", str(tmp_path / "results"), "-o", str(out), "--no-plots"]) == 0
+    text = out.read_text()
+    assert "| torch / fp32 /" in text and "| torch:mode=eager / fp32 /" in text
+
+
+def test_raw_graph_cells_are_labelled_and_measured_on_the_exporter_output(tmp_path, cache_dir, capsys):
+    from vlc.frontend.pipeline import prepare
+
+    code, summary = bench(tmp_path, cache_dir, "--targets", "onnxruntime,torch", "--batch", "2",
+                          "--graph", "raw", capsys=capsys)
+    assert code == 0 and summary is not None
+    found = records(tmp_path)
+    assert set(found) == {("onnxruntime@raw", "fp32", 2), ("torch@raw", "fp32", 2)}
+    raw_dirs = [p.parent for p in cache_dir.rglob("frontend.json")
+                if json.loads(p.read_text())["options"]["simplify"] is False]
+    assert len(raw_dirs) == 1
+    frontend = json.loads((raw_dirs[0] / "frontend.json").read_text())
+    assert frontend["options"]["passes"] == [] and [s["name"] for s in frontend["stages"]] == ["export"]
+    for r in found.values():
+        assert r.status == "ok" and r.accuracy.passed and r.settings["graph"] == "raw"
+        assert r.source_hash == graph_hash(raw_dirs[0] / "model.onnx")
+        assert r.flops_per_sample == MLP_FLOPS_PER_SAMPLE
+    normalized = prepare(MLP, cache_dir)
+    assert graph_hash(normalized.onnx_path) != graph_hash(raw_dirs[0] / "model.onnx")
+
+
+def test_target_entries_keep_bracketed_values_whole():
+    from vlc.bench.variants import parse_entry, split_entries
+
+    entries = split_entries('torch, onnxruntime:providers=["cuda","cpu"]:intra_op_threads=2 ,torch,')
+    assert entries == ["torch", 'onnxruntime:providers=["cuda","cpu"]:intra_op_threads=2']
+    assert parse_entry(entries[1]) == ("onnxruntime", {"providers": ["cuda", "cpu"], "intra_op_threads": 2},
+                                       'onnxruntime:providers=["cuda","cpu"]:intra_op_threads=2')
+    assert parse_entry("torch : mode = eager")[2] == "torch:mode=eager"

@@ -10,7 +10,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 import onnx
 from onnx import numpy_helper
 

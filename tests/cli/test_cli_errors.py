@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.conftest import model_ref
 from vlc import plugin_manager
 from vlc.hookspecs import hookimpl
 from vlc.target import Availability, Target
+
+from tests.conftest import model_ref
 
 
 def one_line_error(result: tuple[int, str, str], code: int, *phrases: str) -> str:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from vlc.records import read_record
 
 from tests.conftest import model_ref
-from vlc.records import read_record
 
 
 def ok(result: tuple[int, str, str]) -> str:
@@ -95,3 +95,23 @@ def test_half_precision_onnxruntime_artifacts_compare_against_torch(vlc_cli, tmp
     assert built["precision"] == "fp16"
     report = json.loads(ok(vlc_cli("compare", built["artifact"], "--batch", "8", "--json")))
     assert report["passed"] and report["tolerance"]["min_cosine"] == 0.999
+
+
+def test_examples_run_on_their_own_input_generator(vlc_cli, tmp_path, monkeypatch):
+    """Generated inputs for an example come from its generator (valid token ids, masks), not generic specs."""
+    from vlc import examples
+    from vlc.artifact import Artifact
+    from vlc.inputs import artifact_inputs
+
+    monkeypatch.chdir(tmp_path)
+    built = json.loads(ok(vlc_cli("compile", "clip-vit-b32-text@test", "-t", "onnxruntime", "--batch", "1,2,4",
+                                  "--json")))
+    artifact = Artifact.load(built["artifact"])
+    feeds = artifact_inputs(artifact, batch=2, seed=5)
+    own = examples.load("clip-vit-b32-text", size="test").generate_inputs(2, 5)
+    for name, array in feeds.items():
+        np.testing.assert_array_equal(array, own[name])
+    summary = json.loads(ok(vlc_cli("run", built["artifact"], "--batch", "2", "--seed", "5", "--json")))
+    assert all(o["finite"] and o["std"] > 1e-3 for o in summary["outputs"].values())
+    report = json.loads(ok(vlc_cli("compare", built["artifact"], "--json")))
+    assert report["passed"] and report["reference"] == "torch"

@@ -13,6 +13,8 @@ from vlc.spec import Precision, TargetSpec
 from vlc.targets.ascend import atc
 from vlc.targets.ascend.options import parse_options
 
+STANDINS = Path(__file__).resolve().parents[2] / "standins"  # the stand-in atc, never a real one
+
 VILBERT = Signature(
     inputs=(TensorSig("box_features", "float32", ("batch", 100, 1024)),
             TensorSig("box_coordinates", "float32", ("batch", 100, 4)),
@@ -154,8 +156,6 @@ def _tiny_onnx(path: Path) -> Path:
 
 
 def _standin(args, cwd):
-    from conftest import STANDINS
-
     return subprocess.run([str(STANDINS / "atc"), *args], cwd=cwd, capture_output=True, text=True)
 
 

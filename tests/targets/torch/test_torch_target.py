@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from tests.conftest import model_ref
 from vlc.artifact import Artifact
 from vlc.errors import CompileError, InputError, TargetUnavailable
 from vlc.frontend.loader import load_model
@@ -21,6 +19,8 @@ from vlc.spec import Precision, TargetSpec
 from vlc.target import CompileSource
 from vlc.targets.torch.session import flatten_outputs, named_outputs
 from vlc.timing import ProfileSettings
+
+from tests.conftest import model_ref
 
 HERE = Path(__file__).resolve().parent
 CUDA = torch.cuda.is_available()
