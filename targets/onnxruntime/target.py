@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
+
+import numpy as np
 
 from vlc.artifact import Artifact, BuildDir
 from vlc.errors import CompileError, InputError, TargetUnavailable
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, CompileSource, OptionInfo, Session, Target
+from vlc.targets.onnxruntime.gpu_path import (CudaSessions, apply_ort_fusions, check_gpu_options,
+                                              cpu_safe_options, cuda_graph_on, fp32_islands, fusions_on)
+from vlc.timing import LatencyStats, ProfileResult, ProfileSettings, time_host_calls, variation_warning
 
 MAIN = "model.onnx"
 OPTIMIZED = "model.optimized.onnx"
@@ -45,6 +50,12 @@ class OnnxRuntimeTarget(Target):
         "intra_op_threads": OptionInfo("threads inside one operator (0: ONNX Runtime's default)", int, 0),
         "providers": OptionInfo("execution providers in order, e.g. tensorrt,cuda,cpu "
                                 "(default: cuda,cpu on --device cuda, else cpu)", str, None),
+        "fusions": OptionInfo("ONNX Runtime contrib fusions (attention, skip-LayerNorm, GELU) in the "
+                              "artifact's graph (default: on for cuda, off for cpu)", bool, None),
+        "cuda_graph": OptionInfo("capture and replay CUDA graphs, one per input shape (cuda; "
+                                 "default on)", bool, True),
+        "islands": OptionInfo("fp16/bf16 ops kept in fp32: all (the shared set) or overflow (only "
+                              "overflow-prone ops; default on cuda)", str, None),
     }
 
     @property
@@ -73,6 +84,7 @@ class OnnxRuntimeTarget(Target):
         from vlc.targets.onnxruntime.session import check_options
 
         check_options(spec.options)
+        check_gpu_options(spec.options, spec.device)
         if spec.options.get("providers") is not None:
             check_providers(spec.device, parse_providers(spec.options["providers"]))
         return spec
@@ -90,13 +102,19 @@ class OnnxRuntimeTarget(Target):
         else:
             convert = precision_converter()
             assert convert is not None  # validate_spec checked
-            report = convert(source.onnx_path, spec.precision, main, input_specs=source.input_specs)
+            islands = fp32_islands(spec.options, spec.device)
+            report = convert(source.onnx_path, spec.precision, main, input_specs=source.input_specs,
+                             **({} if islands is None else {"keep_fp32_ops": islands}))
             build.extra["precision"] = report.to_json() if hasattr(report, "to_json") else None
             build.log(f"converted {source.onnx_path} to {spec.precision.value} -> {MAIN}")
+        if fusions_on(spec.options, spec.device):
+            build.extra["fusions"] = apply_ort_fusions(main)
+            build.log(f"onnxruntime fusions: {build.extra['fusions'] or 'none matched'}")
         external = bool(external_data_files(main))
         # TensorRT's EP compiles subgraphs that ONNX Runtime cannot serialize: no optimized copy then.
         save_optimized = "TensorrtExecutionProvider" not in providers
-        options = session_options(spec.options, optimized_path=build.path / OPTIMIZED if save_optimized else None,
+        options = session_options(cpu_safe_options(spec.options, spec.device, spec.precision.value),
+                                  optimized_path=build.path / OPTIMIZED if save_optimized else None,
                                   external_data=external)
         try:
             session = ort.InferenceSession(str(main), options, providers=providers)
@@ -128,11 +146,32 @@ class OnnxRuntimeTarget(Target):
 
         spec = artifact.spec
         providers = choose_providers(spec.device, spec.options.get("providers"))
+        if spec.device == "cuda" and providers[0] == "CUDAExecutionProvider":
+            return CudaSessions(artifact.file("main"), spec.options, cuda_graph_on(spec.options, spec.device))
         try:
-            session = ort.InferenceSession(str(artifact.file("main")), session_options(spec.options),
+            session = ort.InferenceSession(str(artifact.file("main")),
+                                           session_options(cpu_safe_options(spec.options, spec.device,
+                                                                            spec.precision.value)),
                                            providers=providers)
         except Exception as exc:
             raise CompileError(f"onnxruntime cannot open the artifact: {first_line(exc)}",
                                where=str(artifact.path), fix="rebuild it with `vlc compile --force`") from None
         check_gpu_used(spec.device, list(session.get_providers()))
         return OrtSession(session)
+
+    def _profile(self, artifact: Artifact, session: Session, feeds: Mapping[str, np.ndarray],
+                 settings: ProfileSettings, batch: int) -> ProfileResult:
+        if not isinstance(session, CudaSessions):
+            return super()._profile(artifact, session, feeds, settings, batch)
+        # Both timings from one session: end to end (host arrays in and out) and device-resident
+        # (IOBinding buffers stay on the GPU; ONNX Runtime synchronizes the stream each run).
+        end_to_end = LatencyStats.from_samples(time_host_calls(session.end_to_end(feeds), settings))
+        compute = LatencyStats.from_samples(time_host_calls(session.device_resident(feeds), settings))
+        latency = end_to_end if settings.include_transfers else compute
+        return ProfileResult(
+            batch=batch, latency=latency, includes_transfers=settings.include_transfers, device="cuda",
+            breakdown={"end_to_end": end_to_end, "compute": compute},
+            warnings=variation_warning(compute, "device-resident latency"),
+            extra={"timing": "host clock around run_with_iobinding (ONNX Runtime synchronizes the CUDA "
+                             "stream); compute = inputs and outputs resident on the GPU",
+                   "cuda_graph": session.cuda_graph, "providers": session.providers})

@@ -25,6 +25,9 @@ def _session(model: str | Path | onnx.ModelProto):
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # Numerics only: ONNX Runtime 1.31's CPU layout optimizations (level "all") crash on some fp16
+    # graphs whose LayerNorm/Softmax stay in fp16; "extended" runs the same arithmetic.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 

@@ -1,0 +1,126 @@
+"""What the onnxruntime target does differently on CUDA: its own pass set, fp16 islands that fit
+ONNX Runtime's CUDA kernels, and sessions that keep buffers on the GPU (CUDA graphs per shape)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from vlc.errors import InputError
+
+# ONNX Runtime's CUDA LayerNorm, Softmax and reduction kernels accumulate fp16 in fp32, so on CUDA
+# only the overflow-prone elementwise ops stay in fp32 islands (fewer Casts, fusable fp16 chains);
+# the shared precision pass's default islands remain for every other target and for the CPU.
+CUDA_FP32_OPS: frozenset[str] = frozenset({
+    "Pow", "Exp", "Log", "Softplus", "CumSum",
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "RandomNormal", "RandomUniform",
+    "RandomNormalLike", "RandomUniformLike", "Multinomial", "EyeLike", "NonMaxSuppression",
+    "RoiAlign", "STFT", "DFT", "Range",
+})
+
+ISLANDS = ("all", "overflow")
+
+
+def option_bool(options: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = options.get(name, default)
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("1", "true", "on", "yes"):
+        return True
+    if str(value).lower() in ("0", "false", "off", "no"):
+        return False
+    raise InputError(f"-O {name}={value} is not a boolean", fix=f"use -O {name}=true or -O {name}=false")
+
+
+def fusions_on(spec_options: Mapping[str, Any], device: str) -> bool:
+    """ONNX Runtime contrib fusions: on by default for CUDA, where its fused kernels pay off."""
+    return option_bool(spec_options, "fusions", device == "cuda")
+
+
+def cuda_graph_on(spec_options: Mapping[str, Any], device: str) -> bool:
+    wanted = option_bool(spec_options, "cuda_graph", True)  # checked on every device
+    return device == "cuda" and wanted
+
+
+def fp32_islands(spec_options: Mapping[str, Any], device: str) -> frozenset[str] | None:
+    """Ops kept in fp32 by the precision pass; None means the shared pass's default set."""
+    choice = spec_options.get("islands", "overflow" if device == "cuda" else "all")
+    if choice not in ISLANDS:
+        raise InputError(f"-O islands={choice} is not one of {', '.join(ISLANDS)}",
+                         fix="use -O islands=all (every sensitive op in fp32) or -O islands=overflow")
+    return CUDA_FP32_OPS if choice == "overflow" else None
+
+
+def cpu_safe_options(options: Mapping[str, Any], device: str, precision: str) -> dict[str, Any]:
+    """ONNX Runtime 1.31's CPU layout optimizations (level "all") crash on fp16 graphs whose
+    LayerNorm/Softmax stay in fp16 (islands=overflow); cap such CPU sessions at "extended"."""
+    options = dict(options)
+    if (device == "cpu" and precision in ("fp16", "bf16") and fp32_islands(options, device) is not None
+            and options.get("graph_optimization_level", "all") == "all"):
+        options["graph_optimization_level"] = "extended"
+    return options
+
+
+def check_gpu_options(options: Mapping[str, Any], device: str) -> None:
+    fusions_on(options, device)
+    cuda_graph_on(options, device)
+    fp32_islands(options, device)
+
+
+def apply_ort_fusions(onnx_path: Path) -> dict[str, int]:
+    """Rewrite the artifact's graph in place with onnxscript's ONNX Runtime fusions; counts per rule."""
+    import onnx_ir as ir
+    from onnxscript.rewriter import ort_fusions
+
+    from vlc.frontend.export import save_model
+
+    model = ir.load(str(onnx_path))
+    fused, counts = ort_fusions.optimize_for_ort(model)
+    for sidecar in onnx_path.parent.glob(onnx_path.name + ".data*"):
+        sidecar.unlink()  # rewritten below; a stale file would be read instead of the new weights
+    save_model(fused, onnx_path)
+    return {name: int(n) for name, n in counts.items() if n}
+
+
+class CudaSessions:
+    """One ONNX Runtime CUDA session per input shape when CUDA graphs are on (a captured graph
+    replays one shape), else a single session; all share the Session interface."""
+
+    def __init__(self, model_path: Path, options: Mapping[str, Any], cuda_graph: bool):
+        self.model_path = model_path
+        self.options = dict(options)
+        self.cuda_graph = cuda_graph
+        self._sessions: dict[Any, Any] = {}
+
+    def _session_for(self, feeds: Mapping[str, np.ndarray]) -> Any:
+        import onnxruntime as ort
+
+        from vlc.targets.onnxruntime.cuda_session import OrtCudaSession, cuda_provider
+        from vlc.targets.onnxruntime.session import session_options
+
+        key = tuple(sorted((n, np.shape(a)) for n, a in feeds.items())) if self.cuda_graph else None
+        if key not in self._sessions:
+            session = ort.InferenceSession(str(self.model_path), session_options(self.options),
+                                           providers=[cuda_provider(self.cuda_graph), "CPUExecutionProvider"])
+            self._sessions[key] = OrtCudaSession(session, self.cuda_graph)
+        return self._sessions[key]
+
+    @property
+    def providers(self) -> list[str]:
+        return next(iter(self._sessions.values())).providers if self._sessions else []
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._session_for(feeds).run(feeds)
+
+    def end_to_end(self, feeds: Mapping[str, np.ndarray]) -> Any:
+        return self._session_for(feeds).end_to_end(feeds)
+
+    def device_resident(self, feeds: Mapping[str, np.ndarray]) -> Any:
+        return self._session_for(feeds).device_resident(feeds)
+
+    def close(self) -> None:
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()
