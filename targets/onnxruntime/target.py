@@ -162,7 +162,28 @@ class OnnxRuntimeTarget(Target):
     def _profile(self, artifact: Artifact, session: Session, feeds: Mapping[str, np.ndarray],
                  settings: ProfileSettings, batch: int) -> ProfileResult:
         if not isinstance(session, CudaSessions):
-            return super()._profile(artifact, session, feeds, settings, batch)
+            result = super()._profile(artifact, session, feeds, settings, batch)
+        else:
+            result = self._profile_cuda(session, feeds, settings, batch)
+        if settings.per_layer:
+            result.extra["per_operator"] = self._operator_profile(artifact, feeds)
+        return result
+
+    def _operator_profile(self, artifact: Artifact, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        from vlc.targets.onnxruntime.cuda_session import cuda_provider
+        from vlc.targets.onnxruntime.op_profile import profile_operators
+        from vlc.targets.onnxruntime.providers import choose_providers
+        from vlc.targets.onnxruntime.session import session_options
+
+        spec = artifact.spec
+        providers: list[Any] = choose_providers(spec.device, spec.options.get("providers"))
+        if providers[0] == "CUDAExecutionProvider":
+            providers[0] = cuda_provider(cuda_graph=False)  # replays would hide the nodes
+        options = session_options(cpu_safe_options(spec.options, spec.device, spec.precision.value))
+        return profile_operators(artifact.file("main"), options, providers, feeds)
+
+    def _profile_cuda(self, session: CudaSessions, feeds: Mapping[str, np.ndarray],
+                      settings: ProfileSettings, batch: int) -> ProfileResult:
         # Both timings from one session: end to end (host arrays in and out) and device-resident
         # (IOBinding buffers stay on the GPU; ONNX Runtime synchronizes the stream each run).
         end_to_end = LatencyStats.from_samples(time_host_calls(session.end_to_end(feeds), settings))

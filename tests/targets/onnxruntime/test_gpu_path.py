@@ -85,3 +85,16 @@ def test_cuda_iobinding_and_graphs(tmp_path, cuda_graph):
         result = target.profile(artifact, feeds, ProfileSettings(warmup=3, iterations=10))
         assert set(result.breakdown) == {"end_to_end", "compute"}
         assert result.breakdown["compute"].median <= result.breakdown["end_to_end"].median * 1.5
+
+
+def test_per_operator_profile_accounts_for_the_graph(tmp_path):
+    source = prepare(model_ref("transformer"))
+    target = get_target("onnxruntime")
+    artifact = target.compile(source, TargetSpec("onnxruntime"), tmp_path / "a")
+    result = target.profile(artifact, source.generate_inputs(4), ProfileSettings(warmup=1, iterations=3,
+                                                                                 per_layer=True))
+    ops = {o["op"]: o for o in result.extra["per_operator"]["operators"]}
+    graph = onnx.load(str(artifact.file("main")), load_external_data=False)
+    assert ops["MatMul"]["nodes"] == sum(n.op_type == "MatMul" for n in graph.node)
+    assert abs(sum(o["share"] for o in ops.values()) - 1.0) < 1e-6
+    assert all(o["ms_per_run"] > 0 for o in ops.values())
