@@ -143,6 +143,8 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "warnings": ((list,), False), "environment": ((dict,), False), "created": ((str,), False),
 }
 _LATENCY_KEYS = ("count", "min", "max", "mean", "median", "p90", "p95", "p99", "std")
+# null when the timer does not report them (ais_bench's console summary: min/max/mean/median/p99)
+_OPTIONAL_LATENCY_KEYS = ("p90", "p95", "std")
 _ACCURACY_FIELDS = ("passed", "reference", "max_abs", "median_rel", "cosine", "tolerance", "outputs")
 _ACCURACY_TYPES: dict[str, tuple[type, ...]] = {
     "passed": (bool,), "reference": (str,), "max_abs": _OPT_NUM, "median_rel": _OPT_NUM,
@@ -202,6 +204,8 @@ def validate(data: Any, where: str) -> None:
     latency = data.get("latency_ms")
     if latency is not None:
         for key in _LATENCY_KEYS:
+            if key in _OPTIONAL_LATENCY_KEYS and latency.get(key) is None:
+                continue
             if not _is(latency.get(key), _NUM):
                 raise _fail(where, f"latency_ms.{key}", f"must be a number, got {latency.get(key)!r}")
         if latency["median"] <= 0:

@@ -7,7 +7,8 @@ record is written as soon as it is done, so an interrupted sweep resumes where i
 a cell whose record already says "ok" for the same model, target, precision, batch, machine
 and source-graph hash is skipped. Cells this machine cannot run are recorded as
 "unavailable" with the reason; targets asked for with --emit write deploy bundles instead
-(through a Target's `emit_bundle(source, spec, out_dir)` when it has one).
+(through a Target's `emit_bundle(source, spec, out_dir)` when it has one): by default those
+unavailable here, and those that can run but not build here.
 
 A --targets entry may carry target options (`torch:mode=compile`, vlc.bench.variants); the
 records name the target by that label, so variants are separate cells and report columns.
@@ -28,7 +29,7 @@ import numpy as np
 from vlc import environment as environ
 from vlc.accuracy import AccuracyReport, compare_outputs, default_tolerance
 from vlc.artifact import Artifact, graph_hash
-from vlc.bench.variants import GRAPHS, TargetVariant, resolve
+from vlc.bench.variants import TargetVariant, resolve
 from vlc.errors import InputError, TargetUnavailable, VlcError
 from vlc.flops import FlopCount, count_flops, device_peak, utilisation
 from vlc.records import Accuracy, BenchRecord, RecordError, read_record, record_path, write_record
@@ -113,9 +114,7 @@ def validate_config(config: BenchConfig) -> list[TargetVariant]:
         Precision.parse(p)
     if config.batches is not None and (not config.batches or any(b < 1 for b in config.batches)):
         raise InputError(f"batch sizes must be positive, got {config.batches}", fix="e.g. --batch 1,8,32")
-    if config.graph not in GRAPHS:
-        raise InputError(f"unknown --graph '{config.graph}'", fix=f"use one of: {', '.join(GRAPHS)}")
-    variants = resolve(config.targets, config.graph)
+    variants = resolve(config.targets, config.graph)  # unknown targets, bad options, bad graph
     if config.emit_targets:
         unknown = sorted(n for n in config.emit_targets if not any(v.matches(n) for v in variants))
         if unknown:
@@ -324,11 +323,11 @@ class Bench:
                 self.write(self._base(variant, precision, batch, device, "failed",
                                       reason=f"writing the deploy bundle failed: {_one_line(exc)}"), "bundle failed")
             return
-        # which cell the bundle stands for, so results imported from it line up with this sweep
-        (bundle / BUNDLE_CELL).write_text(json.dumps({
-            "model": self.source.name, "target": variant.label, "precision": precision.value,
-            "machine": self.machine, "source_hash": self.source_hash, "graph": self.config.graph,
-            "batches": batches}, indent=2) + "\n")
+        if bundle.is_dir():  # which cell it stands for, so results imported from it line up with this sweep
+            (bundle / BUNDLE_CELL).write_text(json.dumps({
+                "model": self.source.name, "target": variant.label, "precision": precision.value,
+                "machine": self.machine, "source_hash": self.source_hash, "graph": self.config.graph,
+                "batches": batches}, indent=2) + "\n")
         label = f"{spec.preset or target.name} (deploy bundle)"
         for batch in batches:
             self.write(self._base(variant, precision, batch, device, "emitted", bundle=str(bundle),
@@ -341,6 +340,11 @@ class Bench:
         try:
             artifact = target.compile(self.source, spec, self._artifact_dir(variant, spec))
         except (TargetUnavailable, InputError) as exc:
+            if (isinstance(exc, TargetUnavailable) and self.config.emit_targets is None
+                    and self._wants_bundle(variant, available=False)):
+                # it runs here but cannot build here (e.g. ais_bench without atc): a bundle instead
+                self._emit(variant, spec, precision, device, batches)
+                return
             # the target itself says it cannot do this here (missing tool, unsupported combination,
             # an option it does not know)
             for batch in batches:

@@ -54,6 +54,9 @@ def register(app: typer.Typer) -> None:
                                               help="Artifact directory "
                                                    "(default artifacts/<model>-<target>-<precision>)."),
         force: bool = typer.Option(False, "--force", help="Rebuild even if a matching artifact exists."),
+        emit: Optional[Path] = typer.Option(None, "--emit", help="Write a deploy bundle here for a machine with "
+                                            "the target's toolchain instead of building (targets that can, "
+                                            "e.g. ascend310p); needs no toolchain here."),
         exporter: str = typer.Option("dynamo", help="Front end: dynamo (default) or torchscript."),
         opset: Optional[int] = typer.Option(None, help="Front end: ONNX opset."),
         passes: Optional[str] = typer.Option(None, help="Front end: comma-separated pass names."),
@@ -75,9 +78,17 @@ def register(app: typer.Typer) -> None:
         spec = TargetSpec(target=backend.name, precision=Precision.parse(precision), preset=preset,
                           device=device, shapes=parse_shape_ranges(shapes),
                           batch=parse_batch_range(batch) if batch else None, options=parse_options(option))
+        if emit is not None:
+            if not callable(getattr(backend, "emit_bundle", None)):
+                raise InputError(f"target '{backend.name}' cannot write deploy bundles",
+                                 fix="drop --emit; targets with an emit_bundle() method can (e.g. ascend310p)")
+            if output is not None:
+                raise InputError("--emit and -o both say where to write", fix="give one of them")
+            spec.options["emit"] = str(emit)
         backend.validate_spec(TargetSpec.from_json({**spec.to_json(), "shapes": {}}), Signature((), ()))
-        status = backend.require_available()
-        if status.devices and spec.device not in status.devices:
+        bundle_only = bool(spec.options.get("emit")) and callable(getattr(backend, "emit_bundle", None))
+        status = None if bundle_only else backend.require_available()  # a bundle needs no toolchain here
+        if status is not None and status.devices and spec.device not in status.devices:
             raise TargetUnavailable(f"target '{backend.name}' has no {spec.device} device here",
                                     fix=f"devices here: {', '.join(status.devices)} (see `vlc targets`)")
         if spec.batch and spec.shapes:
@@ -110,7 +121,8 @@ def register(app: typer.Typer) -> None:
         if json_out:
             console.emit_json(summary)
             return
-        state = "reused (nothing changed; --force rebuilds)" if reused else \
+        state = "deploy bundle written; run its scripts on the target machine" if bundle_only else \
+            "reused (nothing changed; --force rebuilds)" if reused else \
             f"built in {summary['build_seconds']:.3g} s"
         console.out.print(f"artifact: {artifact.path}", highlight=False)
         console.out.print(f"{artifact.target} {summary['precision']} on {summary['device']}: {state}; "

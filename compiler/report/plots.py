@@ -89,8 +89,9 @@ def latency_plot(title: str, rows: list[LatencyRow]) -> bytes:
         xs = [b for b, _ in points]
         colour, marker = style(colour_key, marker_key)
         (line,) = ax.plot(xs, [s["median"] for _, s in points], marker=marker, color=colour, label=f"{label} p50")
-        ax.fill_between(xs, [s["p90"] for _, s in points], [s["p99"] for _, s in points],
-                        color=line.get_color(), alpha=.2)
+        if all(s.get("p90") is not None for _, s in points):  # ais_bench summaries give no p90
+            ax.fill_between(xs, [s["p90"] for _, s in points], [s["p99"] for _, s in points],
+                            color=line.get_color(), alpha=.2)
         ax.plot(xs, [s["p99"] for _, s in points], linestyle=":", color=line.get_color(), linewidth=1)
     _batch_axis(ax, batches)
     ax.set_yscale("log")

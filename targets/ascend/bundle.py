@@ -31,6 +31,8 @@ from vlc.targets.ascend.builds import ort_outputs, prepare_builds
 from vlc.timing import ProfileResult
 
 BUNDLE = "bundle.json"
+HOST_FILE = "host.txt"  # under results/profile: `uname -n` of the machine that ran profile.sh
+OS_FILE = "os.txt"  # its `uname -sr`
 BUNDLE_SCHEMA = 1
 PROFILE_LOOP = 100
 PROFILE_WARMUP = 10
@@ -130,10 +132,13 @@ def _write(source: CompileSource, spec: TargetSpec, opts: Any, signature: Any, r
                  'DEVICE="${DEVICE:-0}"']
     _script(root / "run.sh", "Run each input set once with ais_bench (needs an Ascend NPU).",
             ais_setup + ["mkdir -p results/run", *run_lines])
+    # the machine's name and OS go beside the timings, so imported records say where they ran
     _script(root / "profile.sh", f"Time each batch with ais_bench ({PROFILE_LOOP} loops after "
-            f"{PROFILE_WARMUP} warm-up runs).", ais_setup + ["mkdir -p results/profile", *profile_lines])
+            f"{PROFILE_WARMUP} warm-up runs).", ais_setup + [
+                "mkdir -p results/profile", f"uname -n > results/profile/{HOST_FILE}",
+                f"uname -sr > results/profile/{OS_FILE}", *profile_lines])
     meta = {
-        "schema": BUNDLE_SCHEMA, "vlc_version": vlc.__version__, "target": opts.target,
+        "schema": BUNDLE_SCHEMA, "vlc_version": vlc.__version__, "target": opts.target, "model": source.name,
         "soc_version": opts.soc_version, "cann": opts.cann, "precision": spec.precision.value,
         "precision_flag": list(opts.precision_flag), "spec": spec.to_json(),
         "signature": signature.to_json(), "source": {"ref": source.ref, "onnx": str(source.onnx_path),
@@ -192,7 +197,8 @@ On a machine with the CANN toolkit and an Ascend NPU (`npu-smi info` should show
    {meta['profile']['warmup']} warm-up runs); summaries land in `results/profile/`.
 4. Copy the whole directory back and import it:
    `vlc ascend import THIS_DIR` (accuracy against `reference/*/original`, the ONNX Runtime outputs
-   of the graph before patching, and NPU compute times), or `--json` for a record per batch.
+   of the graph before patching, and NPU compute times), or `--json` for a record per batch;
+   `--results DIR` writes bench records there, which `vlc report DIR` merges with other machines'.
 
 Inputs are in `inputs/bs<N>/in<i>.npy` in the model's input order and dtypes; reference outputs
 in `reference/bs<N>/{{original,patched}}/out<k>.npy` in output order; `bundle.json` says which is

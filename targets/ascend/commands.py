@@ -41,12 +41,25 @@ def import_(
     directory: Path = typer.Argument(..., help="A bundle after its scripts ran."),
     json_out: bool = typer.Option(False, "--json", help="Print one record per batch as JSON."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Also write the JSON records here."),
+    results_dir: Optional[Path] = typer.Option(None, "--results", help="Write one bench record per timed "
+                                               "batch into this results directory, for `vlc report`."),
+    machine: Optional[str] = typer.Option(None, "--machine", help="Machine name in those records (default: "
+                                          "the host name profile.sh recorded)."),
 ) -> None:
     """Read a bundle's outputs and timings back: accuracy against ONNX Runtime, NPU compute time."""
     from vlc.cli import console
+    from vlc.errors import InputError
     from vlc.targets.ascend.bundle import import_results
 
     results = import_results(directory)
+    bench = []
+    if results_dir is not None:
+        from vlc.targets.ascend.imported import bench_records
+
+        bench = bench_records(results, machine)  # every record is built before any is written
+        if not bench:
+            raise InputError(f"{directory} has no timings to record", where=", ".join(results.missing) or None,
+                             fix="run its profile.sh (and run.sh for accuracy) on the Ascend machine first")
     reports = results.compare()
     records = []
     for batch in sorted(set(results.reference)):
@@ -59,6 +72,13 @@ def import_(
                         "profile": profile.to_json() if profile else None})
     if output is not None:
         output.write_text(json.dumps(records, indent=2, default=str) + "\n")
+    if results_dir is not None:
+        from vlc.records import write_record
+
+        for record in bench:
+            write_record(results_dir, record)
+        console.info(f"wrote {len(bench)} record(s) to {results_dir}; `vlc report {results_dir}` merges them "
+                     "with other machines' results")
     if json_out:
         console.emit_json({"records": records, "missing": results.missing})
         return

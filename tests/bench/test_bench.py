@@ -123,11 +123,18 @@ class NeedsHardware(Broken):
         raise TargetUnavailable("no fake NPU is attached", fix="run on a machine with one")
 
 
+class BuildsElsewhere(NeedsHardware):
+    """Runs here, but its compiler is missing (like ais_bench without atc)."""
+
+    name = "fake-builds-elsewhere"
+    emit_bundle = Bundler.emit_bundle
+
+
 @pytest.fixture
 def fake_targets(monkeypatch):
     import vlc.plugin_manager as pm
 
-    fakes = {t.name: t for t in (Unavailable(), Bundler(), Broken(), NeedsHardware())}
+    fakes = {t.name: t for t in (Unavailable(), Bundler(), Broken(), NeedsHardware(), BuildsElsewhere())}
     real = pm.get_target
     monkeypatch.setattr(pm, "get_target", lambda name: fakes[name] if name in fakes else real(name))
     return fakes
@@ -171,6 +178,18 @@ def test_emit_writes_bundles_instead_of_measuring(tmp_path, cache_dir, fake_targ
     assert ("fake-bundler", "fp16") in skipped and ("onnxruntime", "fp32") in skipped
 
 
+def test_emit_covers_targets_that_run_here_but_cannot_build_here(tmp_path, cache_dir, fake_targets):
+    code, _ = bench(tmp_path, cache_dir, "--targets", "fake-builds-elsewhere,fake-needs-hw", "--batch", "1",
+                    "--emit", str(tmp_path / "bundles"))
+    assert code == 0
+    found = records(tmp_path)
+    bundled = found[("fake-builds-elsewhere", "fp32", 1)]
+    assert bundled.status == "emitted" and Path(bundled.bundle, "bundle.json").is_file()
+    cell = json.loads(Path(bundled.bundle, "vlc-bench.json").read_text())
+    assert cell["target"] == "fake-builds-elsewhere" and cell["machine"] == "test-box" and cell["batches"] == [1]
+    assert found[("fake-needs-hw", "fp32", 1)].status == "unavailable"  # no emit_bundle: nothing to write
+
+
 def test_a_failing_cell_is_recorded_and_the_exit_status_says_so(tmp_path, cache_dir, fake_targets, capsys):
     code, _ = bench(tmp_path, cache_dir, "--targets", "fake-broken,onnxruntime", "--precisions", "fp32",
                     "--batch", "1")
@@ -200,7 +219,7 @@ def test_user_errors_come_before_any_work(tmp_path, cache_dir, capsys, args, mes
 
 
 def test_target_variants_are_separate_cells_and_columns(tmp_path, cache_dir, capsys):
-    entries = "torch,torch:mode=eager,onnxruntime:graph_optimization_level=disable,onnxruntime:fusions=false"
+    entries = "torch,torch:mode=eager,onnxruntime:graph_optimization_level=disable,onnxruntime:no_such_option=1"
     code, summary = bench(tmp_path, cache_dir, "--targets", entries, "--batch", "2", capsys=capsys)
     assert code == 0 and summary is not None
     found = records(tmp_path)
@@ -213,14 +232,15 @@ def test_target_variants_are_separate_cells_and_columns(tmp_path, cache_dir, cap
     ort = found[("onnxruntime:graph_optimization_level=disable", "fp32", 2)]
     assert ort.status == "ok" and ort.artifact["spec"]["options"] == {"graph_optimization_level": "disable"}
     assert Path(ort.artifact["path"]).name == "onnxruntime_graph_optimization_level_disable-fp32-cpu"
-    unknown = found[("onnxruntime:fusions=false", "fp32", 2)]
-    assert unknown.status == "unavailable" and "unknown option(s) fusions for target 'onnxruntime'" in unknown.reason
+    unknown = found[("onnxruntime:no_such_option=1", "fp32", 2)]
+    assert unknown.status == "unavailable"
+    assert "unknown option(s) no_such_option for target 'onnxruntime'" in unknown.reason
     assert len(list((tmp_path / "results").rglob("*.result.json"))) == 4
 
     # resume goes by label: the measured variants are skipped, the unavailable one is retried
     code, again = bench(tmp_path, cache_dir, "--targets", entries, "--batch", "2", capsys=capsys)
     assert code == 0 and again is not None and again["skipped"] == 3
-    assert [c["target"] for c in again["cells"] if not c["skipped"]] == ["onnxruntime:fusions=false"]
+    assert [c["target"] for c in again["cells"] if not c["skipped"]] == ["onnxruntime:no_such_option=1"]
 
     out = tmp_path / "report.md"
     assert main(["report", str(tmp_path / "results"), "-o", str(out), "--no-plots"]) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,3 +18,13 @@ def standins(monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("VLC_ATC", raising=False)
     monkeypatch.setenv("STANDIN_CANN", "8")
     return STANDINS
+
+
+@pytest.fixture
+def no_toolkit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine without atc or ais_bench (also none left imported by another test's stand-in)."""
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    for name in ("VLC_AIS_BENCH", "VLC_ATC"):
+        monkeypatch.delenv(name, raising=False)
+    for module in [m for m in sys.modules if m == "ais_bench" or m.startswith("ais_bench.")]:
+        monkeypatch.delitem(sys.modules, module)

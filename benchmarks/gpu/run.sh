@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The GPU benchmark: the reference examples at full size on one CUDA GPU, torch eager fp32/fp16,
+# torch.compile fp16, and onnxruntime CUDA fp32/fp16 on vlc's normalized graph and on the raw
+# export, at the reference batch sizes. Records go to RESULTS (one JSON per cell), then a report.
+#
+#   benchmarks/gpu/run.sh [RESULTS] [MODEL...]      (default: benchmarks/results/gpu, all three)
+#
+# Needs: vlc installed with a CUDA build of torch and onnxruntime-gpu (pip install .[ort-gpu]).
+set -euo pipefail
+RESULTS="${1:-benchmarks/results/gpu}"
+shift || true
+MODELS=("$@")
+[ ${#MODELS[@]} -gt 0 ] || MODELS=(clip-vit-b32-image vilbert-vqa mobilevit-s)
+TIMING=(--warmup 10 --iterations 30)
+
+bench() {
+    # a failed cell is recorded with its reason; keep measuring the others
+    vlc bench "$@" || echo "run.sh: vlc bench $1 recorded failed cells (see the records)" >&2
+}
+
+compile_batches() {
+    # torch.compile recompiles per shape: the baseline is taken where the targets are set
+    case "$1" in
+        clip-vit-b32-image) echo 64,1024 ;;
+        vilbert-vqa) echo 8,256 ;;
+        *) batches "$1" ;;
+    esac
+}
+
+batches() {
+    case "$1" in
+        clip-vit-b32-image) echo 64,768,1024 ;;
+        vilbert-vqa) echo 8,16,32,64,128,256 ;;
+        mobilevit-s) echo 1,16,32 ;;
+        *) echo "no reference batch sizes for $1" >&2; exit 2 ;;
+    esac
+}
+
+for model in "${MODELS[@]}"; do
+    b=$(batches "$model")
+    # PyTorch eager fp32/fp16 and vlc's onnxruntime CUDA path (normalized graph, ORT fusions,
+    # fp16 islands for ORT's kernels, IOBinding, CUDA graphs)
+    bench "$model" --device cuda --targets torch,onnxruntime --precisions fp32,fp16 \
+        --batch "$b" --results "$RESULTS" "${TIMING[@]}"
+    # the strongest PyTorch baseline: torch.compile at fp16
+    bench "$model" --device cuda --targets torch:mode=compile --precisions fp16 \
+        --batch "$(compile_batches "$model")" --results "$RESULTS" "${TIMING[@]}"
+    # the raw exporter output on the same runtime settings: what vlc's graph work adds
+    bench "$model" --device cuda --graph raw --targets onnxruntime:fusions=false:islands=all \
+        --precisions fp16 --batch "$b" --results "$RESULTS" "${TIMING[@]}"
+done
+python3 benchmarks/gpu/op_profile.py "${MODELS[0]}" --out "$RESULTS/op-profile"
