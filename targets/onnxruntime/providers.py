@@ -49,6 +49,19 @@ def check_providers(device: str, wanted: list[str]) -> None:
                          fix="add cuda or tensorrt to -O providers, or use --device cpu")
 
 
+def load_cuda_libraries() -> None:
+    """onnxruntime-gpu finds CUDA and cuDNN in the nvidia-* wheels (those torch installs) only when
+    asked; without them its CUDA provider fails to load and sessions fall back to the CPU."""
+    import onnxruntime as ort
+
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime >= 1.21
+    if preload is not None:
+        try:
+            preload()
+        except Exception:  # noqa: BLE001 - system-wide CUDA installs need no preloading
+            pass
+
+
 def choose_providers(device: str, override: Any = None) -> list[str]:
     """The providers a session gets: the override if given, else CUDA (with CPU fallback) or CPU."""
     offered = available_providers()
@@ -60,6 +73,7 @@ def choose_providers(device: str, override: Any = None) -> list[str]:
                                     f"onnxruntime build", fix=f"available here: {', '.join(offered)}")
         return wanted
     if device == "cuda":
+        load_cuda_libraries()
         if "CUDAExecutionProvider" not in offered:
             raise TargetUnavailable("device cuda needs onnxruntime's CUDAExecutionProvider, which this "
                                     f"onnxruntime build lacks (it offers {', '.join(offered)})",
