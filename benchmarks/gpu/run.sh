@@ -3,7 +3,7 @@
 # torch.compile fp16, and onnxruntime CUDA fp32/fp16 on vlc's normalized graph and on the raw
 # export, at the reference batch sizes. Records go to RESULTS (one JSON per cell), then a report.
 #
-#   benchmarks/gpu/run.sh [RESULTS] [MODEL...]      (default: benchmarks/results/gpu, all three)
+#   [MACHINE=name] benchmarks/gpu/run.sh [RESULTS] [MODEL...]   (default: benchmarks/results/gpu, all three)
 #
 # Needs: vlc installed with a CUDA build of torch and onnxruntime-gpu (pip install .[ort-gpu]).
 set -euo pipefail
@@ -11,7 +11,7 @@ RESULTS="${1:-benchmarks/results/gpu}"
 shift || true
 MODELS=("$@")
 [ ${#MODELS[@]} -gt 0 ] || MODELS=(clip-vit-b32-image vilbert-vqa mobilevit-s)
-TIMING=(--warmup 10 --iterations 30)
+TIMING=(--warmup 10 --iterations 30 --machine "${MACHINE:-$(hostname)}")  # MACHINE names it in reports
 
 bench() {
     # a failed cell is recorded with its reason; keep measuring the others
