@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU benchmark: the reference examples at full size on one CUDA GPU, torch eager fp32/fp16,
 # torch.compile fp16, and onnxruntime CUDA fp32/fp16 on vlc's normalized graph and on the raw
-# export, at the reference batch sizes. Records go to RESULTS (one JSON per cell), then a report.
+# export, at the reference batch sizes, timed with inputs and outputs resident on the GPU (every
+# onnxruntime record also keeps its end-to-end time, transfers included, in settings.breakdown_ms).
+# Records go to RESULTS (one JSON per cell).
 #
 #   [MACHINE=name] benchmarks/gpu/run.sh [RESULTS] [MODEL...]   (default: benchmarks/results/gpu, all three)
 #
@@ -11,7 +13,7 @@ RESULTS="${1:-benchmarks/results/gpu}"
 shift || true
 MODELS=("$@")
 [ ${#MODELS[@]} -gt 0 ] || MODELS=(clip-vit-b32-image vilbert-vqa mobilevit-s)
-TIMING=(--warmup 10 --iterations 30 --machine "${MACHINE:-$(hostname)}")  # MACHINE names it in reports
+TIMING=(--no-transfers --warmup 5 --iterations 20 --machine "${MACHINE:-$(hostname)}")  # MACHINE names it in reports
 
 bench() {
     # a failed cell is recorded with its reason; keep measuring the others

@@ -169,12 +169,22 @@ class Bench:
             if self.source.model is not None:
                 from vlc.frontend.pipeline import torch_outputs
 
-                self._reference[batch] = torch_outputs(self.source.model, self.feeds(batch))
+                # on the GPU when the sweep uses one: large batches take minutes on a CPU
+                self._reference[batch] = torch_outputs(self.source.model, self.feeds(batch),
+                                                       device=self._reference_device())
             else:
                 from vlc.targets.onnxruntime.session import run_onnx_cpu
 
                 self._reference[batch] = run_onnx_cpu(self.source.onnx_path, self.feeds(batch))
         return self._reference[batch]
+
+    def _reference_device(self) -> str:
+        if self.config.device == "cuda":
+            import torch
+
+            if torch.cuda.is_available():
+                return "cuda"
+        return "cpu"
 
     def flops(self, batch: int) -> FlopCount | None:
         if batch not in self._flops:

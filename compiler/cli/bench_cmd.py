@@ -51,6 +51,8 @@ def register(app: typer.Typer) -> None:
         artifacts: Path = typer.Option(Path(".vlc/bench"), "--artifacts", help="Where compiled artifacts "
                                        "are kept (reused when the source graph and spec match)."),
         force: bool = typer.Option(False, "--force", help="Measure finished cells again."),
+        no_transfers: bool = typer.Option(False, "--no-transfers", help="Time with inputs and outputs "
+                                          "resident on the device where the target can (GPU compute time)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the generated inputs."),
         graph: str = typer.Option("normalized", "--graph", help="normalized (default): the front end's graph; "
                                   "raw: the plain exporter output (no simplifier, no passes), its targets "
@@ -63,7 +65,7 @@ def register(app: typer.Typer) -> None:
         from vlc.bench.variants import split_entries
         from vlc.cli.profile_cmd import parse_batches, timing_settings
 
-        settings = timing_settings(warmup, iterations, duration)
+        settings = timing_settings(warmup, iterations, duration, include_transfers=not no_transfers)
         entries = split_entries(targets)
         emit_entries = split_entries(emit_targets) if emit_targets is not None else None
         for what, given in (("targets", entries), ("emit-targets", emit_entries)):

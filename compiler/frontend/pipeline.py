@@ -153,13 +153,21 @@ def parity_check(source: ModelSource, onnx_path: Path, batch: int) -> AccuracyRe
     return compare_outputs(actual, reference, default_tolerance(Precision.FP32))
 
 
-def torch_outputs(source: ModelSource, feeds: dict[str, Any]) -> dict[str, Any]:
+def torch_outputs(source: ModelSource, feeds: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
+    """The PyTorch model's outputs in fp32 (on `device`; TF32 off so CUDA stays a true fp32 reference)."""
     import numpy as np
     import torch
 
-    args = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in source.inputs]
-    with torch.no_grad():
-        out = source.module.eval()(*args)
+    args = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])).to(device) for s in source.inputs]
+    module = source.module.eval().to(device)
+    matmul_tf32, cudnn_tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            out = module(*args)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul_tf32, cudnn_tf32
+        source.module.to("cpu")
     if isinstance(out, dict):
         values = list(out.values())
     elif isinstance(out, (tuple, list)):

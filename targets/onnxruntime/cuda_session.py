@@ -21,6 +21,8 @@ _NUMPY_OF = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor
 def cuda_provider(cuda_graph: bool, device_id: int = 0) -> tuple[str, dict[str, str]]:
     return ("CUDAExecutionProvider", {"device_id": str(device_id),
                                       "enable_cuda_graph": "1" if cuda_graph else "0",
+                                      # fp32 means fp32: ONNX Runtime would otherwise use TF32 matmuls
+                                      "use_tf32": "0",
                                       # cuDNN's exhaustive search picks the fastest conv algorithms
                                       "cudnn_conv_algo_search": "EXHAUSTIVE"})
 

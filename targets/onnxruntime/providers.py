@@ -54,6 +54,7 @@ def load_cuda_libraries() -> None:
     asked; without them its CUDA provider fails to load and sessions fall back to the CPU."""
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(3)  # provider-registration chatter is not the user's concern
     preload = getattr(ort, "preload_dlls", None)  # onnxruntime >= 1.21
     if preload is not None:
         try:
