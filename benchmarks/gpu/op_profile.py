@@ -3,8 +3,11 @@
 
     python3 benchmarks/gpu/op_profile.py clip-vit-b32-image --batch 1024 --out DIR
 
-Writes DIR/<model>-b<batch>.json and .md (ONNX Runtime's profiler: kernel time per operator
-type, per run, over 10 runs after one warm-up; no CUDA graph, so per-node launches are included).
+Writes DIR/<model>-b<batch>.json and .md: ONNX Runtime's own profiler per operator type, per run,
+over 10 runs after one warm-up, without a CUDA graph. On the CUDA provider ONNX Runtime's pip
+build records each node's host-side (launch) time, not its GPU kernel time, so the table shows
+which operators the graph spends its launches on, not GPU time; kernel time needs CUPTI (a
+profiler such as Nsight Systems or torch.profiler's CUDA activity around the same runs).
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ def main() -> None:
         "compute_median_ms": result.breakdown["compute"].median, "per_operator": profile}, indent=2))
     lines = [f"# {args.model}, batch {batch}: onnxruntime CUDA fp16, per operator type", "",
              f"Device-resident latency with CUDA graph: {result.breakdown['compute'].median:.2f} ms "
-             f"(median); profiler kernel total without graph: {profile['total_ms']:.2f} ms per run.", "",
+             f"(median). ONNX Runtime's profiler, without the graph, records {profile['total_ms']:.2f} ms "
+             "per run of host-side node time (on CUDA: launches, not GPU kernel time).", "",
              "| operator | nodes | ms per run | share |", "|---|---|---|---|"]
     lines += [f"| {o['op']} | {o['nodes']} | {o['ms_per_run']:.3f} | {o['share']:.1%} |"
               for o in profile["operators"]]

@@ -13,8 +13,11 @@ import numpy as np
 
 def profile_operators(model_path: Path, session_options: Any, providers: list[Any],
                       feeds: Mapping[str, np.ndarray], iterations: int = 10) -> dict[str, Any]:
-    """Per operator type: milliseconds per run (kernel time as ONNX Runtime records it), node count,
-    share of the total. A separate session without CUDA graphs, whose replays would hide the nodes."""
+    """Per operator type: milliseconds per run as ONNX Runtime's profiler records them, node count,
+    share of the total. A separate session without CUDA graphs, whose replays would hide the nodes.
+
+    On the CPU provider that is each node's compute time. On the CUDA provider the pip build
+    records host-side (launch) time, not GPU kernel time: `time_kind` in the result says which."""
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -34,7 +37,9 @@ def profile_operators(model_path: Path, session_options: Any, providers: list[An
         per_op[op] += event["dur"] / 1000.0 / iterations
         nodes[op].add(event["name"])
     total = sum(per_op.values()) or 1.0
+    on_cuda = any((p[0] if isinstance(p, tuple) else p) == "CUDAExecutionProvider" for p in providers)
     return {"iterations": iterations, "total_ms": total,
+            "time_kind": "host-side node time (CUDA launches)" if on_cuda else "node compute time (CPU)",
             "operators": [{"op": op, "ms_per_run": ms, "share": ms / total, "nodes": len(nodes[op])}
                           for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1])]}
 
