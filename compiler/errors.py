@@ -47,3 +47,15 @@ class AccuracyError(VlcError):
     """An accuracy check failed its tolerance."""
 
     exit_code = 4
+
+
+def first_line(exc: BaseException, *, limit: int = 300, with_type: bool = False) -> str:
+    """An exception as one line for an error message: a VlcError's own line, else the first line
+    of its text (prefixed with its type when asked, or when it has no text)."""
+    if isinstance(exc, VlcError):
+        return exc.line()
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    text = lines[0][:limit]
+    return f"{type(exc).__name__}: {text}" if with_type else text

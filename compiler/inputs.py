@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-from vlc.errors import InputError
+from vlc.errors import InputError, first_line
 from vlc.model import InputSpec, generate_from_specs, specs_from_signature
 from vlc.signature import Signature
 
@@ -29,7 +29,7 @@ def _read_npy(path: Path) -> np.ndarray:
         raise InputError(f"cannot read file {path}: permission denied",
                          fix="check the file's permissions") from None
     except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"cannot read file {path}: not a valid .npy array ({_reason(exc)})",
+        raise InputError(f"cannot read file {path}: not a valid .npy array ({first_line(exc, limit=200)})",
                          fix="write inputs with numpy.save") from None
 
 
@@ -41,7 +41,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         raise InputError(f"cannot read file {path}: permission denied",
                          fix="check the file's permissions") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"cannot read file {path}: not a valid .npz archive ({_reason(exc)})",
+        raise InputError(f"cannot read file {path}: not a valid .npz archive ({first_line(exc, limit=200)})",
                          fix="write inputs with numpy.savez") from None
 
 
@@ -58,13 +58,8 @@ def _read_pb(path: Path) -> tuple[str, np.ndarray]:
         raise InputError(f"cannot read file {path}: permission denied",
                          fix="check the file's permissions") from None
     except (OSError, DecodeError, ValueError, TypeError) as exc:
-        raise InputError(f"cannot read file {path}: not a serialized ONNX TensorProto ({_reason(exc)})",
+        raise InputError(f"cannot read file {path}: not a serialized ONNX TensorProto ({first_line(exc, limit=200)})",
                          fix="use .npy, .npz, or .pb files written by onnx.numpy_helper.from_array") from None
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
 
 
 def _read_file(path: Path, name: str | None) -> dict[str, np.ndarray]:
@@ -170,7 +165,7 @@ def save_outputs(outputs: Mapping[str, np.ndarray], out_dir: str | Path) -> list
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create output directory {out_dir}: {_reason(exc)}",
+        raise InputError(f"cannot create output directory {out_dir}: {first_line(exc, limit=200)}",
                          fix="choose a writable directory with -o") from None
     written: list[Path] = []
     used: set[str] = set()

@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from vlc.errors import VlcError
 from vlc.signature import Dim, TensorSig
 
 BATCH = "batch"
@@ -102,3 +103,28 @@ def specs_from_signature(inputs: tuple[TensorSig, ...]) -> list[InputSpec]:
         else:
             specs.append(InputSpec(sig.name, shape, sig.dtype, "normal", 0.0, 1.0))
     return specs
+
+
+def flatten_outputs(out: Any) -> list[Any]:
+    """A tensor, nested tuples/lists, or a dict of tensors, as a flat list (the ONNX exporter's order)."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in flatten_outputs(v)]
+    if isinstance(out, (tuple, list)):
+        return [t for v in out for t in flatten_outputs(v)]
+    raise VlcError(f"the model's forward returned {type(out).__name__}",
+                   fix="return a tensor, a tuple/list of tensors, or a dict of tensors")
+
+
+def named_outputs(out: Any, output_names: list[str]) -> dict[str, Any]:
+    if isinstance(out, dict) and all(name in out for name in output_names):
+        return {name: out[name] for name in output_names}
+    values = flatten_outputs(out)
+    if len(values) != len(output_names):
+        raise VlcError(f"the model returned {len(values)} output(s), the artifact names "
+                       f"{len(output_names)} ({', '.join(output_names)})",
+                       fix="rebuild the artifact with `vlc compile --force` if the model changed")
+    return dict(zip(output_names, values))

@@ -155,7 +155,8 @@ class Target:
                 "target": self.name, "preset": spec.preset, "precision": spec.precision.value,
                 "spec": spec.to_json(), "signature": signature.to_json(),
                 "batch_range": batch_range(spec, signature), "source": {
-                    "ref": source.ref, "onnx": str(source.onnx_path),
+                    "ref": source.ref, "onnx": str(Path(source.onnx_path).resolve()),
+                    "weights": (source.frontend.get("options") or {}).get("weights"),
                     "input_specs": [s.to_json() for s in source.input_specs]},
                 "cache": key, "vlc_version": vlc.__version__, "build_seconds": round(seconds, 3)})
 

@@ -20,7 +20,7 @@ import tarfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from vlc.errors import InputError
+from vlc.errors import InputError, first_line
 
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".th", ".bin", ".safetensors")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -168,5 +168,4 @@ def _names(names: list[str]) -> str:
 
 def reason(exc: BaseException) -> str:
     """The exception's type and first line, for a one-line error."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+    return first_line(exc, limit=200, with_type=True)

@@ -101,3 +101,20 @@ class UsesCustomOp(nn.Module):
 
 def unexportable():
     return UsesCustomOp(), {"x": torch.randn(2, 4)}
+
+
+class NestedOutputs(nn.Module):
+    """Returns a nested tuple: the exporter flattens it, and so must vlc's output naming."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(8, 4)
+        self.b = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor):
+        return self.a(x), (self.b(x), torch.tanh(self.a(x)))
+
+
+def nested():
+    torch.manual_seed(0)
+    return NestedOutputs().eval(), {"x": torch.randn(2, 8)}

@@ -30,7 +30,7 @@ from vlc import environment as environ
 from vlc.accuracy import AccuracyReport, compare_outputs, default_tolerance
 from vlc.artifact import Artifact, graph_hash
 from vlc.bench.variants import TargetVariant, resolve
-from vlc.errors import InputError, TargetUnavailable, VlcError
+from vlc.errors import InputError, TargetUnavailable, first_line
 from vlc.flops import FlopCount, count_flops, device_peak, utilisation
 from vlc.records import Accuracy, BenchRecord, RecordError, read_record, record_path, write_record
 from vlc.spec import Precision, TargetSpec
@@ -98,10 +98,7 @@ def _safe(text: str) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, VlcError):
-        return exc.line()
-    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return first_line(exc, with_type=True)
 
 
 def validate_config(config: BenchConfig) -> list[TargetVariant]:

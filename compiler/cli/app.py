@@ -52,7 +52,15 @@ def _root(
         raise typer.Exit()
 
 
+_built = False
+
+
 def build_app() -> typer.Typer:
+    """Register every command once (main() may run many times in one process, as in tests)."""
+    global _built
+    if _built:
+        return app
+    _built = True
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(app)
     from vlc.plugin_manager import get_plugin_manager

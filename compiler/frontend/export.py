@@ -40,7 +40,6 @@ def example_tensors(source: ModelSource, batch: int = TRACE_BATCH) -> tuple[Any,
 def export_model(source: ModelSource, path: str | Path | None = None, *, exporter: str = "dynamo",
                  opset: int | None = None) -> Any:
     """Export to an onnx_ir Model (also saved to `path` when given). Batch is the dynamic axis."""
-    import onnx_ir as ir
     import torch
 
     if exporter not in EXPORTERS:

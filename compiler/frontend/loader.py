@@ -143,11 +143,15 @@ def _spec_from_tensor(name: str, tensor: Any) -> InputSpec:
 
 
 def output_names_of(out: Any) -> list[str]:
-    if isinstance(out, dict):
+    """Names for the flattened outputs: dict keys when the forward returns a flat dict."""
+    from vlc.model import flatten_outputs
+
+    values = flatten_outputs(out)
+    if isinstance(out, dict) and len(values) == len(out):
         return [str(k) for k in out]
-    if isinstance(out, (tuple, list)):
-        return [f"output_{i}" for i in range(len(out))]
-    return ["output"]
+    if len(values) == 1:
+        return ["output"]
+    return [f"output_{i}" for i in range(len(values))]
 
 
 def _name_from_ref(ref: str) -> str:

@@ -9,7 +9,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from vlc.frontend.export import export_model, save_model
 from vlc.frontend.loader import load_model
 from vlc.frontend.passes import count_nodes, run_passes
 from vlc.frontend.simplify import simplify
-from vlc.model import InputSpec, ModelSource, specs_from_signature
+from vlc.model import InputSpec, ModelSource, named_outputs, specs_from_signature
 from vlc.signature import onnx_signature
 from vlc.spec import Precision
 from vlc.target import CompileSource
@@ -168,14 +168,8 @@ def torch_outputs(source: ModelSource, feeds: dict[str, Any], device: str = "cpu
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul_tf32, cudnn_tf32
         source.module.to("cpu")
-    if isinstance(out, dict):
-        values = list(out.values())
-    elif isinstance(out, (tuple, list)):
-        values = list(out)
-    else:
-        values = [out]
     return {name: v.detach().float().cpu().numpy() if v.is_floating_point() else v.cpu().numpy()
-            for name, v in zip(source.output_names, values)}
+            for name, v in named_outputs(out, source.output_names).items()}
 
 
 def _identity(loaded: ModelSource | Path, options: FrontendOptions) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-from vlc.errors import InputError, VlcError
+from vlc.errors import InputError, VlcError, first_line
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 _ORT_TYPES = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(double)": np.float64}
@@ -82,11 +82,6 @@ def copy_graph(src: Path, dst_dir: Path, name: str = "model.onnx") -> list[str]:
         copied.append(location)
     shutil.copy2(src, dst_dir / name)
     return copied
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:400]
 
 
 class OrtSession:

@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from vlc.artifact import Artifact, BuildDir
-from vlc.errors import CompileError, InputError, TargetUnavailable
+from vlc.errors import CompileError, InputError, TargetUnavailable, first_line
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, CompileSource, OptionInfo, Session, Target
@@ -92,7 +92,7 @@ class OnnxRuntimeTarget(Target):
     def _compile(self, source: CompileSource, spec: TargetSpec, build: BuildDir) -> None:
         import onnxruntime as ort
         from vlc.targets.onnxruntime.providers import choose_providers
-        from vlc.targets.onnxruntime.session import copy_graph, external_data_files, first_line, session_options
+        from vlc.targets.onnxruntime.session import copy_graph, external_data_files, session_options
 
         providers = choose_providers(spec.device, spec.options.get("providers"))
         main = build.path / MAIN
@@ -142,7 +142,7 @@ class OnnxRuntimeTarget(Target):
     def _open(self, artifact: Artifact) -> Session:
         import onnxruntime as ort
         from vlc.targets.onnxruntime.providers import choose_providers
-        from vlc.targets.onnxruntime.session import OrtSession, first_line, session_options
+        from vlc.targets.onnxruntime.session import OrtSession, session_options
 
         spec = artifact.spec
         providers = choose_providers(spec.device, spec.options.get("providers"))

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
-from vlc.errors import CompileError, InputError, TargetUnavailable, VlcError
+from vlc.errors import CompileError, InputError, TargetUnavailable
+from vlc.model import named_outputs
 from vlc.spec import Precision
 
 WEIGHTS = "weights.pt"
@@ -45,31 +46,6 @@ def tf32_mode(enabled: bool) -> Iterator[None]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-def flatten_outputs(out: Any) -> list[Any]:
-    """A tensor, nested tuples/lists, or a dict of tensors, as a flat list (the ONNX exporter's order)."""
-    import torch
-
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for v in out.values() for t in flatten_outputs(v)]
-    if isinstance(out, (tuple, list)):
-        return [t for v in out for t in flatten_outputs(v)]
-    raise VlcError(f"the model's forward returned {type(out).__name__}",
-                   fix="return a tensor, a tuple/list of tensors, or a dict of tensors")
-
-
-def named_outputs(out: Any, output_names: list[str]) -> dict[str, Any]:
-    if isinstance(out, dict) and all(name in out for name in output_names):
-        return {name: out[name] for name in output_names}
-    values = flatten_outputs(out)
-    if len(values) != len(output_names):
-        raise VlcError(f"the model returned {len(values)} output(s), the artifact names "
-                       f"{len(output_names)} ({', '.join(output_names)})",
-                       fix="rebuild the artifact with `vlc compile --force` if the model changed")
-    return dict(zip(output_names, values))
 
 
 def to_numpy(tensor: Any) -> np.ndarray:

@@ -116,3 +116,9 @@ def test_onnx_input_from_the_onnx_backend_data(vlc_cli, tmp_path):
     assert report["exporter"] is None and "parity" not in report
     assert [s["name"] for s in report["stages"]] == ["load", "simplify"]
     onnx.checker.check_model(onnx.load(str(tmp_path / "conv.onnx")))
+
+
+def test_nested_tuple_outputs_are_flattened_and_named(vlc_cli, tmp_path):
+    report = _export(vlc_cli, "nested", tmp_path / "n.onnx")
+    assert [o["name"] for o in report["parity"]["outputs"]] == ["output_0", "output_1", "output_2"]
+    assert report["parity"]["passed"]

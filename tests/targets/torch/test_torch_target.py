@@ -17,7 +17,7 @@ from vlc.plugin_manager import get_target
 from vlc.signature import onnx_signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import CompileSource
-from vlc.targets.torch.session import flatten_outputs, named_outputs
+from vlc.model import flatten_outputs, named_outputs
 from vlc.timing import ProfileSettings
 
 from tests.conftest import model_ref
