@@ -45,7 +45,9 @@ def register(app: typer.Typer) -> None:
         target: str = typer.Option(..., "--target", "-t", help="Target name (see `vlc targets`)."),
         precision: str = typer.Option("fp32", "--precision", "-p", help="fp32, tf32, fp16, bf16 or int8."),
         preset: Optional[str] = typer.Option(None, "--preset", help="Named hardware preset of the target."),
-        device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+        device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: the "
+                                             "target's first device: cpu for torch/onnxruntime, "
+                                             "cuda for trt, npu for ascend)."),
         shapes: list[str] = typer.Option([], "--shapes", help="name:MIN,OPT,MAX shape range of one input "
                                          "(e.g. image:1x3x224x224,8x3x224x224,32x3x224x224); repeatable."),
         batch: Optional[str] = typer.Option(None, "--batch", help="Batch range N or MIN,OPT,MAX."),
@@ -76,7 +78,7 @@ def register(app: typer.Typer) -> None:
         # Everything the user typed is checked before the (slow) front end runs.
         backend = get_target(target)
         spec = TargetSpec(target=backend.name, precision=Precision.parse(precision), preset=preset,
-                          device=device, shapes=parse_shape_ranges(shapes),
+                          device=device or backend.devices[0], shapes=parse_shape_ranges(shapes),
                           batch=parse_batch_range(batch) if batch else None, options=parse_options(option))
         if emit is not None:
             if not callable(getattr(backend, "emit_bundle", None)):
