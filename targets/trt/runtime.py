@@ -2,7 +2,7 @@
 torch CUDA tensors as buffers, CUDA-event timing, optional CUDA graphs, per-layer IProfiler.
 
 NOT YET EXECUTED ON GPU HARDWARE (see README.md): written against the TensorRT 10/11 and
-TensorRT-RTX 1.7 Python APIs; the lead's first GPU run is its first test.
+TensorRT-RTX 1.7 Python APIs; tests/targets/trt/test_trt_runtime.py runs it on a supported GPU.
 """
 
 from __future__ import annotations
