@@ -8,6 +8,9 @@ from typing import Any, Optional
 
 import typer
 from vlc.cli import console
+from vlc.cli.options import (BatchOpt, CacheDirOpt, ExporterOpt, ModelArg, NoParityOpt, NoSimplifyOpt, OpsetOpt,
+                             PassesOpt, PrecisionOpt, PresetOpt, ShapesOpt, TargetOpt, TargetOptionsOpt,
+                             WeightsOpt, build_spec)
 from vlc.errors import InputError, TargetUnavailable
 
 
@@ -40,18 +43,16 @@ def _manifest_stamp(out_dir: Path) -> tuple[int, int] | None:
 def register(app: typer.Typer) -> None:
     @app.command("compile")
     def compile_(
-        model: str = typer.Argument(..., help="Example name, file.py:factory, package.module:factory, "
-                                    "or an .onnx file."),
-        target: str = typer.Option(..., "--target", "-t", help="Target name (see `vlc targets`)."),
-        precision: str = typer.Option("fp32", "--precision", "-p", help="fp32, tf32, fp16, bf16 or int8."),
-        preset: Optional[str] = typer.Option(None, "--preset", help="Named hardware preset of the target."),
+        model: ModelArg,
+        target: TargetOpt,
+        precision: PrecisionOpt = "fp32",
+        preset: PresetOpt = None,
         device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: the "
                                              "target's first device: cpu for torch/onnxruntime, "
                                              "cuda for trt, npu for ascend)."),
-        shapes: list[str] = typer.Option([], "--shapes", help="name:MIN,OPT,MAX shape range of one input "
-                                         "(e.g. image:1x3x224x224,8x3x224x224,32x3x224x224); repeatable."),
-        batch: Optional[str] = typer.Option(None, "--batch", help="Batch range N or MIN,OPT,MAX."),
-        option: list[str] = typer.Option([], "-O", "--option", help="Target option key=value; repeatable."),
+        shapes: ShapesOpt = [],
+        batch: BatchOpt = None,
+        option: TargetOptionsOpt = [],
         output: Optional[Path] = typer.Option(None, "-o", "--output",
                                               help="Artifact directory "
                                                    "(default artifacts/<model>-<target>-<precision>)."),
@@ -59,27 +60,24 @@ def register(app: typer.Typer) -> None:
         emit: Optional[Path] = typer.Option(None, "--emit", help="Write a deploy bundle here for a machine with "
                                             "the target's toolchain instead of building (targets that can, "
                                             "e.g. ascend310p); needs no toolchain here."),
-        exporter: str = typer.Option("dynamo", help="Front end: dynamo (default) or torchscript."),
-        opset: Optional[int] = typer.Option(None, help="Front end: ONNX opset."),
-        passes: Optional[str] = typer.Option(None, help="Front end: comma-separated pass names."),
-        no_simplify: bool = typer.Option(False, "--no-simplify", help="Front end: skip the simplifier."),
-        no_parity: bool = typer.Option(False, "--no-parity", help="Front end: skip the PyTorch parity check."),
-        weights: Optional[str] = typer.Option(None, help="Real weights for an example model."),
-        cache_dir: Optional[Path] = typer.Option(None, help="Front-end cache directory "
-                                                 "(default: $VLC_CACHE or .vlc/cache)."),
+        exporter: ExporterOpt = "dynamo",
+        opset: OpsetOpt = None,
+        passes: PassesOpt = None,
+        no_simplify: NoSimplifyOpt = False,
+        no_parity: NoParityOpt = False,
+        weights: WeightsOpt = None,
+        cache_dir: CacheDirOpt = None,
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     ) -> None:
         """Compile a model for one target into an artifact directory (reused when nothing changed)."""
         from vlc.cli.export_cmd import frontend_options
         from vlc.plugin_manager import get_target
         from vlc.signature import Signature
-        from vlc.spec import Precision, TargetSpec, parse_batch_range, parse_options, parse_shape_ranges
+        from vlc.spec import TargetSpec
 
         # Everything the user typed is checked before the (slow) front end runs.
         backend = get_target(target)
-        spec = TargetSpec(target=backend.name, precision=Precision.parse(precision), preset=preset,
-                          device=device or backend.devices[0], shapes=parse_shape_ranges(shapes),
-                          batch=parse_batch_range(batch) if batch else None, options=parse_options(option))
+        spec = build_spec(backend, precision, preset, shapes, batch, option, device)
         if emit is not None:
             if not callable(getattr(backend, "emit_bundle", None)):
                 raise InputError(f"target '{backend.name}' cannot write deploy bundles",

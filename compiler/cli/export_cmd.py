@@ -11,6 +11,8 @@ from typing import Any, Optional
 import typer
 
 from vlc.cli import console
+from vlc.cli.options import (CacheDirOpt, ExporterOpt, ModelArg, NoParityOpt, NoSimplifyOpt, OpsetOpt,
+                             PassesOpt, WeightsOpt)
 from vlc.errors import InputError
 
 
@@ -73,18 +75,15 @@ def copy_graph(src: Path, dst: Path) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("export")
     def export(
-        model: str = typer.Argument(..., help="Example name (name@test for the small size), "
-                                    "file.py:factory, package.module:factory, or an .onnx file."),
+        model: ModelArg,
         output: Path = typer.Option(..., "-o", "--output", help="Where to write the normalized .onnx."),
-        exporter: str = typer.Option("dynamo", help="dynamo (default) or torchscript."),
-        opset: Optional[int] = typer.Option(None, help="ONNX opset (exporter default when unset)."),
-        passes: Optional[str] = typer.Option(None, help="Comma-separated pass names; '' for none. "
-                                             "Default: rewrite-default,fuse-layernorm,remove-unused."),
-        no_simplify: bool = typer.Option(False, "--no-simplify", help="Skip onnxsim / the optimizer."),
-        no_parity: bool = typer.Option(False, "--no-parity", help="Skip the PyTorch parity check."),
-        weights: Optional[str] = typer.Option(None, help="Real weights for an example model."),
-        cache_dir: Optional[Path] = typer.Option(None, help="Front-end cache directory "
-                                                 "(default: $VLC_CACHE or .vlc/cache)."),
+        exporter: ExporterOpt = "dynamo",
+        opset: OpsetOpt = None,
+        passes: PassesOpt = None,
+        no_simplify: NoSimplifyOpt = False,
+        no_parity: NoParityOpt = False,
+        weights: WeightsOpt = None,
+        cache_dir: CacheDirOpt = None,
         json_out: bool = typer.Option(False, "--json", help="Print a JSON report."),
     ) -> None:
         """Export a model to one normalized ONNX graph, with a parity check against PyTorch."""

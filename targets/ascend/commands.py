@@ -25,13 +25,14 @@ def emit(
 ) -> None:
     """Write a self-contained bundle: patched ONNX, atc and ais_bench scripts, inputs, references."""
     from vlc.cli import console
-    from vlc.cli.check_cmd import build_spec, load_source
+    from vlc.cli.options import build_spec
+    from vlc.frontend.pipeline import prepare
     from vlc.plugin_manager import get_target
     from vlc.targets.ascend.bundle import emit_bundle
 
     tgt = get_target(target)
     spec = build_spec(tgt, precision, preset, shapes, batch, option)
-    out = emit_bundle(load_source(model), spec, directory, target=tgt)
+    out = emit_bundle(prepare(model), spec, directory, target=tgt)
     console.out.print(f"wrote {out}: run compile.sh, run.sh and profile.sh on an Ascend machine, then "
                       f"`vlc ascend import {out}`", highlight=False)
 

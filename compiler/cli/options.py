@@ -1,0 +1,41 @@
+"""Arguments and options shared by several commands, declared once, and the spec they build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+ModelArg = Annotated[str, typer.Argument(
+    help="Example name (name@test for the small size), file.py:factory, package.module:factory, "
+         "or an .onnx file.")]
+TargetOpt = Annotated[str, typer.Option("--target", "-t", help="Target name (see `vlc targets`).")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", "-p", help="fp32, tf32, fp16, bf16 or int8.")]
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", help="Named hardware preset of the target.")]
+ShapesOpt = Annotated[list[str], typer.Option(
+    "--shapes", help="name:MIN,OPT,MAX shape range of one input "
+                     "(e.g. image:1x3x224x224,8x3x224x224,32x3x224x224); repeatable.")]
+BatchOpt = Annotated[Optional[str], typer.Option("--batch", help="Batch range N or MIN,OPT,MAX.")]
+TargetOptionsOpt = Annotated[list[str], typer.Option(
+    "-O", "--option", help="Target option key=value; repeatable (see `vlc targets --json`).")]
+CacheDirOpt = Annotated[Optional[Path], typer.Option(
+    help="Front-end cache directory (default: $VLC_CACHE or .vlc/cache).")]
+ExporterOpt = Annotated[str, typer.Option(help="Front end: dynamo (default) or torchscript.")]
+OpsetOpt = Annotated[Optional[int], typer.Option(help="Front end: ONNX opset (exporter default when unset).")]
+PassesOpt = Annotated[Optional[str], typer.Option(
+    help="Front end: comma-separated pass names; '' for none. "
+         "Default: rewrite-default,fuse-layernorm,remove-unused.")]
+NoSimplifyOpt = Annotated[bool, typer.Option("--no-simplify", help="Front end: skip onnxsim / the optimizer.")]
+NoParityOpt = Annotated[bool, typer.Option("--no-parity", help="Front end: skip the PyTorch parity check.")]
+WeightsOpt = Annotated[Optional[str], typer.Option(help="Real weights for an example model.")]
+
+
+def build_spec(target: Any, precision: str, preset: Optional[str], shapes: list[str],
+               batch: Optional[str], options: list[str], device: Optional[str] = None) -> Any:
+    """The TargetSpec the user typed; the device defaults to the target's first (cuda for trt)."""
+    from vlc.spec import Precision, TargetSpec, parse_batch_range, parse_options, parse_shape_ranges
+
+    return TargetSpec(target=target.name, precision=Precision.parse(precision), preset=preset,
+                      device=device or target.devices[0], shapes=parse_shape_ranges(shapes),
+                      batch=parse_batch_range(batch) if batch else None, options=parse_options(options))
