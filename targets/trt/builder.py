@@ -65,6 +65,49 @@ def load_plugin_libraries(paths: list[str], build: BuildDir) -> list[str]:
     return loaded
 
 
+_EXTERNAL_DATA_BYTES = 1 << 30  # keep the rewritten graph's weights beside it above 1 GiB (protobuf's 2 GiB cap)
+
+
+def apply_vlc_plugins(backend: Backend, graph: Path, target: str, enabled: list[str] | None,
+                      capability: tuple[int, int], build: BuildDir) -> Path:
+    """Rewrite the graph about to be parsed with vlc's custom-operator plugins; return the graph to parse.
+
+    `enabled`: plugin names whose kernels to use; None means those on by default for trt
+    (plugins/decisions.json), [] none. Fused patterns whose kernel is off are lowered to TensorRT's
+    native form (e.g. LayerNormalization), so the graph changes even with every kernel off; the
+    rewritten graph is saved in the build directory so the artifact holds what was parsed. Graphs
+    with vlc plugin nodes get their Python plugins registered here, before parsing.
+    """
+    import onnx_ir as ir
+    from vlc.plugins import apply_plugins
+    from vlc.plugins import trt as trt_plugins
+
+    model = ir.load(str(graph))
+    model, report = apply_plugins(model, target, enabled)
+    data: dict[str, Any] = report.to_json()
+    build.extra["plugins"] = data
+    data["graph"] = None
+    if not any(report.fused.values()):
+        build.log(f"[vlc] plugins ({'default' if enabled is None else ','.join(enabled) or 'none'}): "
+                  "no pattern matched, graph unchanged")
+        return graph
+    out = build.path / f"{graph.stem}.plugins.onnx"
+    weights = sum(t.const_value.nbytes for t in model.graph.initializers.values() if t.const_value is not None)
+    if weights > _EXTERNAL_DATA_BYTES:
+        ir.save(model, out, external_data=out.name + ".data")
+        build.files["graph_data"] = out.name + ".data"
+    else:
+        ir.save(model, out)
+        build.files.pop("graph_data", None)
+    build.files["graph"] = data["graph"] = out.name
+    build.log(f"[vlc] plugins: fused {report.fused}, kernels {report.plugin}, native {report.native}, "
+              f"expanded {report.expanded} -> {out.name}")
+    if any(report.plugin.values()):
+        data["registered"] = trt_plugins.prepare(backend.module, model, capability=capability)
+        build.log(f"[vlc] registered TensorRT plugins {', '.join(data['registered'])}")
+    return out
+
+
 def optimization_profile(signature: Signature, spec: TargetSpec,
                          default_batches: tuple[int, ...] | None) -> dict[str, ShapeRange]:
     """One shape range per input: --shapes, else --batch, else the model's batch sizes.

@@ -33,6 +33,9 @@ OPTIONS: dict[str, OptionInfo] = {
                                str, None),
     "plugin_libraries": OptionInfo("plugin .so files loaded with ctypes before parsing (comma-separated)",
                                    str, None),
+    "plugins": OptionInfo("vlc custom-operator kernels: default (those on by default for trt in "
+                          "plugins/decisions.json), none, or names from `vlc plugins` (comma-separated)",
+                          str, "default"),
     "calibration": OptionInfo("int8: directory of .npz feeds (or .npy for single-input models)", str, None),
     "calibration_method": OptionInfo("int8: minmax, entropy or percentile", str, "minmax"),
     "calibration_batches": OptionInfo("int8 without a directory: generated batches", int, 8),
@@ -65,9 +68,22 @@ def option(spec: TargetSpec, name: str) -> Any:
     except ValueError:
         raise InputError(f"option {name}={value!r} is not a valid {info.type.__name__}",
                          fix=f"{name}: {info.help}") from None
-    if name == "plugin_libraries":
-        return [p for p in (value if isinstance(value, list) else str(value).split(",")) if p]
+    if name == "plugin_libraries" or (name == "plugins" and isinstance(value, list)):
+        return [str(p).strip() for p in (value if isinstance(value, list) else str(value).split(",")) if p]
     return str(value)
+
+
+def enabled_plugins(spec: TargetSpec) -> list[str] | None:
+    """The `plugins` option as apply_plugins takes it: None for the defaults, [] for none."""
+    value = option(spec, "plugins")
+    if isinstance(value, list):
+        return value
+    text = value.strip().lower()
+    if text == "default":
+        return None
+    if text in ("none", ""):
+        return []
+    return [p.strip() for p in value.split(",") if p.strip()]
 
 
 class TrtTarget(Target):
@@ -117,6 +133,11 @@ class TrtTarget(Target):
 
         if method not in METHODS:
             raise InputError(f"unknown calibration_method '{method}'", fix=f"use one of: {', '.join(METHODS)}")
+        enabled = enabled_plugins(spec)
+        if enabled:  # unknown names fail here, before any conversion or build work
+            from vlc.plugins.apply import _resolve_enabled, registered_plugins
+
+            _resolve_enabled(registered_plugins(), self.name, enabled)
         tf32 = option(spec, "tf32")
         if spec.precision is Precision.FP32 and tf32:
             raise InputError("precision fp32 with tf32=on is TF32 math", fix="use --precision tf32")
@@ -145,7 +166,8 @@ class TrtTarget(Target):
                                  f"TensorRT 10/11 on a {preset.gpu}")
 
     def _compile(self, source: CompileSource, spec: TargetSpec, build: BuildDir) -> None:
-        from vlc.targets.trt.builder import BuildSettings, build_engine, optimization_profile
+        from vlc.targets.trt.builder import (BuildSettings, apply_vlc_plugins, build_engine,
+                                             optimization_profile)
         from vlc.targets.trt.cuda import gpus
 
         backend = self.backend()
@@ -173,6 +195,8 @@ class TrtTarget(Target):
         graph, precision_report = self._graph_for_precision(source, spec, backend, build, settings)
         if precision_report is not None:
             build.extra["precision"] = precision_report
+        graph = apply_vlc_plugins(backend, graph, self.name, enabled_plugins(spec),
+                                  preset.compute_capability, build)
         profile = optimization_profile(signature, spec,
                                        source.model.batch_sizes if source.model is not None else None)
         inspect = bool(found) and (gpu is not None or any(
