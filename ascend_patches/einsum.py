@@ -17,7 +17,7 @@ import numpy as np
 
 from vlc.ascend_patches.core import PatchContext, PatchRecord, patch
 from vlc.ascend_patches.graph import (Graph, attr, infer_shapes, node, opset, squeeze_node,
-                                      static_shape, unsqueeze_node, value_types)
+                                      standard_nodes, static_shape, unsqueeze_node, value_types)
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def decompose(g: Graph, n: Any, eq: Equation, shapes: tuple[tuple[int, ...] | No
 @patch("ascend-einsum", "two-input Einsum -> Transpose/Reshape/MatMul (ATC parses only a fixed "
        "list of Einsum equations)")
 def einsum_to_matmul(model: Any, ctx: PatchContext, record: PatchRecord) -> Any:
-    nodes = [n for n in model.graph.node if n.op_type == "Einsum" and n.domain in ("", "ai.onnx")]
+    nodes = standard_nodes(model, "Einsum")
     if not nodes:
         return model
     types = value_types(infer_shapes(model))

@@ -141,6 +141,11 @@ class Graph:
         return removed
 
 
+def standard_nodes(model: Any, op_type: str) -> list[Any]:
+    """The main graph's nodes of one standard-domain ONNX operator (custom domains are left alone)."""
+    return [n for n in model.graph.node if n.op_type == op_type and n.domain in ("", "ai.onnx")]
+
+
 def node(op_type: str, inputs: list[str], outputs: list[str], name: str = "", **attrs: Any) -> Any:
     from onnx import helper
 

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from vlc.ascend_patches.core import PatchContext, PatchRecord, patch
-from vlc.ascend_patches.graph import Graph, attr, infer_shapes, node, opset, value_types
+from vlc.ascend_patches.graph import (Graph, attr, infer_shapes, node, opset, standard_nodes,
+                                      value_types)
 
 
 def wanted_form(ctx: PatchContext) -> str:
@@ -32,8 +33,7 @@ def _reduce_mean(g: Graph, data: str, axes: list[int], out: str, name: str) -> A
 
 
 def decompose_layernorm(model: Any, record: PatchRecord) -> Any:
-    targets = [n for n in model.graph.node
-               if n.op_type == "LayerNormalization" and n.domain in ("", "ai.onnx")]
+    targets = standard_nodes(model, "LayerNormalization")
     if not targets:
         return model
     types = value_types(infer_shapes(model))

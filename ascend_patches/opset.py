@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from vlc.ascend_patches.core import PatchContext, PatchRecord, patch
-from vlc.ascend_patches.graph import Graph, attr, infer_shapes, node, opset, value_types
+from vlc.ascend_patches.graph import (Graph, attr, infer_shapes, node, opset, standard_nodes,
+                                      value_types)
 from vlc.errors import CompileError
 
 
@@ -27,7 +28,7 @@ def target_opset(model: Any, ctx: PatchContext) -> int:
 
 
 def decompose_gelu(model: Any, record: PatchRecord) -> Any:
-    targets = [n for n in model.graph.node if n.op_type == "Gelu" and n.domain in ("", "ai.onnx")]
+    targets = standard_nodes(model, "Gelu")
     if not targets:
         return model
     types = value_types(infer_shapes(model))

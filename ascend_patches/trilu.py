@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from vlc.ascend_patches.core import PatchContext, PatchRecord, patch
-from vlc.ascend_patches.graph import Graph, attr, infer_shapes, node, static_shape, value_types
+from vlc.ascend_patches.graph import (Graph, attr, infer_shapes, node, standard_nodes, static_shape,
+                                      value_types)
 
 
 def trilu_mask(shape: tuple[int, ...], k: int, upper: bool) -> np.ndarray:
@@ -25,7 +26,7 @@ def trilu_mask(shape: tuple[int, ...], k: int, upper: bool) -> np.ndarray:
 @patch("ascend-trilu-mask", "Trilu (causal masks) -> a folded constant, or Where with a constant "
        "mask when the input shape is static (ATC has no Trilu)")
 def trilu_to_mask(model: Any, ctx: PatchContext, record: PatchRecord) -> Any:
-    nodes = [n for n in model.graph.node if n.op_type == "Trilu" and n.domain in ("", "ai.onnx")]
+    nodes = standard_nodes(model, "Trilu")
     if not nodes:
         return model
     types = value_types(infer_shapes(model))

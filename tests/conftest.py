@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "tests" / "models.py"
+
+
+def rtx_has_python_plugins() -> bool:
+    """Whether this TensorRT-RTX ships tensorrt_rtx.plugin (1.7's wheel does not)."""
+    try:
+        importlib.import_module("tensorrt_rtx.plugin")
+    except ImportError:
+        return False
+    return True
 
 
 def model_ref(factory: str) -> str:

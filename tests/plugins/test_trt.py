@@ -7,24 +7,16 @@ clear error vlc gives; the native lowering still builds a real engine for comput
 
 from __future__ import annotations
 
-import importlib
 
 import onnx
 import pytest
 from plugin_models import export
+from tests.conftest import rtx_has_python_plugins
 from vlc.errors import CompileError
 from vlc.plugins import apply_plugins
 from vlc.plugins import trt as trt_plugins
 
 trt = pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx is not installed (pip install 'vlc[trt-rtx]')")
-
-
-def _rtx_python_plugins() -> bool:
-    try:
-        importlib.import_module("tensorrt_rtx.plugin")
-    except ImportError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +35,7 @@ def _parse(model: onnx.ModelProto):
     return builder, network, ok, errors
 
 
-@pytest.mark.skipif(_rtx_python_plugins(), reason="this TensorRT-RTX has tensorrt_rtx.plugin: "
+@pytest.mark.skipif(rtx_has_python_plugins(), reason="this TensorRT-RTX has tensorrt_rtx.plugin: "
                                                   "the error path no longer applies")
 def test_rtx_without_python_plugins_gives_one_clear_error(model17):
     lowered, report = apply_plugins(model17, "trt-rtx", enabled=["silu", "gelu"])

@@ -16,20 +16,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from tests.conftest import rtx_has_python_plugins
 from vlc.errors import CompileError, InputError
 from vlc.plugin_manager import get_target
 from vlc.spec import Precision, TargetSpec
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
                                 reason="tensorrt_rtx is not installed (pip install tensorrt-rtx-cu13)")
-
-
-def _rtx_python_plugins() -> bool:
-    try:
-        importlib.import_module("tensorrt_rtx.plugin")
-    except ImportError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +76,7 @@ def test_cnn_silu_builds_with_kernels_off(sources, tmp_path, value, enabled):
     assert "[vlc] plugins: fused" in (artifact.path / artifact.manifest["build_log"]).read_text()
 
 
-@pytest.mark.skipif(_rtx_python_plugins(), reason="this TensorRT-RTX has tensorrt_rtx.plugin: "
+@pytest.mark.skipif(rtx_has_python_plugins(), reason="this TensorRT-RTX has tensorrt_rtx.plugin: "
                                                   "the error path no longer applies")
 def test_silu_kernel_on_rtx_is_one_clear_error(sources, tmp_path):
     out = tmp_path / "silu"
