@@ -12,7 +12,8 @@ MatMul/Softmax, where "sdpa" adds IsNaN/Where guards.
 - clip-vit-b32-text: input_ids int64 [B,77], attention_mask int64 [B,77] -> text_embeds f32 [B,512]
 
 Random weights: transformers' CLIP initialisation under a fixed seed, then LeCun normal
-weights (std 1/sqrt(fan_in)) for every linear layer: with transformers' smaller attention
+weights (std 1/sqrt(fan_in)) for every linear layer and small random biases and LayerNorm
+parameters (random_init.py says why): with transformers' smaller attention
 weights the image embeddings of any two images have cosine similarity ~0.99 at full size,
 with these ~0.83, so outputs depend on the image as a trained model's do.
 """
@@ -30,7 +31,7 @@ from transformers import (CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisio
 
 from vlc.examples import hf
 from vlc.examples import inputs as gen
-from vlc.examples.random_init import lecun_linears, seeded
+from vlc.examples.random_init import jittered_norms, lecun_linears, seeded
 from vlc.examples.registry import Built, meta_parameters
 from vlc.model import BATCH, InputSpec
 from vlc.signature import TensorSig
@@ -185,6 +186,7 @@ def _build(name: str, model_class: Any, config: Any, weights: Path | None, wrapp
     with seeded(SEED):
         model = model_class(config)
         lecun_linears(model)
+        jittered_norms(model)
     origin = f"random (seed {SEED})"
     if weights is not None:
         model, origin = hf.load(model, weights, name, model_types=model_types, drop=drop)

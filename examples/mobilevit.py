@@ -24,7 +24,7 @@ from transformers import MobileViTConfig, MobileViTForImageClassification
 
 from vlc.examples import hf
 from vlc.examples import inputs as gen
-from vlc.examples.random_init import lecun_linears, seeded
+from vlc.examples.random_init import BIAS_STD, jittered_norms, lecun_linears, seeded
 from vlc.examples.registry import Built, meta_parameters
 from vlc.model import BATCH, InputSpec
 from vlc.signature import TensorSig
@@ -92,14 +92,13 @@ def generator(cfg: MobileViTConfig):
 @torch.no_grad()
 def init_weights(model: nn.Module) -> None:
     lecun_linears(model)
+    jittered_norms(model)
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             fan_in = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
             m.weight.normal_(0.0, (2.0 / fan_in) ** 0.5)
-        elif isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)):
-            m.weight.fill_(1.0)
-        if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.LayerNorm)) and m.bias is not None:
-            m.bias.zero_()
+            if m.bias is not None:
+                m.bias.normal_(0.0, BIAS_STD)
 
 
 @torch.no_grad()

@@ -58,7 +58,7 @@ from torch import nn
 from vlc.errors import InputError
 from vlc.examples import inputs as gen
 from vlc.examples import weights as wts
-from vlc.examples.random_init import lecun_linears, seeded
+from vlc.examples.random_init import jittered_norms, lecun_linears, seeded
 from vlc.examples.registry import Built, meta_parameters
 from vlc.model import BATCH, InputSpec
 from vlc.signature import TensorSig
@@ -378,20 +378,18 @@ class VilbertVqa(nn.Module):
 def init_weights(model: nn.Module) -> None:
     """Random weights that keep activations at unit scale, so outputs spread as a trained model's.
 
-    Linear layers get LeCun normal weights (std 1/sqrt(fan_in)) and zero biases, so attention
-    scores have unit variance (not BERT's 0.02, which leaves attention uniform and the
-    logits near 1e-3 and alike for every sample); embeddings get normal(0, 0.02) as in BERT,
-    LayerNorms unit scale.
+    Linear layers get LeCun normal weights (std 1/sqrt(fan_in)), so attention scores have unit
+    variance (not BERT's 0.02, which leaves attention uniform and the logits near 1e-3 and alike
+    for every sample); embeddings get normal(0, 0.02) as in BERT; biases and LayerNorms small
+    random values around 0 and 1 (random_init.py says why).
     """
     lecun_linears(model)
+    jittered_norms(model)
     for m in model.modules():
         if isinstance(m, nn.Embedding):
             m.weight.normal_(0.0, EMBEDDING_STD)
             if m.padding_idx is not None:
                 m.weight[m.padding_idx].zero_()
-        elif isinstance(m, nn.LayerNorm):
-            m.weight.fill_(1.0)
-            m.bias.zero_()
 
 
 def allennlp_name(name: str) -> str | None:

@@ -5,7 +5,10 @@
 # onnxruntime record also keeps its end-to-end time, transfers included, in settings.breakdown_ms).
 # Records go to RESULTS (one JSON per cell).
 #
-#   [MACHINE=name] benchmarks/gpu/run.sh [RESULTS] [MODEL...]   (default: benchmarks/results/gpu, all three)
+#   [MACHINE=name] [PARTS="main compile raw profile"] benchmarks/gpu/run.sh [RESULTS] [MODEL...]
+#
+# (defaults: benchmarks/results/gpu, all three models, all parts). PARTS picks which sweeps run, so
+# a GPU lease with a per-command time limit can take one model and part per command.
 #
 # Needs: vlc installed with a CUDA build of torch and onnxruntime-gpu (pip install .[ort-gpu]).
 set -euo pipefail
@@ -38,17 +41,28 @@ batches() {
     esac
 }
 
+PARTS="${PARTS:-main compile raw profile}"
+wanted() { [[ " $PARTS " == *" $1 "* ]]; }
+
 for model in "${MODELS[@]}"; do
     b=$(batches "$model")
-    # PyTorch eager fp32/fp16 and vlc's onnxruntime CUDA path (normalized graph, ORT fusions,
-    # fp16 islands for ORT's kernels, IOBinding, CUDA graphs)
-    bench "$model" --device cuda --targets torch,onnxruntime --precisions fp32,fp16 \
-        --batch "$b" --results "$RESULTS" "${TIMING[@]}"
-    # the strongest PyTorch baseline: torch.compile at fp16
-    bench "$model" --device cuda --targets torch:mode=compile --precisions fp16 \
-        --batch "$(compile_batches "$model")" --results "$RESULTS" "${TIMING[@]}"
-    # the raw exporter output on the same runtime settings: what vlc's graph work adds
-    bench "$model" --device cuda --graph raw --targets onnxruntime:fusions=false:islands=all \
-        --precisions fp16 --batch "$b" --results "$RESULTS" "${TIMING[@]}"
+    if wanted main; then
+        # PyTorch eager fp32/fp16 and vlc's onnxruntime CUDA path (normalized graph, the target's
+        # CUDA passes, fp16 islands for ORT's kernels, IOBinding, CUDA graphs)
+        bench "$model" --device cuda --targets torch,onnxruntime --precisions fp32,fp16 \
+            --batch "$b" --results "$RESULTS" "${TIMING[@]}"
+    fi
+    if wanted compile; then
+        # the strongest PyTorch baseline: torch.compile at fp16
+        bench "$model" --device cuda --targets torch:mode=compile --precisions fp16 \
+            --batch "$(compile_batches "$model")" --results "$RESULTS" "${TIMING[@]}"
+    fi
+    if wanted raw; then
+        # the raw exporter output on the same runtime settings: what vlc's graph work adds
+        bench "$model" --device cuda --graph raw --targets onnxruntime:fusions=false:islands=all \
+            --precisions fp16 --batch "$b" --results "$RESULTS" "${TIMING[@]}"
+    fi
 done
-python3 benchmarks/gpu/op_profile.py "${MODELS[0]}" --out "$RESULTS/op-profile"
+if wanted profile; then
+    python3 benchmarks/gpu/kernel_profile.py "${MODELS[0]}" --ceilings --out "$RESULTS/kernel-profile"
+fi

@@ -8,13 +8,23 @@ from vlc.frontend.passes import GraphPass
 from vlc.hookspecs import hookimpl
 
 # The passes `vlc export` runs when --passes is not given.
-DEFAULT_PASSES = ("rewrite-default", "fuse-layernorm", "remove-unused")
+DEFAULT_PASSES = ("rewrite-default", "linear-to-matmul", "fuse-layernorm", "remove-unused")
 
 
 def _rewrite_default(model: Any) -> Any:
     from onnxscript import rewriter
 
     return rewriter.rewrite(model)
+
+
+def _linear_to_matmul(model: Any) -> Any:
+    # Also a workaround: onnxscript 0.7's attention fusion takes the Reshape that flattens the
+    # attention output for a Gemm as its own (B, S, D) one and leaves the Gemm a 3-D input.
+    from onnxscript import rewriter
+
+    from vlc.frontend.linear_rule import flattened_linear_rule
+
+    return rewriter.rewrite(model, pattern_rewrite_rules=[flattened_linear_rule])
 
 
 def _fuse_layernorm(model: Any) -> None:
@@ -54,6 +64,8 @@ def _ort_fusions(model: Any) -> Any:
 BUILTIN_PASSES: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
     ("rewrite-default", "onnxscript's default rewrite rules (no-op removal, slice/reshape "
                         "collapsing, BatchNorm and Pad folding into Conv)", _rewrite_default),
+    ("linear-to-matmul", "Reshape -> Gemm -> Reshape (a Linear on a 3-D input) -> MatMul + Add",
+     _linear_to_matmul),
     ("fuse-layernorm", "decomposed LayerNorm -> LayerNormalization (opset >= 17)", _fuse_layernorm),
     ("fold-constants", "constant folding", _fold_constants),
     ("remove-unused", "drop unused nodes, functions and opset imports", _remove_unused),

@@ -88,7 +88,7 @@ def _normalize(loaded: ModelSource | Path, ref: str, options: FrontendOptions,
         start = time.perf_counter()
         model, report["simplifier"] = simplify(model)
         stage("simplify", model, start, report)
-    model, pass_reports = run_passes(model, DEFAULT_PASSES if options.passes is None else options.passes)
+    model, pass_reports = run_passes(model, _pass_names(options))
     report["passes"] = [p.to_json() for p in pass_reports]
     if isinstance(loaded, ModelSource):
         model.metadata_props[META_REF] = ref
@@ -172,9 +172,14 @@ def torch_outputs(source: ModelSource, feeds: dict[str, Any], device: str = "cpu
             for name, v in named_outputs(out, source.output_names).items()}
 
 
+def _pass_names(options: FrontendOptions) -> tuple[str, ...]:
+    return DEFAULT_PASSES if options.passes is None else options.passes
+
+
 def _identity(loaded: ModelSource | Path, options: FrontendOptions) -> str:
     digest = hashlib.sha256(options.key().encode())
     digest.update(vlc.__version__.encode())
+    digest.update(",".join(_pass_names(options)).encode())  # a changed default set is a new graph
     if isinstance(loaded, Path):
         from vlc.artifact import graph_hash
 

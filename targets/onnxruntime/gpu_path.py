@@ -22,6 +22,12 @@ CUDA_FP32_OPS: frozenset[str] = frozenset({
 
 ISLANDS = ("all", "overflow")
 
+# ONNX Runtime's attention backends (the CUDA provider's `sdpa_kernel` bit mask); "default" lets
+# ONNX Runtime choose per call (cuDNN's flash kernel on the H100 of benchmarks/). One backend is
+# not best everywhere there: CUTLASS's was faster for CLIP and slower for ViLBERT.
+ATTENTION_KERNELS: dict[str, int] = {"default": 0, "flash": 1, "efficient": 2, "trt-fused": 4,
+                                     "cudnn": 8, "math": 16}
+
 
 def option_bool(options: Mapping[str, Any], name: str, default: bool) -> bool:
     value = options.get(name, default)
@@ -34,9 +40,24 @@ def option_bool(options: Mapping[str, Any], name: str, default: bool) -> bool:
     raise InputError(f"-O {name}={value} is not a boolean", fix=f"use -O {name}=true or -O {name}=false")
 
 
-def fusions_on(spec_options: Mapping[str, Any], device: str) -> bool:
-    """ONNX Runtime contrib fusions: on by default for CUDA, where its fused kernels pay off."""
-    return option_bool(spec_options, "fusions", device == "cuda")
+# The onnxruntime target's own graph passes, in the order they run: onnxscript's ONNX Runtime
+# fusions (attention, skip-LayerNorm, GELU) and vlc's rewrites for the CUDA kernels (cuda_rewrites.py).
+FUSION_PASSES = ("patch-matmul", "ort-fusions", "qkv-attention")
+
+
+def fusion_passes(spec_options: Mapping[str, Any], device: str) -> tuple[str, ...]:
+    """-O fusions: true (all; the default on CUDA), false (none; the default on the CPU) or a list."""
+    value = spec_options.get("fusions")
+    if value is None:
+        return FUSION_PASSES if device == "cuda" else ()
+    if isinstance(value, bool) or str(value).lower() in ("1", "true", "on", "yes", "0", "false", "off", "no"):
+        return FUSION_PASSES if option_bool(spec_options, "fusions", False) else ()
+    names = [n.strip() for n in str(value).split(",") if n.strip()]
+    unknown = [n for n in names if n not in FUSION_PASSES]
+    if unknown:
+        raise InputError(f"-O fusions names unknown pass(es) {', '.join(unknown)}",
+                         fix=f"use true, false or a comma list of {', '.join(FUSION_PASSES)}")
+    return tuple(n for n in FUSION_PASSES if n in names)
 
 
 def cuda_graph_on(spec_options: Mapping[str, Any], device: str) -> bool:
@@ -63,25 +84,50 @@ def cpu_safe_options(options: Mapping[str, Any], device: str, precision: str) ->
     return options
 
 
+def attention_kernel(spec_options: Mapping[str, Any]) -> int:
+    """The `sdpa_kernel` mask for ONNX Runtime's fused attention operators (0: its own choice)."""
+    choice = str(spec_options.get("attention", "default"))
+    if choice not in ATTENTION_KERNELS:
+        raise InputError(f"-O attention={choice} is not one of {', '.join(ATTENTION_KERNELS)}",
+                         fix="use -O attention=default, or name one backend, e.g. -O attention=flash")
+    return ATTENTION_KERNELS[choice]
+
+
 def check_gpu_options(options: Mapping[str, Any], device: str) -> None:
-    fusions_on(options, device)
+    fusion_passes(options, device)
     cuda_graph_on(options, device)
     fp32_islands(options, device)
+    attention_kernel(options)
 
 
-def apply_ort_fusions(onnx_path: Path) -> dict[str, int]:
-    """Rewrite the artifact's graph in place with onnxscript's ONNX Runtime fusions; counts per rule."""
+def apply_fusions(onnx_path: Path, passes: tuple[str, ...]) -> dict[str, int]:
+    """Rewrite the artifact's graph in place with the named passes; how often each rule fired."""
     import onnx_ir as ir
-    from onnxscript.rewriter import ort_fusions
+    from onnxscript.rewriter import ort_fusions, pattern
+    from onnxscript.rewriter.ort_fusions.mha_bias import fuse_mha_bias
 
     from vlc.frontend.export import save_model
+    from vlc.targets.onnxruntime.cuda_rewrites import RULES
 
     model = ir.load(str(onnx_path))
-    fused, counts = ort_fusions.optimize_for_ort(model)
+    counts: dict[str, int] = {}
+    for name in passes:
+        if name == "ort-fusions":
+            model, fused = ort_fusions.optimize_for_ort(model)
+            # onnxscript 0.7 runs its attention-bias fusion before the shapes it checks are known
+            # again; a second run folds the Q/K/V bias Adds into MultiHeadAttention's bias input
+            fused["mha_bias"] = fused.get("mha_bias", 0) + fuse_mha_bias(model)
+            counts.update({rule: int(n) for rule, n in fused.items() if n})
+        else:
+            ir.passes.common.ShapeInferencePass()(model)  # the rules match on static dims
+            fired = pattern.RewriteRuleSet(list(RULES[name])).apply_to_model(model)
+            if fired:
+                counts[name] = int(fired)
+            ir.passes.common.RemoveUnusedNodesPass()(model)
     for sidecar in onnx_path.parent.glob(onnx_path.name + ".data*"):
         sidecar.unlink()  # rewritten below; a stale file would be read instead of the new weights
-    save_model(fused, onnx_path)
-    return {name: int(n) for name, n in counts.items() if n}
+    save_model(model, onnx_path)
+    return counts
 
 
 class CudaSessions:
@@ -103,7 +149,9 @@ class CudaSessions:
         key = tuple(sorted((n, np.shape(a)) for n, a in feeds.items())) if self.cuda_graph else None
         if key not in self._sessions:
             session = ort.InferenceSession(str(self.model_path), session_options(self.options),
-                                           providers=[cuda_provider(self.cuda_graph), "CPUExecutionProvider"])
+                                           providers=[cuda_provider(self.cuda_graph,
+                                                                      attention=attention_kernel(self.options)),
+                                                        "CPUExecutionProvider"])
             self._sessions[key] = OrtCudaSession(session, self.cuda_graph)
         return self._sessions[key]
 

@@ -12,8 +12,9 @@ from vlc.errors import CompileError, InputError, TargetUnavailable, first_line
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, CompileSource, OptionInfo, Session, Target
-from vlc.targets.onnxruntime.gpu_path import (CudaSessions, apply_ort_fusions, check_gpu_options,
-                                              cpu_safe_options, cuda_graph_on, fp32_islands, fusions_on)
+from vlc.targets.onnxruntime.gpu_path import (CudaSessions, apply_fusions, attention_kernel,
+                                              check_gpu_options, cpu_safe_options, cuda_graph_on,
+                                              fp32_islands, fusion_passes)
 from vlc.timing import LatencyStats, ProfileResult, ProfileSettings, time_host_calls, variation_warning
 
 MAIN = "model.onnx"
@@ -50,12 +51,16 @@ class OnnxRuntimeTarget(Target):
         "intra_op_threads": OptionInfo("threads inside one operator (0: ONNX Runtime's default)", int, 0),
         "providers": OptionInfo("execution providers in order, e.g. tensorrt,cuda,cpu "
                                 "(default: cuda,cpu on --device cuda, else cpu)", str, None),
-        "fusions": OptionInfo("ONNX Runtime contrib fusions (attention, skip-LayerNorm, GELU) in the "
-                              "artifact's graph (default: on for cuda, off for cpu)", bool, None),
+        "fusions": OptionInfo("graph passes for ONNX Runtime's kernels: true (all), false, or a comma list "
+                              "of patch-matmul, ort-fusions (attention, skip-LayerNorm, GELU), "
+                              "qkv-attention (default: all on cuda, none on cpu)", str, None),
         "cuda_graph": OptionInfo("capture and replay CUDA graphs, one per input shape (cuda; "
                                  "default on)", bool, True),
         "islands": OptionInfo("fp16/bf16 ops kept in fp32: all (the shared set) or overflow (only "
                               "overflow-prone ops; default on cuda)", str, None),
+        "attention": OptionInfo("attention backend of the fused attention operators on cuda: default "
+                                "(ONNX Runtime's choice), flash, efficient, cudnn, trt-fused or math",
+                                str, "default"),
     }
 
     @property
@@ -107,9 +112,10 @@ class OnnxRuntimeTarget(Target):
                              **({} if islands is None else {"keep_fp32_ops": islands}))
             build.extra["precision"] = report.to_json() if hasattr(report, "to_json") else None
             build.log(f"converted {source.onnx_path} to {spec.precision.value} -> {MAIN}")
-        if fusions_on(spec.options, spec.device):
-            build.extra["fusions"] = apply_ort_fusions(main)
-            build.log(f"onnxruntime fusions: {build.extra['fusions'] or 'none matched'}")
+        passes = fusion_passes(spec.options, spec.device)
+        if passes:
+            build.extra["fusions"] = apply_fusions(main, passes)
+            build.log(f"onnxruntime passes {', '.join(passes)}: {build.extra['fusions'] or 'none matched'}")
         external = bool(external_data_files(main))
         # TensorRT's EP compiles subgraphs that ONNX Runtime cannot serialize: no optimized copy then.
         save_optimized = "TensorrtExecutionProvider" not in providers
@@ -178,7 +184,8 @@ class OnnxRuntimeTarget(Target):
         spec = artifact.spec
         providers: list[Any] = choose_providers(spec.device, spec.options.get("providers"))
         if providers[0] == "CUDAExecutionProvider":
-            providers[0] = cuda_provider(cuda_graph=False)  # replays would hide the nodes
+            # replays would hide the nodes
+            providers[0] = cuda_provider(cuda_graph=False, attention=attention_kernel(spec.options))
         options = session_options(cpu_safe_options(spec.options, spec.device, spec.precision.value))
         return profile_operators(artifact.file("main"), options, providers, feeds)
 

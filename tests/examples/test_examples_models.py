@@ -120,3 +120,14 @@ def test_images_are_pixels_in_unit_range_with_spatial_structure(image, test_sour
     # neighbouring pixels are correlated, as in photographs (white noise would give ~0)
     a, b = pixels[..., :, :-1].ravel(), pixels[..., :, 1:].ravel()
     assert np.corrcoef(a, b)[0, 1] > 0.5
+
+
+def test_random_weights_have_no_foldable_constants(name, test_source):
+    # zero biases and unit norm scales would let the simplifier delete ops a trained model keeps
+    import torch
+
+    module = test_source(name).module
+    biases = [m.bias for m in module.modules() if isinstance(m, torch.nn.Linear) and m.bias is not None]
+    norms = [m.weight for m in module.modules() if isinstance(m, torch.nn.LayerNorm) and m.weight is not None]
+    assert biases and all(float(b.abs().min()) > 0 for b in biases)
+    assert all(float((w - 1).abs().max()) > 1e-3 for w in norms)

@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from vlc.frontend.builtin_passes import DEFAULT_PASSES
 from tests.conftest import model_ref
 
 
@@ -32,7 +33,7 @@ def test_export_writes_a_checked_graph_with_dynamic_batch_and_parity(vlc_cli, tm
     assert report["simplifier"].startswith("onnxsim")
     # the normalized graph feeds every target: standard ONNX only, no runtime contrib operators
     assert {node.domain for node in model.graph.node} <= {""}
-    assert [p["name"] for p in report["passes"]] == ["rewrite-default", "fuse-layernorm", "remove-unused"]
+    assert [p["name"] for p in report["passes"]] == list(DEFAULT_PASSES)
     parity = report["parity"]
     assert parity["passed"]
     for output in parity["outputs"]:

@@ -51,7 +51,8 @@ def test_overflow_islands_keep_layernorm_and_softmax_in_fp16(tmp_path):
     assert "Softmax" not in precision.get("stats", {}).get("fp32_ops", {}), fp32_ops
 
 
-@pytest.mark.parametrize("option,value", [("fusions", "maybe"), ("islands", "some"), ("cuda_graph", "x")])
+@pytest.mark.parametrize("option,value", [("fusions", "maybe"), ("islands", "some"), ("cuda_graph", "x"),
+                                          ("attention", "fastest")])
 def test_bad_gpu_options_are_rejected(tmp_path, option, value):
     source = prepare(model_ref("mlp"))
     from vlc.errors import InputError
