@@ -23,15 +23,6 @@ bench() {
     vlc bench "$@" || echo "run.sh: vlc bench $1 recorded failed cells (see the records)" >&2
 }
 
-compile_batches() {
-    # torch.compile recompiles per shape: the baseline is taken where the targets are set
-    case "$1" in
-        clip-vit-b32-image) echo 64,1024 ;;
-        vilbert-vqa) echo 8,256 ;;
-        *) batches "$1" ;;
-    esac
-}
-
 batches() {
     case "$1" in
         clip-vit-b32-image) echo 64,768,1024 ;;
@@ -55,7 +46,7 @@ for model in "${MODELS[@]}"; do
     if wanted compile; then
         # the strongest PyTorch baseline: torch.compile at fp16
         bench "$model" --device cuda --targets torch:mode=compile --precisions fp16 \
-            --batch "$(compile_batches "$model")" --results "$RESULTS" "${TIMING[@]}"
+            --batch "$b" --results "$RESULTS" "${TIMING[@]}"
     fi
     if wanted raw; then
         # the raw exporter output on the same runtime settings: what vlc's graph work adds
