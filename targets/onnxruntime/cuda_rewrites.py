@@ -61,7 +61,8 @@ class PatchConvToMatMul(pattern.RewriteRuleClassBase):
             return result.fail("not a patch kernel")
         if list(attr_value(node, "strides", [1, 1])) != [kh, kw]:
             return result.fail("stride differs from the kernel")
-        if any(attr_value(node, "pads", [0, 0, 0, 0])) or attr_value(node, "auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        padded = any(attr_value(node, "pads", [0, 0, 0, 0]))
+        if padded or attr_value(node, "auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
             return result.fail("padded")
         if any(d != 1 for d in attr_value(node, "dilations", [1, 1])) or attr_value(node, "group", 1) != 1:
             return result.fail("dilated or grouped")
@@ -79,7 +80,8 @@ class PatchConvToMatMul(pattern.RewriteRuleClassBase):
         _, _, height, width = _static_dims(x, 4)  # type: ignore[misc]
         gh, gw = height // kh, width // kw
         name = conv.name  # value names are unique in a graph; node names need not be
-        blocks = op.Reshape(x, _const(op, np.array([-1, channels, gh, kh, gw, kw], np.int64), f"{name}_blocks"))
+        blocks = op.Reshape(x, _const(op, np.array([-1, channels, gh, kh, gw, kw], np.int64),
+                                      f"{name}_blocks"))
         patches = op.Transpose(blocks, perm=[0, 2, 4, 1, 3, 5])  # (N, gh, gw, C, kh, kw)
         rows = op.Reshape(patches, _const(op, np.array([-1, gh * gw, channels * kh * kw], np.int64),
                                           f"{name}_rows"))
@@ -135,7 +137,8 @@ class QkvAttention(pattern.RewriteRuleClassBase):
             return result.fail("the projection or its parts are used elsewhere")
         parts = const_ints(sizes)
         w = weight.const_value
-        if w is None or len(w.shape) != 2 or parts is None or len(set(parts)) != 1 or sum(parts) != w.shape[1]:
+        thirds = parts is not None and len(parts) == 3 and len(set(parts)) == 1
+        if w is None or len(w.shape) != 2 or not thirds or sum(parts or []) != w.shape[1]:
             return result.fail("not one constant projection split in three equal parts")
         if attr_value(split, "axis", 0) not in (-1, 2) or bias.const_value is None:
             return result.fail("split on another axis, or bias not constant")

@@ -148,10 +148,9 @@ class CudaSessions:
 
         key = tuple(sorted((n, np.shape(a)) for n, a in feeds.items())) if self.cuda_graph else None
         if key not in self._sessions:
+            cuda = cuda_provider(self.cuda_graph, attention=attention_kernel(self.options))
             session = ort.InferenceSession(str(self.model_path), session_options(self.options),
-                                           providers=[cuda_provider(self.cuda_graph,
-                                                                      attention=attention_kernel(self.options)),
-                                                        "CPUExecutionProvider"])
+                                           providers=[cuda, "CPUExecutionProvider"])
             self._sessions[key] = OrtCudaSession(session, self.cuda_graph)
         return self._sessions[key]
 
