@@ -51,14 +51,23 @@ def _remove_unused(model: Any) -> None:
     common.RemoveUnusedOpsetsPass()(model)
 
 
+def ort_fusions_counted(model: Any) -> tuple[Any, dict[str, int]]:
+    """onnxscript's ONNX Runtime fusions; the model and how often each fired (non-zero counts)."""
+    from onnxscript.rewriter import ort_fusions
+    from onnxscript.rewriter.ort_fusions.mha_bias import fuse_mha_bias
+
+    fused, counts = ort_fusions.optimize_for_ort(model)
+    # onnxscript 0.7 runs its attention-bias fusion before the shapes it checks are known again;
+    # a second run folds the Q/K/V bias Adds into MultiHeadAttention's bias input
+    counts["mha_bias"] = counts.get("mha_bias", 0) + fuse_mha_bias(fused)
+    return fused, {rule: int(n) for rule, n in counts.items() if n}
+
+
 def _ort_fusions(model: Any) -> Any:
     # com.microsoft fused operators (MultiHeadAttention, SkipLayerNormalization, BiasGelu, ...)
     # that ONNX Runtime's CUDA kernels implement; TensorRT and ATC cannot read them, so this
     # pass belongs to the onnxruntime target's pass set, never to the shared normalized graph.
-    from onnxscript.rewriter import ort_fusions
-
-    fused, _counts = ort_fusions.optimize_for_ort(model)
-    return fused
+    return ort_fusions_counted(model)[0]
 
 
 BUILTIN_PASSES: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (

@@ -29,13 +29,17 @@ ATTENTION_KERNELS: dict[str, int] = {"default": 0, "flash": 1, "efficient": 2, "
                                      "cudnn": 8, "math": 16}
 
 
+TRUE_WORDS = ("1", "true", "on", "yes")
+FALSE_WORDS = ("0", "false", "off", "no")
+
+
 def option_bool(options: Mapping[str, Any], name: str, default: bool) -> bool:
     value = options.get(name, default)
     if isinstance(value, bool):
         return value
-    if str(value).lower() in ("1", "true", "on", "yes"):
+    if str(value).lower() in TRUE_WORDS:
         return True
-    if str(value).lower() in ("0", "false", "off", "no"):
+    if str(value).lower() in FALSE_WORDS:
         return False
     raise InputError(f"-O {name}={value} is not a boolean", fix=f"use -O {name}=true or -O {name}=false")
 
@@ -50,7 +54,7 @@ def fusion_passes(spec_options: Mapping[str, Any], device: str) -> tuple[str, ..
     value = spec_options.get("fusions")
     if value is None:
         return FUSION_PASSES if device == "cuda" else ()
-    if isinstance(value, bool) or str(value).lower() in ("1", "true", "on", "yes", "0", "false", "off", "no"):
+    if isinstance(value, bool) or str(value).lower() in TRUE_WORDS + FALSE_WORDS:
         return FUSION_PASSES if option_bool(spec_options, "fusions", False) else ()
     names = [n.strip() for n in str(value).split(",") if n.strip()]
     unknown = [n for n in names if n not in FUSION_PASSES]
@@ -103,9 +107,10 @@ def check_gpu_options(options: Mapping[str, Any], device: str) -> None:
 def apply_fusions(onnx_path: Path, passes: tuple[str, ...]) -> dict[str, int]:
     """Rewrite the artifact's graph in place with the named passes; how often each rule fired."""
     import onnx_ir as ir
-    from onnxscript.rewriter import ort_fusions, pattern
-    from onnxscript.rewriter.ort_fusions.mha_bias import fuse_mha_bias
+    import onnx_ir.passes.common as common_passes
+    from onnxscript.rewriter import pattern
 
+    from vlc.frontend.builtin_passes import ort_fusions_counted
     from vlc.frontend.export import save_model
     from vlc.targets.onnxruntime.cuda_rewrites import RULES
 
@@ -113,17 +118,14 @@ def apply_fusions(onnx_path: Path, passes: tuple[str, ...]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for name in passes:
         if name == "ort-fusions":
-            model, fused = ort_fusions.optimize_for_ort(model)
-            # onnxscript 0.7 runs its attention-bias fusion before the shapes it checks are known
-            # again; a second run folds the Q/K/V bias Adds into MultiHeadAttention's bias input
-            fused["mha_bias"] = fused.get("mha_bias", 0) + fuse_mha_bias(model)
-            counts.update({rule: int(n) for rule, n in fused.items() if n})
+            model, fused = ort_fusions_counted(model)
+            counts.update(fused)
         else:
-            ir.passes.common.ShapeInferencePass()(model)  # the rules match on static dims
+            common_passes.ShapeInferencePass()(model)  # the rules match on static dims
             fired = pattern.RewriteRuleSet(list(RULES[name])).apply_to_model(model)
             if fired:
                 counts[name] = int(fired)
-            ir.passes.common.RemoveUnusedNodesPass()(model)
+            common_passes.RemoveUnusedNodesPass()(model)
     for sidecar in onnx_path.parent.glob(onnx_path.name + ".data*"):
         sidecar.unlink()  # rewritten below; a stale file would be read instead of the new weights
     save_model(model, onnx_path)

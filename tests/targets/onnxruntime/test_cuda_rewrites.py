@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
+import onnx_ir.passes.common as common_passes
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -23,7 +24,7 @@ def _apply(model: onnx.ModelProto, rules: str) -> tuple[onnx.ModelProto, int]:
 
     graph = ir.from_proto(onnx.shape_inference.infer_shapes(model))
     fired = pattern.RewriteRuleSet(list(RULES[rules])).apply_to_model(graph)
-    ir.passes.common.RemoveUnusedNodesPass()(graph)
+    common_passes.RemoveUnusedNodesPass()(graph)
     return ir.to_proto(graph), fired
 
 
