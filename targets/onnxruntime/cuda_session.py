@@ -18,13 +18,14 @@ _NUMPY_OF = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor
              "tensor(int8)": np.int8, "tensor(uint8)": np.uint8}
 
 
-def cuda_provider(cuda_graph: bool, device_id: int = 0, attention: int = 0) -> tuple[str, dict[str, str]]:
+def cuda_provider(cuda_graph: bool, device_id: int = 0, attention: int = 0,
+                  conv_algo: str = "HEURISTIC") -> tuple[str, dict[str, str]]:
     options = {"device_id": str(device_id),
                "enable_cuda_graph": "1" if cuda_graph else "0",
                # fp32 means fp32: ONNX Runtime would otherwise use TF32 matmuls
                "use_tf32": "0",
-               # cuDNN's exhaustive search picks the fastest conv algorithms
-               "cudnn_conv_algo_search": "EXHAUSTIVE"}
+               # how cuDNN picks convolution algorithms (gpu_path.CONV_ALGO_SEARCH says why heuristic)
+               "cudnn_conv_algo_search": conv_algo}
     if attention:
         options["sdpa_kernel"] = str(attention)  # a bit mask of the attention backends allowed
     return ("CUDAExecutionProvider", options)

@@ -46,7 +46,17 @@ def option_bool(options: Mapping[str, Any], name: str, default: bool) -> bool:
 
 # The onnxruntime target's own graph passes, in the order they run: onnxscript's ONNX Runtime
 # fusions (attention, skip-LayerNorm, GELU) and vlc's rewrites for the CUDA kernels (cuda_rewrites.py).
-FUSION_PASSES = ("patch-matmul", "ort-fusions", "qkv-attention")
+FUSION_PASSES = ("patch-matmul", "conv-bias-add", "ort-fusions", "qkv-attention")
+
+# ONNX Runtime graph optimizers that would undo a pass of this set; sessions of graphs that had the
+# pass turn them off (ConvAddFusion folds conv-bias-add's Add back into the Conv).
+UNDONE_BY: dict[str, tuple[str, ...]] = {"conv-bias-add": ("ConvAddFusion",)}
+
+# cuDNN's convolution algorithm choice (the CUDA provider's `cudnn_conv_algo_search`). Heuristic is
+# the default: on the H100 of benchmarks/ it ran MobileViT-S at batch 32 in 5.6 ms where the
+# exhaustive search's picks took 7.5 ms and cuDNN's default algorithms 70 ms
+# (benchmarks/results/h100/experiments/mobilevit-s-conv-settings.md).
+CONV_ALGO_SEARCH: dict[str, str] = {"heuristic": "HEURISTIC", "exhaustive": "EXHAUSTIVE", "default": "DEFAULT"}
 
 
 def fusion_passes(spec_options: Mapping[str, Any], device: str) -> tuple[str, ...]:
@@ -62,6 +72,20 @@ def fusion_passes(spec_options: Mapping[str, Any], device: str) -> tuple[str, ..
         raise InputError(f"-O fusions names unknown pass(es) {', '.join(unknown)}",
                          fix=f"use true, false or a comma list of {', '.join(FUSION_PASSES)}")
     return tuple(n for n in FUSION_PASSES if n in names)
+
+
+def disabled_optimizers(spec_options: Mapping[str, Any], device: str) -> list[str]:
+    """ONNX Runtime optimizers to turn off in sessions of this target's graphs (see UNDONE_BY)."""
+    return sorted({name for p in fusion_passes(spec_options, device) for name in UNDONE_BY.get(p, ())})
+
+
+def conv_algo_search(spec_options: Mapping[str, Any]) -> str:
+    """-O conv_algo: heuristic (default), exhaustive or default -> cudnn_conv_algo_search."""
+    choice = str(spec_options.get("conv_algo", "heuristic")).lower()
+    if choice not in CONV_ALGO_SEARCH:
+        raise InputError(f"-O conv_algo={choice} is not one of {', '.join(CONV_ALGO_SEARCH)}",
+                         fix="use -O conv_algo=heuristic, exhaustive or default")
+    return CONV_ALGO_SEARCH[choice]
 
 
 def cuda_graph_on(spec_options: Mapping[str, Any], device: str) -> bool:
@@ -102,6 +126,7 @@ def check_gpu_options(options: Mapping[str, Any], device: str) -> None:
     cuda_graph_on(options, device)
     fp32_islands(options, device)
     attention_kernel(options)
+    conv_algo_search(options)
 
 
 def apply_fusions(onnx_path: Path, passes: tuple[str, ...]) -> dict[str, int]:
@@ -150,9 +175,11 @@ class CudaSessions:
 
         key = tuple(sorted((n, np.shape(a)) for n, a in feeds.items())) if self.cuda_graph else None
         if key not in self._sessions:
-            cuda = cuda_provider(self.cuda_graph, attention=attention_kernel(self.options))
+            cuda = cuda_provider(self.cuda_graph, attention=attention_kernel(self.options),
+                                 conv_algo=conv_algo_search(self.options))
             session = ort.InferenceSession(str(self.model_path), session_options(self.options),
-                                           providers=[cuda, "CPUExecutionProvider"])
+                                           providers=[cuda, "CPUExecutionProvider"],
+                                           disabled_optimizers=disabled_optimizers(self.options, "cuda"))
             self._sessions[key] = OrtCudaSession(session, self.cuda_graph)
         return self._sessions[key]
 

@@ -12,7 +12,8 @@ import numpy as np
 
 
 def profile_operators(model_path: Path, session_options: Any, providers: list[Any],
-                      feeds: Mapping[str, np.ndarray], iterations: int = 10) -> dict[str, Any]:
+                      feeds: Mapping[str, np.ndarray], iterations: int = 10,
+                      disabled_optimizers: list[str] | None = None) -> dict[str, Any]:
     """Per operator type: milliseconds per run as ONNX Runtime's profiler records them, node count,
     share of the total. A separate session without CUDA graphs, whose replays would hide the nodes.
 
@@ -23,7 +24,8 @@ def profile_operators(model_path: Path, session_options: Any, providers: list[An
     with tempfile.TemporaryDirectory() as tmp:
         session_options.enable_profiling = True
         session_options.profile_file_prefix = str(Path(tmp) / "ort")
-        session = ort.InferenceSession(str(model_path), session_options, providers=providers)
+        session = ort.InferenceSession(str(model_path), session_options, providers=providers,
+                                       disabled_optimizers=disabled_optimizers or [])
         inputs = {i.name: feeds[i.name] for i in session.get_inputs()}
         for _ in range(iterations + 1):
             session.run(None, inputs)

@@ -13,8 +13,9 @@ from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, CompileSource, OptionInfo, Session, Target
 from vlc.targets.onnxruntime.gpu_path import (CudaSessions, apply_fusions, attention_kernel,
-                                              check_gpu_options, cpu_safe_options, cuda_graph_on,
-                                              fp32_islands, fusion_passes)
+                                              check_gpu_options, conv_algo_search, cpu_safe_options,
+                                              cuda_graph_on, disabled_optimizers, fp32_islands,
+                                              fusion_passes)
 from vlc.timing import LatencyStats, ProfileResult, ProfileSettings, time_host_calls, variation_warning
 
 MAIN = "model.onnx"
@@ -52,8 +53,8 @@ class OnnxRuntimeTarget(Target):
         "providers": OptionInfo("execution providers in order, e.g. tensorrt,cuda,cpu "
                                 "(default: cuda,cpu on --device cuda, else cpu)", str, None),
         "fusions": OptionInfo("graph passes for ONNX Runtime's kernels: true (all), false, or a comma list "
-                              "of patch-matmul, ort-fusions (attention, skip-LayerNorm, GELU), "
-                              "qkv-attention (default: all on cuda, none on cpu)", str, None),
+                              "of patch-matmul, conv-bias-add, ort-fusions (attention, skip-LayerNorm, "
+                              "GELU), qkv-attention (default: all on cuda, none on cpu)", str, None),
         "cuda_graph": OptionInfo("capture and replay CUDA graphs, one per input shape (cuda; "
                                  "default on)", bool, True),
         "islands": OptionInfo("fp16/bf16 ops kept in fp32: all (the shared set) or overflow (only "
@@ -61,6 +62,8 @@ class OnnxRuntimeTarget(Target):
         "attention": OptionInfo("attention backend of the fused attention operators on cuda: default "
                                 "(ONNX Runtime's choice), flash, efficient, cudnn, trt-fused or math",
                                 str, "default"),
+        "conv_algo": OptionInfo("how cuDNN picks convolution algorithms on cuda: heuristic, exhaustive "
+                                "(time them all) or default", str, "heuristic"),
     }
 
     @property
@@ -123,7 +126,8 @@ class OnnxRuntimeTarget(Target):
                                   optimized_path=build.path / OPTIMIZED if save_optimized else None,
                                   external_data=external)
         try:
-            session = ort.InferenceSession(str(main), options, providers=providers)
+            session = ort.InferenceSession(str(main), options, providers=providers,
+                                           disabled_optimizers=disabled_optimizers(spec.options, spec.device))
         except Exception as exc:
             raise CompileError(f"onnxruntime rejected the graph: {first_line(exc)}",
                                where=str(source.onnx_path),
@@ -158,7 +162,8 @@ class OnnxRuntimeTarget(Target):
             session = ort.InferenceSession(str(artifact.file("main")),
                                            session_options(cpu_safe_options(spec.options, spec.device,
                                                                             spec.precision.value)),
-                                           providers=providers)
+                                           providers=providers,
+                                           disabled_optimizers=disabled_optimizers(spec.options, spec.device))
         except Exception as exc:
             raise CompileError(f"onnxruntime cannot open the artifact: {first_line(exc)}",
                                where=str(artifact.path), fix="rebuild it with `vlc compile --force`") from None
@@ -185,9 +190,11 @@ class OnnxRuntimeTarget(Target):
         providers: list[Any] = choose_providers(spec.device, spec.options.get("providers"))
         if providers[0] == "CUDAExecutionProvider":
             # replays would hide the nodes
-            providers[0] = cuda_provider(cuda_graph=False, attention=attention_kernel(spec.options))
+            providers[0] = cuda_provider(cuda_graph=False, attention=attention_kernel(spec.options),
+                                         conv_algo=conv_algo_search(spec.options))
         options = session_options(cpu_safe_options(spec.options, spec.device, spec.precision.value))
-        return profile_operators(artifact.file("main"), options, providers, feeds)
+        return profile_operators(artifact.file("main"), options, providers, feeds,
+                                 disabled_optimizers=disabled_optimizers(spec.options, spec.device))
 
     def _profile_cuda(self, session: CudaSessions, feeds: Mapping[str, np.ndarray],
                       settings: ProfileSettings, batch: int) -> ProfileResult:

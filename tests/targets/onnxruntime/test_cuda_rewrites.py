@@ -14,7 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from vlc.errors import InputError
 from vlc.targets.onnxruntime.cuda_rewrites import RULES
-from vlc.targets.onnxruntime.gpu_path import FUSION_PASSES, attention_kernel, fusion_passes
+from vlc.targets.onnxruntime.gpu_path import (FUSION_PASSES, attention_kernel, conv_algo_search,
+                                              disabled_optimizers, fusion_passes)
 
 RNG = np.random.default_rng(1)
 
@@ -28,8 +29,9 @@ def _apply(model: onnx.ModelProto, rules: str) -> tuple[onnx.ModelProto, int]:
     return ir.to_proto(graph), fired
 
 
-def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+def _run(model: onnx.ModelProto, x: np.ndarray, disabled: list[str] | None = None) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=disabled or [])
     return session.run(None, {"x": x})[0]
 
 
@@ -102,6 +104,66 @@ def test_a_packed_projection_and_split_become_one_attention_node():
 def test_a_split_on_another_axis_is_left_alone():
     _, fired = _apply(_packed_attention(split_axis=1), "qkv-attention")
     assert fired == 0
+
+
+def _conv_block(bias: bool = True) -> onnx.ModelProto:
+    """A MobileViT-style pair: pointwise Conv then depthwise 3x3 Conv, each with a SiLU."""
+    channels = 8
+    inits = [numpy_helper.from_array(RNG.standard_normal((channels, 3, 1, 1)).astype(np.float32), "w1"),
+             numpy_helper.from_array(RNG.standard_normal((channels, 1, 3, 3)).astype(np.float32) / 3, "w2")]
+    names = (["x", "w1"], ["a", "w2"])
+    if bias:
+        inits += [numpy_helper.from_array(RNG.standard_normal(channels).astype(np.float32), "b1"),
+                  numpy_helper.from_array(RNG.standard_normal(channels).astype(np.float32), "b2")]
+        names = (["x", "w1", "b1"], ["a", "w2", "b2"])
+    nodes = [helper.make_node("Conv", names[0], ["c1"], kernel_shape=[1, 1]),
+             helper.make_node("Sigmoid", ["c1"], ["s1"]), helper.make_node("Mul", ["c1", "s1"], ["a"]),
+             helper.make_node("Conv", names[1], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=channels),
+             helper.make_node("Sigmoid", ["c2"], ["s2"]), helper.make_node("Mul", ["c2", "s2"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 12, 12])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+
+
+def test_a_convolution_bias_becomes_a_channel_add_with_the_same_output():
+    model = _conv_block()
+    rewritten, fired = _apply(model, "conv-bias-add")
+    convs = [n for n in rewritten.graph.node if n.op_type == "Conv"]
+    assert fired == 2 and len(convs) == 2 and all(len(n.input) == 2 for n in convs)
+    assert [n.op_type for n in rewritten.graph.node].count("Add") == 2
+    assert [a.i for n in convs for a in n.attribute if a.name == "group"] == [8]  # attributes kept
+    x = RNG.standard_normal((2, 3, 12, 12)).astype(np.float32)
+    want = _run(model, x)
+    assert want.std() > 0.3
+    np.testing.assert_allclose(_run(rewritten, x, disabled_optimizers({}, "cuda")), want, rtol=1e-5, atol=1e-5)
+
+
+def _optimized_ops(model: onnx.ModelProto, disabled: list[str], tmp_path) -> list[str]:
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"],
+                         disabled_optimizers=disabled)
+    return [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+
+
+def test_sessions_of_the_pass_keep_onnxruntime_from_folding_the_bias_back(tmp_path):
+    rewritten, _ = _apply(_conv_block(), "conv-bias-add")
+    assert "Add" not in _optimized_ops(rewritten, [], tmp_path)  # what ConvAddFusion would do
+    assert disabled_optimizers({}, "cuda") == ["ConvAddFusion"]
+    assert _optimized_ops(rewritten, disabled_optimizers({}, "cuda"), tmp_path).count("Add") == 2
+    assert disabled_optimizers({}, "cpu") == [] and disabled_optimizers({"fusions": "patch-matmul"}, "cuda") == []
+
+
+def test_a_convolution_without_bias_is_left_alone():
+    _, fired = _apply(_conv_block(bias=False), "conv-bias-add")
+    assert fired == 0
+
+
+def test_conv_algo_option_maps_to_cudnn_search_modes():
+    assert conv_algo_search({}) == "HEURISTIC"
+    assert conv_algo_search({"conv_algo": "exhaustive"}) == "EXHAUSTIVE"
+    with pytest.raises(InputError, match="conv_algo=fastest"):
+        conv_algo_search({"conv_algo": "fastest"})
 
 
 def test_fusion_option_picks_passes_in_their_fixed_order():

@@ -52,7 +52,7 @@ def test_overflow_islands_keep_layernorm_and_softmax_in_fp16(tmp_path):
 
 
 @pytest.mark.parametrize("option,value", [("fusions", "maybe"), ("islands", "some"), ("cuda_graph", "x"),
-                                          ("attention", "fastest")])
+                                          ("attention", "fastest"), ("conv_algo", "fastest")])
 def test_bad_gpu_options_are_rejected(tmp_path, option, value):
     source = prepare(model_ref("mlp"))
     from vlc.errors import InputError
