@@ -43,7 +43,10 @@ def tolerance_with(base: Tolerance, *, atol: float | None = None, rtol: float | 
                      rtol=base.rtol if rtol is None else rtol)
 
 
-SPREAD_MIN = 1e-6  # reference std below this makes a comparison meaningless
+# A reference whose std is below this share of its largest magnitude is constant (to float
+# rounding): any candidate near that constant passes, so the comparison proves nothing. Relative,
+# so outputs of small magnitude (probabilities, 1e-8-scale features) with real spread still count.
+SPREAD_MIN = 1e-6
 
 
 @dataclass
@@ -86,6 +89,11 @@ class AccuracyReport:
                 "min_cosine": min(o.cosine for o in self.outputs)}
 
 
+def no_spread(ref: np.ndarray, ref_std: float) -> bool:
+    """Whether a float reference is constant up to rounding (all zeros included)."""
+    return ref_std <= SPREAD_MIN * float(np.max(np.abs(ref)))
+
+
 def _stats(name: str, actual: np.ndarray, ref: np.ndarray, tol: Tolerance) -> OutputStats:
     if actual.shape != ref.shape:
         nan = float("nan")
@@ -100,8 +108,9 @@ def _stats(name: str, actual: np.ndarray, ref: np.ndarray, tol: Tolerance) -> Ou
     diff = np.abs(a - r)
     rel = diff / np.maximum(np.abs(r), 1e-12)
     finite = np.isfinite(a).all()
-    norm = np.linalg.norm(a) * np.linalg.norm(r)
-    cosine = float(np.dot(a, r) / norm) if norm > 0 else (1.0 if np.array_equal(a, r) else 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf give a NaN cosine, judged below
+        norm = np.linalg.norm(a) * np.linalg.norm(r)
+        cosine = float(np.dot(a, r) / norm) if norm > 0 else (1.0 if np.array_equal(a, r) else 0.0)
     ref_std = float(np.std(r))
     if ref.dtype == np.bool_ or np.issubdtype(ref.dtype, np.integer):
         mismatched = int(np.count_nonzero(a != r))
@@ -110,16 +119,25 @@ def _stats(name: str, actual: np.ndarray, ref: np.ndarray, tol: Tolerance) -> Ou
                            float(np.median(diff)), float(rel.max()), float(rel.mean()),
                            float(np.median(rel)), cosine, ref_std, mismatched, int(a.size),
                            mismatched == 0, reason)
+    elementwise = tol.atol is not None and tol.rtol is not None
     mismatched = 0
-    if tol.atol is not None and tol.rtol is not None:
+    if elementwise:
         mismatched = int(np.count_nonzero(~(diff <= tol.atol + tol.rtol * np.abs(r))))
     reasons = []
     if not finite:
         reasons.append("output has NaN or Inf")
-    if ref_std < SPREAD_MIN:
-        reasons.append(f"reference has no spread (std {ref_std:.2e}); the comparison proves nothing")
-    if cosine < tol.min_cosine:
-        reasons.append(f"cosine {cosine:.6f} < {tol.min_cosine}")
+    if not np.isfinite(r).all():
+        reasons.append("reference has NaN or Inf; the comparison proves nothing")
+    elif a.size == 1:
+        # one value has no spread and its cosine is only its sign: only atol/rtol can judge it
+        if not elementwise:
+            reasons.append("a one-element output can only be judged by atol/rtol, and none is set")
+    else:
+        if no_spread(r, ref_std):
+            reasons.append(f"reference has no spread (constant {r[0]:.6g}, std {ref_std:.2e}); "
+                           "the comparison proves nothing")
+        if not cosine >= tol.min_cosine:  # NaN fails too
+            reasons.append(f"cosine {cosine:.6f} < {tol.min_cosine}")
     if mismatched:
         reasons.append(f"{mismatched} of {a.size} elements outside atol {tol.atol} + rtol {tol.rtol}")
     return OutputStats(name, list(actual.shape), float(diff.max()), float(diff.mean()),

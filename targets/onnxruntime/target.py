@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from vlc.artifact import Artifact, BuildDir
-from vlc.errors import CompileError, InputError, TargetUnavailable, first_line
+from vlc.errors import CompileError, TargetUnavailable, first_line
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, CompileSource, OptionInfo, Session, Target
@@ -20,16 +19,6 @@ from vlc.timing import LatencyStats, ProfileResult, ProfileSettings, time_host_c
 
 MAIN = "model.onnx"
 OPTIMIZED = "model.optimized.onnx"
-
-
-def precision_converter() -> Callable[..., Any] | None:
-    """The shared precision passes (vlc.frontend.precision.convert) once they exist."""
-    try:
-        module = importlib.import_module("vlc.frontend.precision")
-    except ImportError:
-        return None
-    convert = getattr(module, "convert", None)
-    return convert if callable(convert) else None
 
 
 def check_gpu_used(device: str, used: list[str]) -> None:
@@ -66,11 +55,7 @@ class OnnxRuntimeTarget(Target):
                                 "(time them all) or default", str, "heuristic"),
     }
 
-    @property
-    def precisions(self) -> tuple[Precision, ...]:  # type: ignore[override]
-        if precision_converter() is None:
-            return (Precision.FP32,)
-        return (Precision.FP32, Precision.FP16, Precision.INT8)
+    precisions = (Precision.FP32, Precision.FP16, Precision.INT8)  # fp16/int8: the shared precision pass
 
     def available(self) -> Availability:
         try:
@@ -84,9 +69,6 @@ class OnnxRuntimeTarget(Target):
         return Availability(True, versions={"onnxruntime": ort.__version__}, devices=devices)
 
     def validate_spec(self, spec: TargetSpec, signature: Signature) -> TargetSpec:
-        if spec.precision != Precision.FP32 and precision_converter() is None:
-            raise InputError(f"precision {spec.precision.value} not yet supported by onnxruntime target",
-                             fix="use --precision fp32")
         spec = super().validate_spec(spec, signature)
         from vlc.targets.onnxruntime.providers import check_providers, parse_providers
         from vlc.targets.onnxruntime.session import check_options
@@ -108,8 +90,8 @@ class OnnxRuntimeTarget(Target):
             copied = copy_graph(source.onnx_path, build.path, MAIN)
             build.log(f"copied {source.onnx_path} -> {MAIN} ({len(copied) - 1} external data file(s))")
         else:
-            convert = precision_converter()
-            assert convert is not None  # validate_spec checked
+            from vlc.frontend.precision import convert
+
             islands = fp32_islands(spec.options, spec.device)
             report = convert(source.onnx_path, spec.precision, main, input_specs=source.input_specs,
                              **({} if islands is None else {"keep_fp32_ops": islands}))

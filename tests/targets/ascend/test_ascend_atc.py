@@ -52,6 +52,17 @@ def test_gears_args_for_ascend310_fp32_image_model():
         "--precision_mode=force_fp32", "--log=info"]
 
 
+def test_output_type_fp32_only_when_every_output_is_fp32():
+    """--output_type=FP32 casts every output; with an int64 output among them it would turn the
+    class indices into floats, so it is given only when all outputs are float32."""
+    mixed = Signature(inputs=IMAGE.inputs, outputs=(TensorSig("scores", "float32", ("batch", 10)),
+                                                     TensorSig("label", "int64", ("batch",))))
+    floats = Signature(inputs=IMAGE.inputs, outputs=(TensorSig("scores", "float32", ("batch", 10)),))
+    for signature, wanted in ((mixed, False), (IMAGE, False), (floats, True)):
+        args = atc.atc_args("m.onnx", "m", opts(signature=signature), signature, 1)
+        assert ("--output_type=FP32" in args) is wanted, (signature.outputs, args)
+
+
 def test_mixed_precision_with_fp32_islands_writes_side_files(tmp_path: Path):
     o = opts(fp32_ops=["LayerNorm"], keep_dtype=["OpType::Softmax", "node_7"], soc_version="Ascend310P1")
     files = atc.write_side_files(o, tmp_path)

@@ -3,8 +3,6 @@ IOBinding/CUDA-graph sessions (on a CUDA machine with onnxruntime-gpu)."""
 
 from __future__ import annotations
 
-import json
-
 import onnx
 import pytest
 
@@ -42,13 +40,28 @@ def test_fusions_rewrite_only_the_artifact_and_keep_numerics(tmp_path):
 def test_overflow_islands_keep_layernorm_and_softmax_in_fp16(tmp_path):
     source = prepare(model_ref("transformer"))
     target = get_target("onnxruntime")
-    artifact = target.compile(source, TargetSpec("onnxruntime", precision=Precision.FP16,
-                                                 options={"islands": "overflow"}), tmp_path / "a")
-    precision = artifact.manifest["extra"]["precision"]
-    assert precision["accuracy"]["passed"]
-    fp32_ops = json.dumps(precision)
-    assert "LayerNormalization" not in precision.get("stats", {}).get("fp32_ops", {})
-    assert "Softmax" not in precision.get("stats", {}).get("fp32_ops", {}), fp32_ops
+
+    def fp32_ops(islands: str) -> dict[str, int]:
+        artifact = target.compile(source, TargetSpec("onnxruntime", precision=Precision.FP16,
+                                                     options={"islands": islands}), tmp_path / islands)
+        precision = artifact.manifest["extra"]["precision"]  # the ConversionReport's JSON
+        assert precision["precision"] == "fp16" and precision["accuracy"]["passed"]
+        return precision["fp32_ops"]
+
+    # the shared set keeps these ops in fp32 islands: the key is real and counts them
+    shared = fp32_ops("all")
+    assert shared.get("LayerNormalization", 0) >= 1 and shared.get("Softmax", 0) >= 1, shared
+    overflow = fp32_ops("overflow")
+    assert "LayerNormalization" not in overflow and "Softmax" not in overflow, overflow
+
+
+def test_islands_choice_per_device():
+    from vlc.targets.onnxruntime.gpu_path import CUDA_FP32_OPS, fp32_islands
+
+    assert fp32_islands({}, "cuda") == CUDA_FP32_OPS  # overflow is the CUDA default
+    assert fp32_islands({"islands": "overflow"}, "cpu") == CUDA_FP32_OPS
+    assert fp32_islands({}, "cpu") is None and fp32_islands({"islands": "all"}, "cuda") is None
+    assert not {"LayerNormalization", "Softmax", "ReduceMean"} & CUDA_FP32_OPS
 
 
 @pytest.mark.parametrize("option,value", [("fusions", "maybe"), ("islands", "some"), ("cuda_graph", "x"),
