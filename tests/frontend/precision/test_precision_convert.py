@@ -180,3 +180,20 @@ def test_fp32_is_an_unchanged_copy(graphs, tmp_path):
 def test_refuses_to_overwrite_its_source(graphs):
     with pytest.raises(InputError, match="overwrite"):
         convert(graphs["mlp"], "fp16", graphs["mlp"])
+
+
+def test_int8_check_runs_the_qdq_definition_not_fused_cpu_kernels(graphs, tmp_path):
+    """The int8 check must not depend on the CPU: ONNX Runtime's fused u8s8 kernels saturate on
+    AVX2 machines without VNNI, so the check runs DequantizeLinear -> fp32 op -> QuantizeLinear."""
+    import onnxruntime as ort
+
+    from vlc.frontend.precision.check import check_options
+
+    convert(graphs["mlp"], "int8", tmp_path / "q.onnx", calibration=_calibration("mlp"),
+            check_feeds=tm.generate("mlp", 4, seed=7))
+    options = check_options(tmp_path / "q.onnx")
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(tmp_path / "q.onnx"), options, providers=["CPUExecutionProvider"])
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
+    assert {"DequantizeLinear", "Gemm"} <= ops
+    assert not ops & {"QLinearMatMul", "MatMulInteger", "DynamicQuantizeMatMul", "QGemm"}, ops

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
-
-STANDINS = Path(__file__).resolve().parents[2] / "standins"
+from standin_env import STANDINS, standin_path
 
 
 @pytest.fixture
 def standins(monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("PATH", f"{STANDINS}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PATH", standin_path())
     monkeypatch.setenv("VLC_AIS_BENCH", str(STANDINS / "ais_bench_cli"))
     monkeypatch.delenv("VLC_ATC", raising=False)
     monkeypatch.setenv("STANDIN_CANN", "8")

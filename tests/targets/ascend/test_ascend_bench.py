@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from standin_env import standin_path
 
 from vlc.cli.app import main
 from vlc.records import RecordError, load_records, validate
@@ -22,8 +22,7 @@ MLP_FLOPS_PER_SAMPLE = 2 * (32 * 64 + 64 * 64 + 64 * 10)  # three Linear layers,
 
 def run_scripts(bundle: Path, standins: Path) -> None:
     # the scripts' python3 must be one with onnxruntime: this interpreter's
-    path = os.pathsep.join([str(standins), str(Path(sys.executable).parent), os.environ["PATH"]])
-    env = {**os.environ, "PATH": path, "VLC_AIS_BENCH": str(standins / "ais_bench_cli")}
+    env = {**os.environ, "PATH": standin_path(), "VLC_AIS_BENCH": str(standins / "ais_bench_cli")}
     for script in ("compile.sh", "run.sh", "profile.sh"):
         proc = subprocess.run(["bash", str(bundle / script)], env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

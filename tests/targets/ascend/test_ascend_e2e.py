@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from standin_env import standin_path
 
 from vlc.accuracy import compare_outputs, default_tolerance
 from vlc.cli.app import main
@@ -126,7 +127,7 @@ def test_emit_bundle_scripts_and_import(name, standins, tmp_path):
     bundle = emit_bundle(source, spec, tmp_path / "bundle")
     for script in ("compile.sh", "run.sh", "profile.sh"):
         assert os.access(bundle / script, os.X_OK)
-    env = {**os.environ, "PATH": f"{standins}:{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": standin_path()}
     for script in ("compile.sh", "run.sh", "profile.sh"):
         proc = subprocess.run(["bash", str(bundle / script)], env=env, capture_output=True, text=True,
                               timeout=600)
