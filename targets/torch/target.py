@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 from vlc.artifact import Artifact, BuildDir
@@ -10,7 +10,7 @@ from vlc.errors import CompileError, InputError, VlcError
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, CompileSource, OptionInfo, Session, Target, batch_range
-from vlc.timing import LatencyStats, ProfileResult, ProfileSettings, time_host_calls, variation_warning
+from vlc.timing import ProfileResult, ProfileSettings
 
 
 class TorchTarget(Target):
@@ -18,7 +18,9 @@ class TorchTarget(Target):
     summary = "PyTorch eager (or torch.compile) on CPU or CUDA; the baseline every target is compared to"
     precisions = (Precision.FP32, Precision.TF32, Precision.FP16, Precision.BF16)
     devices = ("cpu", "cuda")
-    options = {"mode": OptionInfo("eager (default) or compile (torch.compile at load time)", str, "eager")}
+    options = {"mode": OptionInfo("eager (default), compile, reduce-overhead (CUDA graphs; cuda only) or "
+                                  "max-autotune: torch.compile's modes, compiled per input shape with "
+                                  "static shapes", str, "eager")}
 
     def available(self) -> Availability:
         try:
@@ -37,12 +39,9 @@ class TorchTarget(Target):
 
     def validate_spec(self, spec: TargetSpec, signature: Signature) -> TargetSpec:
         spec = super().validate_spec(spec, signature)
-        from vlc.targets.torch.session import MODES
+        from vlc.targets.torch.session import check_mode
 
-        mode = spec.options.get("mode", "eager")
-        if mode not in MODES:
-            raise InputError(f"-O mode={mode} is not one of {', '.join(MODES)}",
-                             fix="use -O mode=eager or -O mode=compile")
+        check_mode(spec.options.get("mode", "eager"), spec.device)
         if spec.precision == Precision.TF32 and spec.device != "cuda":
             raise InputError("precision tf32 needs --device cuda (TF32 is a GPU tensor-core format)",
                              fix="use --device cuda, or --precision fp32 on the CPU")
@@ -73,7 +72,7 @@ class TorchTarget(Target):
         build.log(f"saved the state_dict of {model.ref} ({len(state)} tensors, {dtype}) as {WEIGHTS}")
         # Re-create the module exactly as `open` will, and run it once: a ref that cannot be
         # loaded again, or a precision the device cannot run, fails here rather than later.
-        module = load_module(model.ref, build.path / WEIGHTS, spec.device, spec.precision, "eager")
+        module = load_module(model.ref, build.path / WEIGHTS, spec.device, spec.precision)
         session = TorchSession(module, input_names, list(model.output_names), spec.device, spec.precision)
         allowed = batch_range(spec, source.signature)
         batch = spec.batch[1] if spec.batch else (allowed[0] if allowed else 1)
@@ -87,6 +86,8 @@ class TorchTarget(Target):
             raise CompileError(f"the model fails at {spec.precision.value} on {spec.device}: "
                                f"{type(exc).__name__}: {first}",
                                fix="try another --precision or --device") from None
+        finally:
+            session.close()
         build.log(f"checked: re-created from {model.ref} and ran batch {batch} on {spec.device}")
 
     def _open(self, artifact: Artifact) -> Session:
@@ -95,20 +96,10 @@ class TorchTarget(Target):
         spec = artifact.spec
         check_device(spec.device)
         extra = artifact.manifest["extra"]
-        module = load_module(extra["model_ref"], artifact.file("main"), spec.device, spec.precision,
-                             extra.get("mode", "eager"))
-        return TorchSession(module, extra["input_names"], extra["output_names"], spec.device, spec.precision)
+        module = load_module(extra["model_ref"], artifact.file("main"), spec.device, spec.precision)
+        return TorchSession(module, extra["input_names"], extra["output_names"], spec.device, spec.precision,
+                            extra.get("mode", "eager"))
 
     def _profile(self, artifact: Artifact, session: Session, feeds: Mapping[str, np.ndarray],
                  settings: ProfileSettings, batch: int) -> ProfileResult:
-        if artifact.spec.device != "cuda" or settings.include_transfers:
-            return super()._profile(artifact, session, feeds, settings, batch)
-        import torch
-
-        call: Any = session.compute_only(feeds)  # type: ignore[attr-defined]
-        samples = time_host_calls(call, settings, sync=torch.cuda.synchronize)
-        stats = LatencyStats.from_samples(samples)
-        return ProfileResult(batch=batch, latency=stats, includes_transfers=False, device="cuda",
-                             warnings=variation_warning(stats, "latency"),
-                             extra={"timing": "host clock around the forward call with "
-                                              "torch.cuda.synchronize; inputs already on the GPU"})
+        return session.profile(feeds, settings, batch)  # type: ignore[attr-defined]
