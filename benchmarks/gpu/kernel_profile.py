@@ -37,6 +37,7 @@ PATHS: dict[str, tuple[str, dict[str, Any], str]] = {
     "onnxruntime": ("onnxruntime", {}, "normalized"),
     "onnxruntime-raw": ("onnxruntime", {"fusions": False, "islands": "all"}, "raw"),
     "torch-compile": ("torch", {"mode": "compile"}, "normalized"),
+    "torch-max-autotune": ("torch", {"mode": "max-autotune"}, "normalized"),
     "torch-eager": ("torch", {}, "normalized"),
 }
 DEFAULT_BATCH = {"clip-vit-b32-image": 1024, "vilbert-vqa": 256, "mobilevit-s": 32}
@@ -236,9 +237,10 @@ def main() -> None:
                               "device": torch.cuda.get_device_name(0), "paths": {}}
     work = Path(".vlc/kernel-profile") / args.model
     for path in paths:
-        timed, profiled, facts = session_call(path, args.model, batch, work)
-        latency = median_ms(timed)
-        summary = summarize(kernel_times(profiled, args.runs), args.runs, latency)
+        with torch.inference_mode():  # as the torch target times: once around all of a path's calls
+            timed, profiled, facts = session_call(path, args.model, batch, work)
+            latency = median_ms(timed)
+            summary = summarize(kernel_times(profiled, args.runs), args.runs, latency)
         result["paths"][path] = {**facts, **summary}
         print(f"{path}: {latency:.2f} ms, kernels {summary['kernel_ms_per_run']:.2f} ms", flush=True)
         torch.cuda.empty_cache()
