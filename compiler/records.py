@@ -29,6 +29,7 @@ from vlc.errors import InputError
 SCHEMA = "vlc.bench.result"
 SCHEMA_VERSION = 1
 RECORD_SUFFIX = ".result.json"
+SIZE_MARK, FULL_SIZE = "@", "full"  # an example's size in its name: mobilevit-s@test (full: no mark)
 
 # ok: measured; unavailable: this machine cannot run the cell (reason says why);
 # failed: compile/run/profile raised (reason holds the one-line error);
@@ -87,8 +88,17 @@ class BenchRecord:
     schema_version: int = SCHEMA_VERSION
 
     @property
+    def model_id(self) -> str:
+        """The model with its size (`mobilevit-s@test`). Records written before the size was part
+        of `model` named a test-size example by its bare name; their `model_ref` still has it."""
+        base, sep, size = self.model_ref.partition(SIZE_MARK)
+        if sep and size and base == self.model and size != FULL_SIZE:
+            return self.model_ref
+        return self.model
+
+    @property
     def key(self) -> tuple[str, str, str, int, str]:
-        return (self.model, self.target, self.precision, self.batch, self.machine)
+        return (self.model_id, self.target, self.precision, self.batch, self.machine)
 
     @property
     def median_ms(self) -> float | None:

@@ -112,14 +112,33 @@ def _onnx_dtype_name(elem_type: int) -> str:
     return _ONNX_TO_NUMPY.get(elem_type, f"onnx:{elem_type}")
 
 
+def is_dynamic_dim(dim: Any) -> bool:
+    """Whether an onnx TensorShapeProto.Dimension is dynamic: named, unnamed, or negative.
+
+    paddle2onnx and some converters write dim_value -1 for a dynamic axis; it is no size.
+    """
+    return not dim.HasField("dim_value") or dim.dim_value < 0
+
+
+# dim_params that name nothing: '?' is paddle2onnx's and tf2onnx's "unknown", not a shared symbol
+UNNAMED_PARAMS = frozenset({"", "?"})
+
+
+def unnamed_dim(tensor: str, axis: int) -> str:
+    """The name given to an unnamed dynamic axis: `dim0` is shared (the batch of every input);
+    other axes are the tensor's own (two unnamed axes of different inputs are not the same size)."""
+    return "dim0" if axis == 0 else f"{tensor}.dim{axis}"
+
+
 def _value_sig(value: Any) -> TensorSig:
     ttype = value.type.tensor_type
     dims: list[Dim] = []
     for i, d in enumerate(ttype.shape.dim):
-        if d.HasField("dim_value"):
+        if not is_dynamic_dim(d):
             dims.append(int(d.dim_value))
         else:
-            dims.append(d.dim_param or f"dim{i}")
+            param = d.dim_param if d.HasField("dim_param") else ""
+            dims.append(unnamed_dim(value.name, i) if param in UNNAMED_PARAMS else param)
     return TensorSig(value.name, _onnx_dtype_name(ttype.elem_type), tuple(dims))
 
 

@@ -1,8 +1,9 @@
 """The Target plugin interface: public methods validate and time uniformly; backends fill `_impl`s.
 
-A backend subclasses Target, sets its class attributes and implements `_compile`, `_open`
-(and optionally `_profile`). Vendor SDKs are imported inside those methods only, so
-`vlc --help` and `vlc targets` work on machines without them.
+A backend subclasses Target, sets its class attributes and implements `_compile` and `_open`;
+the session `_open` returns runs and profiles the opened artifact (it holds the state a timing
+needs: the engine, the device buffers, the stream). Vendor SDKs are imported inside those
+methods only, so `vlc --help` and `vlc targets` work on machines without them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from vlc.errors import InputError, TargetUnavailable
 from vlc.model import InputSpec, ModelSource
 from vlc.signature import Signature, onnx_signature
 from vlc.spec import Precision, TargetSpec
-from vlc.timing import LatencyStats, ProfileResult, ProfileSettings, time_host_calls, variation_warning
+from vlc.timing import ProfileResult, ProfileSettings
 
 
 @dataclass
@@ -66,11 +67,17 @@ class OptionInfo:
 
 
 class Session(Protocol):
-    """An opened artifact: call `run` many times, then `close`."""
+    """An opened artifact: call `run` and `profile` many times, then `close`.
+
+    `profile` times calls at one batch size with vlc.timing's one method (the host clock,
+    synchronised after each call on a device) and says so in `extra["timing"]`."""
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
     def close(self) -> None: ...
+
+    def profile(self, feeds: Mapping[str, np.ndarray], settings: ProfileSettings,
+                batch: int) -> ProfileResult: ...
 
 
 class Target:
@@ -92,15 +99,6 @@ class Target:
 
     def _open(self, artifact: Artifact) -> Session:
         raise NotImplementedError
-
-    def _profile(self, artifact: Artifact, session: Session, feeds: Mapping[str, np.ndarray],
-                 settings: ProfileSettings, batch: int) -> ProfileResult:
-        """Host-timed loop; GPU backends override with device-side timing."""
-        samples = time_host_calls(lambda: session.run(feeds), settings)
-        stats = LatencyStats.from_samples(samples)
-        return ProfileResult(batch=batch, latency=stats, includes_transfers=True,
-                             device=artifact.spec.device,
-                             warnings=variation_warning(stats, "latency"))
 
     # ---- the uniform public interface ----------------------------------------------------
     def require_available(self) -> Availability:
@@ -179,22 +177,30 @@ class Target:
         self.require_available()
         return self._open(artifact)
 
-    def run(self, artifact: Artifact, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, artifact: Artifact, feeds: Mapping[str, np.ndarray], *,
+            session: Session | None = None) -> dict[str, np.ndarray]:
+        """Outputs of one call; in `session` when given (left open), else in a session of its own."""
         self.validate_feeds(artifact, feeds)
-        session = self.open(artifact)
+        if session is not None:
+            return session.profile(feeds, settings, batch)
+        opened = self.open(artifact)
         try:
             return session.run(feeds)
         finally:
-            session.close()
+            opened.close()
 
-    def profile(self, artifact: Artifact, feeds: Mapping[str, np.ndarray],
-                settings: ProfileSettings) -> ProfileResult:
-        batch = self.validate_feeds(artifact, feeds)
-        session = self.open(artifact)
+    def profile(self, artifact: Artifact, feeds: Mapping[str, np.ndarray], settings: ProfileSettings, *,
+                session: Session | None = None) -> ProfileResult:
+        """Timings at the feeds' batch size; in `session` when given (left open: a sweep loads
+        the artifact once), else in a session of its own."""
+        opened = self.open(artifact)
         try:
-            return self._profile(artifact, session, feeds, settings, batch)
+            return opened.run(feeds)
+        batch = self.validate_feeds(artifact, feeds)
+        if session is not None:
+            return opened.profile(feeds, settings, batch)
         finally:
-            session.close()
+            opened.close()
 
 
 def batch_range(spec: TargetSpec, signature: Signature) -> list[int] | None:

@@ -17,34 +17,38 @@ def is_torch_ref(ref: str | None) -> bool:
 
 def torch_reference(ref: str, feeds: Mapping[str, np.ndarray], weights: str | None = None
                     ) -> dict[str, np.ndarray]:
-    """The original PyTorch model (with the weights it was compiled with), eager fp32 on the CPU."""
+    """The original PyTorch model (with the weights it was compiled with), true fp32 on the CPU."""
     from vlc.frontend.loader import load_model
+    from vlc.measure import REFERENCE_TORCH, reference_outputs
     from vlc.model import ModelSource
-    from vlc.spec import Precision
-    from vlc.targets.torch.session import TorchSession
 
     source = load_model(ref, weights=weights)
     if not isinstance(source, ModelSource):
         raise InputError(f"--reference torch needs a PyTorch model; the artifact was built from {ref}",
                          fix="use --reference onnx")
-    session = TorchSession(source.module.eval(), [s.name for s in source.inputs], list(source.output_names),
-                           "cpu", Precision.FP32)
-    try:
-        return session.run(feeds)
-    finally:
-        session.close()
+    return reference_outputs(REFERENCE_TORCH, source, feeds)
 
 
 def onnx_reference(artifact: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The normalized source graph in ONNX Runtime on the CPU, fp32."""
-    from vlc.targets.onnxruntime.session import run_onnx_cpu
+    from vlc.measure import REFERENCE_ONNX, reference_outputs
 
     onnx_path = Path(artifact.manifest.get("source", {}).get("onnx") or "")
     if not onnx_path.is_file():
         raise InputError(f"the artifact's source graph {onnx_path} no longer exists",
                          where=str(artifact.path),
                          fix="recompile with `vlc compile ... --force`, or use --reference torch")
-    return run_onnx_cpu(onnx_path, feeds)
+    return reference_outputs(REFERENCE_ONNX, onnx_path, feeds)
+
+
+def cosine_text(value: Any) -> Any:
+    """A cosine with 8 significant digits: 0.99998 must read apart from a 0.99999 threshold."""
+    return f"{value:.8g}" if isinstance(value, float) and value == value else value
+
+
+def table_view(accuracy: dict[str, Any]) -> dict[str, Any]:
+    """The accuracy report for the table: cosines written out in full, the rest as they are."""
+    return {**accuracy, "outputs": [{**o, "cosine": cosine_text(o["cosine"])} for o in accuracy["outputs"]]}
 
 
 def resolve_reference(reference: str | None, artifact: Any) -> str:
@@ -118,7 +122,7 @@ def register(app: typer.Typer) -> None:
         else:
             tol = ", ".join(f"{k} {v}" for k, v in tolerance.to_json().items() if v is not None)
             print_accuracy(f"{artifact.target} {summary['precision']} ({artifact.path}) vs {label}; "
-                           f"tolerance: {tol}", report.to_json())
+                           f"tolerance: {tol}", table_view(report.to_json()))
         if not report.passed:
             failing = [o for o in report.outputs if not o.passed]
             detail = "; ".join(f"{o.name}: {o.reason}" for o in failing[:3])

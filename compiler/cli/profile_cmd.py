@@ -44,7 +44,7 @@ def timing_settings(warmup: int, iterations: int | None, duration: float | None,
 
 def artifact_flops(artifact: Any, batch: int) -> Any:
     """FLOPs of the artifact's source graph at `batch` (None when that graph is not on this machine)."""
-    from vlc.bench.runner import flop_count
+    from vlc.measure import flop_count
 
     return flop_count(artifact.manifest.get("source", {}).get("onnx"), batch)
 
@@ -58,27 +58,20 @@ def artifact_model_name(artifact: Any) -> str:
     return path.parent.name if path.stem == "model" and path.parent.name else path.stem
 
 
-def make_record(artifact: Any, result: Any, settings: Any, env: dict[str, Any], machine: str) -> Any:
-    """One vlc.records.BenchRecord per (model, target, precision, batch, machine)."""
-    from dataclasses import asdict
-
-    from vlc.environment import device_name
-    from vlc.records import BenchRecord
+def artifact_record(artifact: Any, result: Any, settings: Any, env: dict[str, Any], machine: str) -> Any:
+    """The record of one profiled batch (vlc.measure.make_record), with FLOPs and share of peak."""
+    from vlc.measure import make_record, profile_settings
 
     manifest = artifact.manifest
-    data = result.to_json()
-    return BenchRecord(
+    return make_record(
         model=artifact_model_name(artifact), target=artifact.target, precision=manifest["precision"],
         batch=result.batch, machine=machine, status="ok",
         source_hash=manifest.get("cache", {}).get("source_hash", "") or "unknown",
-        model_ref=str(manifest.get("source", {}).get("ref") or ""), device=artifact.spec.device,
-        device_name=device_name(env, artifact.spec.device), latency_ms=data["latency_ms"],
-        throughput_per_s=data["throughput_per_s"], includes_transfers=result.includes_transfers,
-        settings={**asdict(settings), "command": "vlc profile", "breakdown_ms": data["breakdown_ms"],
-                  "extra": data["extra"]},
+        model_ref=str(manifest.get("source", {}).get("ref") or ""), device=artifact.spec.device, env=env,
+        settings=profile_settings(settings, command="vlc profile", extra=result.to_json()["extra"]),
         artifact={"path": str(artifact.path), "preset": manifest.get("preset"), "spec": manifest.get("spec"),
                   "tool_versions": manifest.get("tool_versions"), "cache": manifest.get("cache")},
-        warnings=list(result.warnings), environment=env)
+        result=result, flops=artifact_flops(artifact, result.batch))
 
 
 def write_records(path: Path, records: list[Any]) -> list[Path]:
@@ -113,7 +106,6 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the records as JSON."),
     ) -> None:
         """Measure latency (min/mean/median/p90/p95/p99) and throughput over a batch sweep."""
-        from vlc.bench.runner import fill_timing
         from vlc.cli.run_cmd import open_artifact
         from vlc.inputs import artifact_inputs, check_batch, default_batch
 
@@ -130,12 +122,9 @@ def register(app: typer.Typer) -> None:
                 for b in batches:
                     bar.update(bar.task_ids[0], description=f"profiling {artifact.path.name}, batch {b}")
                     feeds = artifact_inputs(artifact, batch=b, seed=seed)
-                    checked = target.validate_feeds(artifact, feeds)
-                    result = target._profile(artifact, session, feeds, settings, checked)
+                    result = target.profile(artifact, feeds, settings, session=session)
                     results.append(result)
-                    records.append(make_record(artifact, result, settings, env, machine or env["host"]))
-                    # FLOPs per sample and share of the device's peak, as `vlc bench` records them
-                    fill_timing(records[-1], result, artifact_flops(artifact, b), env)
+                    records.append(artifact_record(artifact, result, settings, env, machine or env["host"]))
         finally:
             session.close()
         written = write_records(record, records) if record is not None else []
@@ -149,7 +138,9 @@ def register(app: typer.Typer) -> None:
                  r.latency.p99, r.latency.cv, r.throughput, r.latency.count, r.includes_transfers]
                 for r in results]
         console.table(f"{artifact.target} {artifact.manifest['precision']} on {artifact.spec.device} "
-                      f"({artifact.path}); latency in ms per call, {note}",
+                      f"({artifact.path}); latency in ms per call, {note}"
+                      + "".join(f"; timed by the {t}" for t in sorted({str(r.extra.get("timing") or "")
+                                                                         for r in results} - {""})),
                       ["batch", "min", "mean", "median", "p90", "p95", "p99", "cv", "samples/s",
                        "iterations", "transfers"], rows)
         versions = ", ".join(f"{k} {v}" for k, v in env["target_versions"].items())
@@ -161,3 +152,5 @@ def register(app: typer.Typer) -> None:
         if record is not None:
             console.out.print(f"wrote {len(records)} record(s) to {record}"
                               f"{'' if written == [record] else f' ({len(written)} files)'}", highlight=False)
+            if r.extra.get("trtexec_summary"):  # TensorRT's results also in trtexec's own format
+                console.err.print(f"batch {r.batch}:\n{r.extra['trtexec_summary']}", highlight=False)

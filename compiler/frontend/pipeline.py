@@ -19,6 +19,7 @@ from vlc.errors import ExportError
 from vlc.frontend.builtin_passes import DEFAULT_PASSES
 from vlc.frontend.export import export_model, save_model
 from vlc.frontend.loader import load_model
+from vlc.frontend.onnx_input import normalize_onnx_input
 from vlc.frontend.passes import count_nodes, run_passes
 from vlc.frontend.simplify import simplify
 from vlc.model import InputSpec, ModelSource, named_outputs, specs_from_signature
@@ -82,6 +83,7 @@ def _normalize(loaded: ModelSource | Path, ref: str, options: FrontendOptions,
         stage("export", model, start, report)
     else:
         model = ir.load(str(loaded))
+        model, report["onnx_input"] = normalize_onnx_input(model)  # IR 3, opset < 7, -1 dims
         report["exporter"] = None
         stage("load", model, start, report)
     if options.simplify:

@@ -45,18 +45,11 @@ def check_options(model: str | Path | onnx.ModelProto):
     return options
 
 
-def _session(model: str | Path | onnx.ModelProto):
-    import onnxruntime as ort
-
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    return ort.InferenceSession(source, check_options(model), providers=["CPUExecutionProvider"])
-
-
 def run_onnx(model: str | Path | onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run a graph on ONNX Runtime's CPU provider; outputs by name."""
-    session = _session(model)
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, dict(feeds))))
+    """Run a graph on ONNX Runtime's CPU provider (vlc.measure's CPU runner); outputs by name."""
+    from vlc.measure import onnx_cpu_outputs
+
+    return onnx_cpu_outputs(model, feeds, options=check_options(model))
 
 
 def emulate_bf16(model: onnx.ModelProto) -> onnx.ModelProto:
