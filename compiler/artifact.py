@@ -7,7 +7,6 @@ that looks valid. An existing artifact is reused when source hash, spec and vlc 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,11 +14,12 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 import vlc
 from vlc.errors import InputError
+from vlc.onnx_files import copy_onnx, external_data_locations, file_sha256, onnx_sha256
 from vlc.signature import Signature
 from vlc.spec import TargetSpec
 
@@ -27,26 +27,35 @@ MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = 1
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def graph_hash(onnx_path: Path) -> str:
-    """Hash of an ONNX file and its external-data files (the source-graph identity)."""
-    digest = hashlib.sha256(file_sha256(onnx_path).encode())
-    for sidecar in sorted(onnx_path.parent.glob(onnx_path.name + ".data*")):
-        digest.update(file_sha256(sidecar).encode())
-    return digest.hexdigest()
+    """Hash of an ONNX file and every external-data file it references (the source-graph identity)."""
+    return onnx_sha256(Path(onnx_path))
+
+
+def listed_files(root: Path, files: dict[str, str]) -> list[str]:
+    """The manifest's files plus the external-data files of the ONNX graphs among them."""
+    names = dict.fromkeys(files.values())
+    for name in files.values():
+        if name.lower().endswith(".onnx") and (root / name).is_file():
+            try:
+                locations = external_data_locations(root / name)
+            except Exception:  # noqa: BLE001 - an unreadable graph fails its own hash check
+                locations = []
+            for location in locations:
+                names.setdefault(str(PurePosixPath(name).parent / location))
+    return [str(PurePosixPath(n)) for n in names]
+
+
+def files_sha256(root: Path, files: dict[str, str]) -> dict[str, str]:
+    """sha256 of every listed file that exists (a target may list a file it did not need to write)."""
+    return {name: file_sha256(root / name) for name in listed_files(root, files) if (root / name).is_file()}
 
 
 @dataclass
 class Artifact:
     path: Path
     manifest: dict[str, Any]
+    note: str | None = None  # why an existing artifact in this place was not reused (not stored)
 
     @property
     def target(self) -> str:
@@ -106,14 +115,56 @@ def cache_key(source_hash: str, spec: TargetSpec) -> dict[str, str]:
     return {"source_hash": source_hash, "spec_key": spec.key(), "vlc_version": vlc.__version__}
 
 
-def find_reusable(out_dir: Path, key: dict[str, str]) -> Artifact | None:
+def find_reusable(out_dir: Path, key: dict[str, str]) -> tuple[Artifact | None, str | None]:
+    """(the artifact, None) when it can be reused, else (None, why not); (None, None) when there is none."""
+    out_dir = Path(out_dir)
+    if not (out_dir / MANIFEST).is_file():
+        return None, None
+    rebuilt = f"{out_dir} is rebuilt"
     try:
         artifact = Artifact.load(out_dir)
-    except InputError:
-        return None
-    if all(artifact.manifest.get("cache", {}).get(k) == v for k, v in key.items()):
-        return artifact
+    except InputError as exc:
+        return None, f"{rebuilt}: its manifest is unusable ({exc.what})"
+    cache = artifact.manifest.get("cache") or {}
+    if changed := [k for k, v in key.items() if cache.get(k) != v]:
+        return None, f"{rebuilt}: {', '.join(_KEY_WORDS.get(k, k) for k in changed)} changed"
+    damage = files_damage(artifact)
+    return (artifact, None) if damage is None else (None, f"{rebuilt}: {damage}")
+
+
+_KEY_WORDS = {"source_hash": "the source graph", "spec_key": "the target options", "vlc_version": "vlc's version"}
+
+
+def files_damage(artifact: Artifact) -> str | None:
+    """What is wrong with the artifact's files (missing, or not the bytes it was built with), or None."""
+    recorded = artifact.manifest.get("files_sha256")
+    if not isinstance(recorded, dict):
+        return "its manifest records no file hashes"
+    for name, sha in recorded.items():
+        path = artifact.path / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if file_sha256(path) != sha:
+            return f"{name} was modified after the build"
     return None
+
+
+SOURCE_GRAPH = "source.onnx"
+
+
+def keep_source_graph(build: BuildDir, source_onnx: Path, source_hash: str) -> str:
+    """The artifact's own copy of its fp32 source graph (for `vlc compare --reference onnx`), by file name.
+
+    A graph the target wrote unchanged (onnxruntime fp32) serves as it is; otherwise source.onnx is
+    copied in, so the artifact never points into the front-end cache and can be moved or copied.
+    """
+    for name in list(build.files.values()):
+        if name.lower().endswith(".onnx") and (build.path / name).is_file() \
+                and onnx_sha256(build.path / name) == source_hash:
+            return name
+    copy_onnx(Path(source_onnx), build.path / SOURCE_GRAPH)
+    build.files["source_graph"] = SOURCE_GRAPH
+    return SOURCE_GRAPH
 
 
 @contextmanager
@@ -132,7 +183,8 @@ def building(out_dir: Path) -> Iterator[BuildDir]:
 def finalize(build: BuildDir, out_dir: Path, manifest: dict[str, Any]) -> Artifact:
     """Write the manifest last, then swap the build directory into place."""
     manifest = {"schema": MANIFEST_SCHEMA, **manifest,
-                "files": build.files, "build_log": build.log_path.name if build.log_path.exists() else None,
+                "files": build.files, "files_sha256": files_sha256(build.path, build.files),  # checked on reuse
+                "build_log": build.log_path.name if build.log_path.exists() else None,
                 "tool_versions": build.tool_versions, "extra": build.extra,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     manifest_tmp = build.path / (MANIFEST + ".tmp")

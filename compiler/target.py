@@ -16,7 +16,8 @@ from typing import Any, ClassVar, Mapping, Protocol
 import numpy as np
 
 import vlc
-from vlc.artifact import Artifact, BuildDir, building, cache_key, finalize, find_reusable, graph_hash
+from vlc.artifact import (Artifact, BuildDir, building, cache_key, finalize, find_reusable, graph_hash,
+                          keep_source_graph)
 from vlc.errors import InputError, TargetUnavailable
 from vlc.model import InputSpec, ModelSource
 from vlc.signature import Signature, onnx_signature
@@ -142,21 +143,25 @@ class Target:
         self.validate_spec(spec, signature)
         status = self.require_available()
         key = cache_key(graph_hash(source.onnx_path), spec)
-        if not force and (reused := find_reusable(Path(out_dir), key)):
+        reused, note = (None, None) if force else find_reusable(Path(out_dir), key)
+        if reused is not None:
             return reused
         with building(Path(out_dir)) as build:
             build.tool_versions.update(status.versions)
             start = time.perf_counter()
             self._compile(source, spec, build)
             seconds = time.perf_counter() - start
-            return finalize(build, Path(out_dir), {
+            source_graph = keep_source_graph(build, source.onnx_path, key["source_hash"])
+            artifact = finalize(build, Path(out_dir), {
                 "target": self.name, "preset": spec.preset, "precision": spec.precision.value,
                 "spec": spec.to_json(), "signature": signature.to_json(),
                 "batch_range": batch_range(spec, signature), "source": {
-                    "ref": source.ref, "onnx": str(Path(source.onnx_path).resolve()),
+                    "ref": source.ref, "onnx": source_graph, "hash": key["source_hash"],
                     "weights": (source.frontend.get("options") or {}).get("weights"),
                     "input_specs": [s.to_json() for s in source.input_specs]},
                 "cache": key, "vlc_version": vlc.__version__, "build_seconds": round(seconds, 3)})
+            artifact.note = note  # why the artifact that was there is not reused
+            return artifact
 
     def check_artifact(self, artifact: Artifact) -> None:
         if artifact.target != self.name:

@@ -1,8 +1,11 @@
-"""Shared fixtures: a per-test front-end cache and the CLI entry point."""
+"""Shared fixtures: a per-session front-end cache and the CLI entry point."""
 
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,10 +27,30 @@ def model_ref(factory: str) -> str:
     return f"{MODELS}:{factory}"
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    # One cache per test session: exports are reused across tests but never leak between runs.
-    monkeypatch.setenv("VLC_CACHE", str(tmp_path_factory.getbasetemp() / "vlc-cache"))
+_SAVED_ENV: dict[str, str | None] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One front-end cache per test session, set before any fixture (of any scope) or import runs.
+
+    Exports are reused across the tests of a run but never leak between runs, and nothing is
+    written into the checkout or the user's own cache.
+    """
+    cache = Path(tempfile.mkdtemp(prefix="vlc-test-cache-"))
+    _SAVED_ENV["VLC_CACHE"] = os.environ.get("VLC_CACHE")
+    _SAVED_ENV["_dir"] = str(cache)
+    os.environ["VLC_CACHE"] = str(cache)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if "_dir" not in _SAVED_ENV:
+        return
+    shutil.rmtree(_SAVED_ENV.pop("_dir"), ignore_errors=True)
+    previous = _SAVED_ENV.pop("VLC_CACHE")
+    if previous is None:
+        os.environ.pop("VLC_CACHE", None)
+    else:
+        os.environ["VLC_CACHE"] = previous
 
 
 @pytest.fixture

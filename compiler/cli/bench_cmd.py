@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         graph: str = typer.Option("normalized", "--graph", help="normalized (default): the front end's graph; "
                                   "raw: the plain exporter output (no simplifier, no passes), its targets "
                                   "labelled NAME@raw."),
-        cache_dir: Optional[Path] = typer.Option(None, help="Front-end cache (default: $VLC_CACHE or .vlc/cache)."),
+        cache_dir: Optional[Path] = typer.Option(None, help="Front-end cache (default: $VLC_CACHE, else ~/.cache/vlc)."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary of the cells."),
     ) -> None:
         """Export once, compile each target x precision, check accuracy, profile every batch size."""

@@ -33,7 +33,8 @@ def onnx_reference(artifact: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, 
     """The normalized source graph in ONNX Runtime on the CPU, fp32."""
     from vlc.measure import REFERENCE_ONNX, reference_outputs
 
-    onnx_path = Path(artifact.manifest.get("source", {}).get("onnx") or "")
+    recorded = artifact.manifest.get("source", {}).get("onnx")
+    onnx_path = Path(artifact.path) / recorded if recorded else Path(artifact.path) / "source.onnx"
     if not onnx_path.is_file():
         raise InputError(f"the artifact's source graph {onnx_path} no longer exists",
                          where=str(artifact.path),

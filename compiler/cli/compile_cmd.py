@@ -109,6 +109,9 @@ def register(app: typer.Typer) -> None:
         before = _manifest_stamp(out_dir)
         with console.progress(f"compiling {model_name(source)} for {backend.name} ({spec.precision.value})"):
             artifact = backend.compile(source, spec, out_dir, force=force)
+        for note in (source.frontend.get("cache_note"), getattr(artifact, "note", None)):
+            if note:  # why a cached graph or an existing artifact was not reused
+                console.info(note)
         reused = before is not None and before == _manifest_stamp(out_dir)
         summary = {
             "artifact": str(artifact.path), "target": artifact.target, "precision": artifact.manifest["precision"],

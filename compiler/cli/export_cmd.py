@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,6 +24,8 @@ def frontend_options(exporter: str, opset: Optional[int], passes: Optional[str],
 
 def print_frontend_report(report: dict[str, Any]) -> None:
     """Node counts per stage and pass, and the parity table."""
+    if report.get("cache_note"):
+        console.info(report["cache_note"])
     if report.get("reused"):
         console.info("front end: reused the cached normalized graph")
     rows = [[s["name"], s["nodes"], s["seconds"]] for s in report.get("stages", [])]
@@ -47,29 +46,12 @@ def print_accuracy(title: str, accuracy: dict[str, Any]) -> None:
 
 
 def copy_graph(src: Path, dst: Path) -> None:
-    """Copy an ONNX file and its external data atomically next to `dst`."""
+    """Copy an ONNX file and all its external data to `dst` (the .onnx file last, atomically)."""
+    from vlc.onnx_files import copy_onnx
+
     if dst.suffix.lower() != ".onnx":
         raise InputError(f"output {dst} does not end in .onnx", fix="name the output file *.onnx")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    try:
-        for sidecar in sorted(src.parent.glob(src.name + ".data*")):
-            shutil.copy2(sidecar, dst.parent / (dst.name + sidecar.name[len(src.name):]))
-        if any(src.parent.glob(src.name + ".data*")):
-            # external data is referenced by file name: rewrite the locations for the new name
-            import onnx
-
-            proto = onnx.load(str(src), load_external_data=False)
-            for init in proto.graph.initializer:
-                for entry in init.external_data:
-                    if entry.key == "location":
-                        entry.value = dst.name + entry.value[len(src.name):]
-            onnx.save(proto, str(tmp / dst.name))
-        else:
-            shutil.copy2(src, tmp / dst.name)
-        os.replace(tmp / dst.name, dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    copy_onnx(src, dst)
 
 
 def register(app: typer.Typer) -> None:

@@ -46,7 +46,8 @@ def artifact_flops(artifact: Any, batch: int) -> Any:
     """FLOPs of the artifact's source graph at `batch` (None when that graph is not on this machine)."""
     from vlc.measure import flop_count
 
-    return flop_count(artifact.manifest.get("source", {}).get("onnx"), batch)
+    recorded = artifact.manifest.get("source", {}).get("onnx")  # relative to the artifact
+    return flop_count(Path(artifact.path) / recorded if recorded else None, batch)
 
 
 def artifact_model_name(artifact: Any) -> str:

@@ -134,12 +134,29 @@ def model_bytes(model: Any) -> int:
 
 
 def save_model(model: Any, path: Path) -> Path:
-    """Save an onnx_ir Model; weights go to external data past 2 GB (protobuf's limit)."""
+    """Save an onnx_ir Model self-contained: weights inline, or in `<name>.onnx.data` past 2 GB.
+
+    A model loaded from a file with external data still points at that file's data (any relative
+    location); saving it elsewhere as it is would leave those references dangling, so the data
+    is always written anew next to `path`.
+    """
     import onnx_ir as ir
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    _load_external_attributes(model)  # external_data= below moves initializers only
     if model_bytes(model) >= TWO_GB:
         ir.save(model, path, external_data=path.name + ".data")
     else:
+        ir.external_data.load_to_model(model)
         ir.save(model, path)
     return path
+
+
+def _load_external_attributes(model: Any) -> None:
+    """Tensor attributes (Constant nodes) with external data, read into memory: load_to_model skips them."""
+    import onnx_ir as ir
+
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        for name, attr in list(node.attributes.items()):
+            if attr.type == ir.AttributeType.TENSOR and isinstance(attr.value, ir.ExternalTensor):
+                node.attributes[name] = ir.AttrTensor(name, ir.Tensor(attr.value.numpy(), name=attr.value.name))

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import re
 import shutil
+import sys
+import sysconfig
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -15,7 +18,8 @@ from typing import Any
 
 import vlc
 from vlc.accuracy import AccuracyReport, compare_outputs, default_tolerance
-from vlc.errors import ExportError
+from vlc.artifact import graph_hash
+from vlc.errors import ExportError, InputError
 from vlc.frontend.builtin_passes import DEFAULT_PASSES
 from vlc.frontend.export import export_model, save_model
 from vlc.frontend.loader import load_model
@@ -23,17 +27,26 @@ from vlc.frontend.onnx_input import normalize_onnx_input
 from vlc.frontend.passes import count_nodes, run_passes
 from vlc.frontend.simplify import simplify
 from vlc.model import InputSpec, ModelSource, named_outputs, specs_from_signature
+from vlc.onnx_files import external_data_locations, file_sha256
 from vlc.signature import onnx_signature
 from vlc.spec import Precision
 from vlc.target import CompileSource
 
 META_REF = "vlc.ref"
 META_INPUT_SPECS = "vlc.input_specs"
+MODEL_HASH = "model_sha256"  # frontend.json: the hash of model.onnx and its data
 
 
 def default_cache_dir() -> Path:
-    """Where normalized graphs are cached: $VLC_CACHE, else .vlc/cache under the working directory."""
-    return Path(os.environ.get("VLC_CACHE", ".vlc/cache"))
+    """Where normalized graphs are cached: $VLC_CACHE, else $XDG_CACHE_HOME/vlc, else ~/.cache/vlc.
+
+    A user cache, never the working directory: a checkout or a project folder stays clean.
+    """
+    if os.environ.get("VLC_CACHE"):
+        return Path(os.environ["VLC_CACHE"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "vlc"
+    return Path.home() / ".cache" / "vlc"
 
 
 @dataclass(frozen=True)
@@ -58,16 +71,46 @@ def prepare(ref: str, cache_dir: Path | None = None,
     identity = _identity(loaded, options)
     out_dir = Path(cache_dir) / f"{_safe(ref)}-{identity[:16]}"
     onnx_path = out_dir / "model.onnx"
-    report_path = out_dir / "frontend.json"
-    if report_path.is_file() and onnx_path.is_file():
-        report = json.loads(report_path.read_text())
-        report["reused"] = True
-    else:
+    report, note = _cached_report(out_dir)
+    if report is None:
         report = _normalize(loaded, ref, options, out_dir)
+        if note:
+            report["cache_note"] = note
     model = loaded if isinstance(loaded, ModelSource) else None
     specs = model.inputs if model else _specs_from_graph(onnx_path)
     return CompileSource(onnx_path=onnx_path, ref=ref, input_specs=list(specs), model=model,
                          frontend=report)
+
+
+def _cached_report(out_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The report of a cache entry that is intact, else (None, why it is not reused; None if absent)."""
+    import onnx
+
+    onnx_path, report_path = out_dir / "model.onnx", out_dir / "frontend.json"
+    if not out_dir.exists():
+        return None, None
+    where = f"the cached graph in {out_dir} is rebuilt"
+    if missing := [p.name for p in (report_path, onnx_path) if not p.is_file()]:
+        verb = "is" if len(missing) == 1 else "are"  # an interrupted or pruned entry
+        return None, f"{where}: {' and '.join(missing)} {verb} missing"
+    try:
+        report = json.loads(report_path.read_text())
+        recorded = report.get(MODEL_HASH) if isinstance(report, dict) else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"{where}: frontend.json is unreadable ({type(exc).__name__})"
+    if not recorded:
+        return None, f"{where}: frontend.json records no hash of model.onnx"
+    try:
+        onnx.load(str(onnx_path), load_external_data=False)
+        intact = graph_hash(onnx_path) == recorded
+    except InputError as exc:
+        return None, f"{where}: {exc.what}"
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several types for a corrupt file
+        return None, f"{where}: model.onnx is unreadable ({type(exc).__name__})"
+    if not intact:
+        return None, f"{where}: model.onnx does not match its recorded hash"
+    report["reused"] = True
+    return report, None
 
 
 def _normalize(loaded: ModelSource | Path, ref: str, options: FrontendOptions,
@@ -107,6 +150,7 @@ def _normalize(loaded: ModelSource | Path, ref: str, options: FrontendOptions,
                 failing = "; ".join(f"{o.name}: {o.reason}" for o in parity.outputs if not o.passed)
                 raise ExportError(f"the exported graph of {ref} disagrees with PyTorch: {failing}",
                                   fix="rerun with --exporter torchscript, or --no-parity to inspect it")
+        report[MODEL_HASH] = graph_hash(onnx_path)  # checked before the entry is reused
         (tmp / "frontend.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -126,7 +170,7 @@ def check_and_infer(onnx_path: Path) -> dict[str, Any]:
     """onnx.checker plus strict-free shape inference written back into the file."""
     import onnx
 
-    external = any(onnx_path.parent.glob(onnx_path.name + ".data*"))
+    external = bool(external_data_locations(onnx_path))
     try:
         if external:
             onnx.checker.check_model(str(onnx_path), full_check=False)
@@ -179,22 +223,94 @@ def _pass_names(options: FrontendOptions) -> tuple[str, ...]:
 
 
 def _identity(loaded: ModelSource | Path, options: FrontendOptions) -> str:
+    """Everything the normalized graph depends on: a change in any of it is a new cache entry."""
     digest = hashlib.sha256(options.key().encode())
     digest.update(vlc.__version__.encode())
     digest.update(",".join(_pass_names(options)).encode())  # a changed default set is a new graph
+    _hash_files(digest, frontend_code_files())  # an edited pass or exporter step is a new graph
     if isinstance(loaded, Path):
-        from vlc.artifact import graph_hash
-
         digest.update(graph_hash(loaded).encode())
     else:
         import torch
 
+        digest.update(json.dumps(library_versions(), sort_keys=True).encode())
         digest.update(type(loaded.module).__qualname__.encode())
+        _hash_files(digest, model_code_files(loaded))  # editing forward() must not reuse the old graph
         digest.update(json.dumps([s.to_json() for s in loaded.inputs] + loaded.output_names).encode())
+        digest.update(json.dumps(loaded.metadata.get("config"), sort_keys=True, default=str).encode())
         for name, tensor in loaded.module.state_dict().items():
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def _hash_files(digest: Any, files: list[Path]) -> None:
+    for path in files:  # by name and content: a moved checkout keeps its cache
+        digest.update(path.name.encode() + b"\0" + file_sha256(path).encode())
+
+
+def frontend_code_files() -> list[Path]:
+    """vlc's own front-end code (vlc.frontend and vlc.model)."""
+    import vlc.frontend
+    import vlc.model
+
+    package = Path(vlc.frontend.__file__).resolve().parent
+    return sorted({*package.rglob("*.py"), Path(vlc.model.__file__).resolve()})
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed libraries that shape an exported graph; their code is covered by their version."""
+    from importlib import metadata
+
+    import torch
+
+    versions: dict[str, str | None] = {"torch": torch.__version__}
+    for name in ("transformers", "onnx", "onnxscript", "onnx-ir", "onnxsim"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def model_code_files(source: ModelSource) -> list[Path]:
+    """The model's own source files: the factory's file and the file of every class in the module tree.
+
+    Classes from the standard library and installed packages are left out: their version is hashed.
+    """
+    files = set()
+    if factory_file := _factory_file(source.ref):
+        files.add(factory_file)
+    for module in source.module.modules():
+        try:
+            path = inspect.getsourcefile(type(module))
+        except (TypeError, OSError):  # a builtin or a class made at run time: its qualname is hashed
+            continue
+        if path and not _installed(Path(path)) and Path(path).is_file():
+            files.add(Path(path).resolve())
+    return sorted(files)
+
+
+def _factory_file(ref: str) -> Path | None:
+    """The file of `file.py:factory`, or the module file of `package.module:factory`."""
+    target, sep, _ = ref.rpartition(":")
+    if not sep or not target:
+        return None
+    if target.endswith(".py"):
+        path = Path(target)
+    else:
+        module = sys.modules.get(target)
+        path = Path(module.__file__) if module is not None and getattr(module, "__file__", None) else None
+    return path.resolve() if path is not None and path.is_file() else None
+
+
+def _installed(path: Path) -> bool:
+    """Part of the standard library or an installed package (site-packages / dist-packages)."""
+    resolved = path.resolve()
+    if {"site-packages", "dist-packages"} & set(resolved.parts):
+        return True
+    roots = {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib")}
+    return any(resolved.is_relative_to(Path(root).resolve()) for root in roots)
 
 
 def _specs_from_graph(onnx_path: Path) -> list[InputSpec]:

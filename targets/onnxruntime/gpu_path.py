@@ -137,8 +137,10 @@ def apply_fusions(onnx_path: Path, passes: tuple[str, ...]) -> dict[str, int]:
 
     from vlc.frontend.builtin_passes import ort_fusions_counted
     from vlc.frontend.export import save_model
+    from vlc.onnx_files import external_data_files
     from vlc.targets.onnxruntime.cuda_rewrites import RULES
 
+    before = external_data_files(onnx_path)
     model = ir.load(str(onnx_path))
     counts: dict[str, int] = {}
     for name in passes:
@@ -151,9 +153,9 @@ def apply_fusions(onnx_path: Path, passes: tuple[str, ...]) -> dict[str, int]:
             if fired:
                 counts[name] = int(fired)
             common_passes.RemoveUnusedNodesPass()(model)
-    for sidecar in onnx_path.parent.glob(onnx_path.name + ".data*"):
-        sidecar.unlink()  # rewritten below; a stale file would be read instead of the new weights
     save_model(model, onnx_path)
+    for sidecar in set(before) - set(external_data_files(onnx_path)):
+        sidecar.unlink()  # data the rewritten graph no longer references
     return counts
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 from vlc.errors import InputError, VlcError, first_line
+from vlc.onnx_files import copy_onnx, external_data_locations
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 _ORT_TYPES = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(double)": np.float64}
@@ -55,33 +55,13 @@ def session_options(options: Mapping[str, Any], *, optimized_path: Path | None =
 
 def external_data_files(onnx_path: Path) -> list[str]:
     """Relative locations of the external-data files an ONNX file refers to."""
-    import onnx
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
-
-    proto = onnx.load(str(onnx_path), load_external_data=False)
-    locations = set()
-    for tensor in _get_all_tensors(proto):
-        if uses_external_data(tensor):
-            for entry in tensor.external_data:
-                if entry.key == "location":
-                    locations.add(entry.value)
-    return sorted(locations)
+    return external_data_locations(onnx_path)
 
 
 def copy_graph(src: Path, dst_dir: Path, name: str = "model.onnx") -> list[str]:
-    """Copy an ONNX file as dst_dir/name with its external data (same relative locations)."""
-    copied = [name]
-    for location in external_data_files(src):
-        source_file = src.parent / location
-        if not source_file.is_file():
-            raise InputError(f"external data file {source_file} of {src} is missing",
-                             fix="keep the .onnx file next to its data files")
-        target = dst_dir / location
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source_file, target)
-        copied.append(location)
-    shutil.copy2(src, dst_dir / name)
-    return copied
+    """Copy an ONNX file as dst_dir/name with all its external data (same relative locations);
+    the copied files, relative to dst_dir."""
+    return copy_onnx(src, dst_dir / name, keep_locations=True)
 
 
 class OrtSession:

@@ -37,8 +37,16 @@ def test_profile_records_count_flops_and_say_when_they_cannot(vlc_cli, tmp_path)
             assert record.utilisation == pytest.approx(record.achieved_tflops / record.peak_tflops)
         assert record.settings["command"] == "vlc profile" and record.latency_ms["count"] == 3
 
-    # the artifact runs without its source graph; the record then says FLOPs are unknown
+    # the artifact carries its source graph: the front-end cache may go
     shutil.rmtree(tmp_path / "cache")
+    code, stdout, stderr = vlc_cli("profile", art, "--batch", "2", "-n", "2", "--json")
+    assert code == 0, stderr
+    assert json.loads(stdout)[0]["flops_per_sample"] == MLP_FLOPS_PER_SAMPLE
+
+    # the artifact runs without a source graph; the record then says FLOPs are unknown
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["source"]["onnx"] = "no-such-graph.onnx"
+    (art / "manifest.json").write_text(json.dumps(manifest))
     code, stdout, stderr = vlc_cli("profile", art, "--batch", "2", "-n", "2", "--json")
     assert code == 0, stderr
     (record,) = json.loads(stdout)

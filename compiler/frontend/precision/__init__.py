@@ -82,7 +82,8 @@ def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
         model = onnx.load(str(onnx_path))
         _save(model, out_path)
         n = sum(1 for _ in model.graph.node)
-        report = ConversionReport(precision.value, str(onnx_path), str(out_path), "copy (unchanged)",
+        # file names only: the report goes into artifact manifests, which must not point into caches
+        report = ConversionReport(precision.value, Path(onnx_path).name, Path(out_path).name, "copy (unchanged)",
                                   nodes_total=n, unchanged=True,
                                   check={"skipped": "the graph is unchanged"})
         report.seconds = round(time.perf_counter() - start, 3)
@@ -104,7 +105,7 @@ def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
                               f"{str(exc).splitlines()[0]}", where=str(onnx_path),
                               fix="report this as a vlc bug; keep_fp32_ops can route around the op") from None
         report = ConversionReport(
-            precision.value, str(onnx_path), str(out_path), f"vlc low-precision pass (onnx {onnx.__version__})",
+            precision.value, Path(onnx_path).name, Path(out_path).name, f"vlc low-precision pass (onnx {onnx.__version__})",
             nodes_total=stats.nodes_total, nodes_low_precision=stats.nodes_low,
             fp32_ops=dict(stats.fp32_ops), layernorm_islands=stats.layernorm_islands,
             casts_inserted=stats.casts_inserted, constants_clamped=stats.clamped,
@@ -135,7 +136,7 @@ def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
         fp32_ops = Counter(n.op_type for n in graph.node
                            if n.op_type not in ("QuantizeLinear", "DequantizeLinear"))
         report = ConversionReport(
-            precision.value, str(onnx_path), str(out_path),
+            precision.value, Path(onnx_path).name, Path(out_path).name,
             f"onnxruntime.quantization {onnxruntime.__version__} (QDQ, symmetric int8, "
             f"{'per-channel' if per_channel else 'per-tensor'} weights)",
             nodes_total=sum(fp32_ops.values()), nodes_low_precision=counts["quantized_nodes"],
