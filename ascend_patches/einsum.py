@@ -1,10 +1,13 @@
 """ascend-einsum: two-input Einsum -> Transpose / (Reshape) / MatMul / Transpose.
 
 ATC parses Einsum only for two inputs and a fixed list of equations. Any two-operand
-equation without ellipsis or repeated letters within one operand is rewritten: letters in
-both operands and the output are batch axes, letters in both but not the output are
-contracted, the rest are free. Groups of more than one free or contracted letter need a
-Reshape, so static shapes (freeze shapes first); single-letter groups need none.
+equation without repeated letters within one operand is rewritten: letters in both operands
+and the output are batch axes, letters in both but not the output are contracted, the rest are
+free. Groups of more than one free or contracted letter need a Reshape, so static shapes
+(freeze shapes first); single-letter groups need none. An ellipsis (`...pd,...qd->...pq`, as
+einops-style attention code writes batched matmuls) stands for as many axes as the operand's
+rank leaves, aligned from the right as NumPy does: each becomes a letter of its own, so the
+ellipsis axes of both operands are batch axes and may stay dynamic.
 """
 
 from __future__ import annotations
@@ -27,23 +30,55 @@ class Equation:
     out: str
 
     @classmethod
-    def parse(cls, text: str) -> "Equation | None":
+    def parse(cls, text: str, ranks: tuple[int | None, ...] = (None, None)) -> "Equation | None":
+        """The equation with every ellipsis spelled out as letters (needs the operands' ranks)."""
         text = text.replace(" ", "")
-        if "." in text:
-            return None
         lhs, arrow, out = text.partition("->")
         operands = lhs.split(",")
         if len(operands) != 2:
             return None
+        ellipsis = ""
+        if "." in text:
+            expanded = _expand_ellipsis(operands, out if arrow else None, ranks)
+            if expanded is None:
+                return None
+            operands, out, ellipsis = expanded
         a, b = operands
         if not arrow:
             letters = a + b
-            out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+            out = ellipsis + "".join(sorted(c for c in set(letters) if letters.count(c) == 1
+                                            and c not in ellipsis))
         if len(set(a)) != len(a) or len(set(b)) != len(b) or len(set(out)) != len(out):
             return None
         if not set(out) <= set(a) | set(b):
             return None
         return cls(a, b, out)
+
+
+def _expand_ellipsis(operands: list[str], out: str | None, ranks: tuple[int | None, ...]
+                     ) -> tuple[list[str], str, str] | None:
+    """(operands, output, ellipsis letters) with '...' replaced by fresh letters, right-aligned.
+
+    None when a rank is unknown or the equation is malformed (the Einsum is then left as it is).
+    """
+    used = set("".join(operands) + (out or "")) - {"."}
+    fresh = [c for c in "ZYXWVUTSRQPONMLKJIHGFEDCBA" if c not in used]
+    counts = []
+    for operand, rank in zip(operands, ranks):
+        if operand.count("...") > 1 or operand.replace("...", "").count(".") or (
+                "..." in operand and rank is None):
+            return None
+        counts.append(rank - len(operand.replace("...", "")) if "..." in operand else 0)
+    if min(counts) < 0 or max(counts) > len(fresh):
+        return None
+    letters = "".join(reversed(fresh[:max(counts)]))  # the leading ellipsis axis first
+    expanded = [op.replace("...", letters[len(letters) - n:]) if "..." in op else op
+                for op, n in zip(operands, counts)]
+    if out is None:
+        return expanded, None, letters  # type: ignore[return-value]
+    if out.replace("...", "").count(".") or out.count("...") > 1:
+        return None
+    return expanded, out.replace("...", letters), letters
 
 
 def _reduce(g: Graph, data: str, axes: list[int], out: str, name: str) -> list[Any]:
@@ -150,6 +185,11 @@ def decompose(g: Graph, n: Any, eq: Equation, shapes: tuple[tuple[int, ...] | No
     return nodes
 
 
+def _rank(types: dict[str, Any], name: str) -> int | None:
+    entry = types.get(name)
+    return None if entry is None or entry[1] is None else len(entry[1])
+
+
 @patch("ascend-einsum", "two-input Einsum -> Transpose/Reshape/MatMul (ATC parses only a fixed "
        "list of Einsum equations)")
 def einsum_to_matmul(model: Any, ctx: PatchContext, record: PatchRecord) -> Any:
@@ -161,9 +201,10 @@ def einsum_to_matmul(model: Any, ctx: PatchContext, record: PatchRecord) -> Any:
     for n in nodes:
         base = n.name or n.output[0]
         text = attr(n, "equation", b"")
-        eq = Equation.parse(text.decode() if isinstance(text, bytes) else str(text))
+        ranks = tuple(_rank(types, name) for name in n.input)
+        eq = Equation.parse(text.decode() if isinstance(text, bytes) else str(text), ranks)
         if eq is None or len(n.input) != 2:
-            record.notes.append(f"skipped {base}: equation not two plain operands")
+            record.notes.append(f"skipped {base}: equation not two operands of known rank")
             continue
         shapes = (static_shape(types, n.input[0]), static_shape(types, n.input[1]))
         replacement = decompose(g, n, eq, shapes)
