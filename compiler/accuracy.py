@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from vlc.errors import InputError
 from vlc.spec import Precision
 
 
@@ -38,6 +39,13 @@ def default_tolerance(precision: Precision | str) -> Tolerance:
 
 def tolerance_with(base: Tolerance, *, atol: float | None = None, rtol: float | None = None,
                    min_cosine: float | None = None) -> Tolerance:
+    """`base` with the given overrides (as typed by a user: --atol, --rtol, --min-cosine)."""
+    for name, value in (("atol", atol), ("rtol", rtol)):
+        if value is not None and not value >= 0:  # NaN too
+            raise InputError(f"--{name} {value} must be >= 0", fix=f"give --{name} 0 or more, or leave it out")
+    if min_cosine is not None and not -1 <= min_cosine <= 1:
+        raise InputError(f"--min-cosine {min_cosine} is outside -1..1, so every comparison would fail",
+                         fix="give a cosine such as 0.999, or leave it out")
     return Tolerance(min_cosine=base.min_cosine if min_cosine is None else min_cosine,
                      atol=base.atol if atol is None else atol,
                      rtol=base.rtol if rtol is None else rtol)

@@ -8,6 +8,7 @@ are checked by the target (Signature.validate_inputs) so every path reports them
 
 from __future__ import annotations
 
+import os
 import re
 import zipfile
 from functools import cache
@@ -22,12 +23,35 @@ from vlc.signature import Signature
 INPUT_SUFFIXES = (".npy", ".npz", ".pb")
 
 
+def _check_npy_size(path: Path) -> None:
+    """A truncated .npy whose header claims a huge shape would make numpy allocate it all before
+    noticing (a MemoryError of terabytes); compare the header with the file's size first."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            return  # a newer header: numpy checks it itself
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(f)
+        data_bytes = os.fstat(f.fileno()).st_size - f.tell()
+    if dtype.hasobject:
+        return  # refused by allow_pickle=False with its own message
+    needed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if needed > data_bytes:
+        raise InputError(f"file {path} is truncated: its header says {dtype} {list(shape)} "
+                         f"({needed} bytes), the file holds {data_bytes} bytes",
+                         fix="write the input again with numpy.save")
+
+
 def _read_npy(path: Path) -> np.ndarray:
     try:
+        _check_npy_size(path)
         return np.load(path, allow_pickle=False)
     except PermissionError:
         raise InputError(f"cannot read file {path}: permission denied",
                          fix="check the file's permissions") from None
+    except MemoryError:
+        raise InputError(f"file {path} is too large to load into memory", fix="use smaller inputs") from None
     except (OSError, ValueError, EOFError) as exc:
         raise InputError(f"cannot read file {path}: not a valid .npy array ({first_line(exc, limit=200)})",
                          fix="write inputs with numpy.save") from None
@@ -40,6 +64,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     except PermissionError:
         raise InputError(f"cannot read file {path}: permission denied",
                          fix="check the file's permissions") from None
+    except MemoryError:
+        raise InputError(f"an array in {path} is too large to load into memory (or its header is corrupt)",
+                         fix="write inputs with numpy.savez") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"cannot read file {path}: not a valid .npz archive ({first_line(exc, limit=200)})",
                          fix="write inputs with numpy.savez") from None
@@ -83,16 +110,27 @@ def _read_file(path: Path, name: str | None) -> dict[str, np.ndarray]:
 
 def load_inputs(paths: Sequence[str | Path], signature: Signature) -> dict[str, np.ndarray]:
     """Read input arrays from files; every signature input must be given exactly once."""
-    feeds = load_arrays(paths, signature.input_names, what="input")
+    feeds, origin = _load_named(paths, signature.input_names, what="input")
     if missing := [k for k in signature.input_names if k not in feeds]:
         raise InputError(f"no file for input(s) {', '.join(missing)}",
                          fix=f"the model takes: {'; '.join(t.describe() for t in signature.inputs)}")
+    for sig in signature.inputs:  # batch 0 is refused here as --batch 0 is
+        array = feeds[sig.name]
+        if sig.shape and not isinstance(sig.shape[0], int) and array.ndim and array.shape[0] == 0:
+            raise InputError(f"input '{sig.name}' has batch 0 (shape {list(array.shape)})", where=origin[sig.name],
+                             fix="batch sizes must be >= 1: give at least one sample")
     return feeds
 
 
 def load_arrays(paths: Sequence[str | Path], known: Sequence[str], *, what: str = "input"
                 ) -> dict[str, np.ndarray]:
     """Named arrays from .npy/.npz/.pb files and directories; names must be in `known`."""
+    return _load_named(paths, known, what=what)[0]
+
+
+def _load_named(paths: Sequence[str | Path], known: Sequence[str], *, what: str
+                ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The arrays by name and the file each came from; every name once, all in `known`."""
     feeds: dict[str, np.ndarray] = {}
     origin: dict[str, str] = {}
     for item in paths:
@@ -112,7 +150,11 @@ def load_arrays(paths: Sequence[str | Path], known: Sequence[str], *, what: str 
                                  fix=f"save one .npy per {what}, named after the {what}")
             arrays = {}
             for f in files:
-                arrays.update({k: (v, str(f)) for k, v in _read_file(f, None).items()})
+                for key, array in _read_file(f, None).items():
+                    if key in arrays:  # e.g. x.npy beside an .npz that also holds x
+                        raise InputError(f"{what} '{key}' is given twice in {path} ({arrays[key][1]} and {f})",
+                                         fix=f"keep one file per {what} in the directory")
+                    arrays[key] = (array, str(f))
         else:
             arrays = {k: (v, str(path)) for k, v in _read_file(path, name).items()}
         for key, (array, where) in arrays.items():
@@ -126,7 +168,7 @@ def load_arrays(paths: Sequence[str | Path], known: Sequence[str], *, what: str 
                          f"{', '.join(sorted({origin[k] for k in unknown}))}",
                          fix=f"the model's {what}s are: {', '.join(known)} (name files after them, "
                              "or use name=file.npy)")
-    return {k: feeds[k] for k in known if k in feeds}
+    return {k: feeds[k] for k in known if k in feeds}, origin
 
 
 InputGenerator = Callable[[int, int], dict[str, np.ndarray]]
@@ -139,7 +181,7 @@ def generate_inputs(input_specs: Sequence[InputSpec] | None, signature: Signatur
     Only the signature's inputs are kept, in signature order.
     """
     if batch < 1:
-        raise InputError(f"batch {batch} is not positive", fix="use --batch 1 or more")
+        raise InputError(f"batch {batch} is not positive: batch sizes must be >= 1", fix="use --batch 1 or more")
     if generator is not None:
         feeds = generator(batch, seed)
     else:
@@ -177,9 +219,60 @@ def save_outputs(outputs: Mapping[str, np.ndarray], out_dir: str | Path) -> list
         used.add(file_name)
         np.save(out_dir / file_name, np.asarray(array))
         written.append(out_dir / file_name)
-    np.savez(out_dir / "outputs.npz", **{name: np.asarray(a) for name, a in outputs.items()})
+    write_npz(out_dir / "outputs.npz", outputs)
     written.append(out_dir / "outputs.npz")
     return written
+
+
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """An .npz numpy.load reads back with exactly these names. numpy.savez(path, **arrays) takes
+    its own parameters from the names (an output called 'file' or 'allow_pickle'), so the members
+    are written here; into a temporary file first, so a failure leaves no half archive."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for name, array in arrays.items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def nonfinite_notes(feeds: Mapping[str, np.ndarray]) -> list[str]:
+    """One warning per floating input holding NaN or Inf: its outputs' statistics mean nothing."""
+    notes = []
+    for name, array in feeds.items():
+        if np.issubdtype(array.dtype, np.inexact) and not (finite := np.isfinite(array)).all():
+            notes.append(f"input '{name}' has {array.size - int(finite.sum())} NaN or Inf value(s) "
+                         f"of {array.size}; the outputs will carry them")
+    return notes
+
+
+def read_json_object(path: Path, *, what: str, fix: str) -> dict[str, Any]:
+    """A JSON object from a file a user hands vlc (a bundle's description, a record), or one line
+    saying what is wrong with it instead of a JSONDecodeError."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {what} {path}: {first_line(exc, limit=200)}", fix=fix) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{what} {path} is not valid JSON ({exc.msg} at line {exc.lineno})", fix=fix) from None
+    if not isinstance(data, dict):
+        raise InputError(f"{what} {path} holds a JSON {type(data).__name__}, not an object", fix=fix)
+    return data
+
+
+def require_keys(data: Mapping[str, Any], keys: Sequence[str], *, what: str, fix: str) -> None:
+    """Every dotted key ('signature.outputs') is present, else one line naming the first missing."""
+    for key in keys:
+        node: Any = data
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                raise InputError(f"{what} lacks '{key}'", fix=fix)
+            node = node[part]
 
 
 def array_stats(array: np.ndarray) -> dict[str, Any]:
@@ -225,14 +318,21 @@ def default_batch(artifact: Any) -> int:
 def check_batch(artifact: Any, batch: int) -> None:
     """Fail before any work when `batch` is outside what the artifact was compiled for."""
     if batch < 1:
-        raise InputError(f"batch {batch} is not positive", fix="use --batch 1 or more")
+        raise InputError(f"batch {batch} is not positive: batch sizes must be >= 1", fix="use --batch 1 or more")
     allowed = artifact.manifest.get("batch_range")
     if allowed and not allowed[0] <= batch <= allowed[1]:
         lo, hi = allowed
         fixed = lo == hi and not artifact.spec.batch
         raise InputError(f"batch {batch} is outside the compiled range {lo}..{hi}", where=str(artifact.path),
                          fix=(f"the graph has a fixed batch of {lo}; use --batch {lo}" if fixed else
-                              f"recompile with --batch {min(lo, batch)},{lo},{max(hi, batch)}"))
+                              recompile_fix(artifact, batch)))
+
+
+def recompile_fix(artifact: Any, batch: int) -> str:
+    """The --batch that covers `batch` too, keeping the artifact's compiled opt batch."""
+    lo, hi = artifact.manifest["batch_range"]
+    opt = int(artifact.spec.batch[1]) if artifact.spec.batch else lo
+    return f"recompile with --batch {min(lo, batch)},{opt},{max(hi, batch)}"
 
 
 def artifact_inputs(artifact: Any, *, files: Sequence[str | Path] | None = None, batch: int | None = None,

@@ -218,6 +218,8 @@ def validate(data: Any, where: str) -> None:
                 continue
             if not _is(latency.get(key), _NUM):
                 raise _fail(where, f"latency_ms.{key}", f"must be a number, got {latency.get(key)!r}")
+            if not math.isfinite(latency[key]):  # json.loads reads NaN and Infinity; vlc never writes them
+                raise _fail(where, f"latency_ms.{key}", f"must be finite, got {latency[key]}")
         if latency["median"] <= 0:
             raise _fail(where, "latency_ms.median", f"must be positive, got {latency['median']}")
     accuracy = data.get("accuracy")

@@ -39,6 +39,9 @@ class ShapeRange:
     max: Shape
 
     def __post_init__(self) -> None:
+        if bad := [d for s in (self.min, self.opt, self.max) for d in s if d < 1]:
+            raise InputError(f"shape range {self.text()} has dimension {bad[0]}; dimensions and batch "
+                             "sizes must be >= 1", fix="use positive dimensions, e.g. 1x3x224x224")
         if not (len(self.min) == len(self.opt) == len(self.max)):
             raise InputError(f"shape range {self.text()} has shapes of different rank",
                              fix="give min, opt and max with the same number of dimensions")
@@ -91,13 +94,19 @@ def parse_shape_ranges(items: list[str]) -> dict[str, ShapeRange]:
 
 def parse_batch_range(text: str) -> tuple[int, int, int]:
     """`8` -> (8,8,8); `1,8,32` -> (1,8,32)."""
+    if not text.strip():
+        raise InputError("--batch is empty", fix="use N or MIN,OPT,MAX, e.g. --batch 1,8,32, or leave it out")
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise InputError(f"cannot read batch range '{text}'", fix="use N or MIN,OPT,MAX") from None
     if len(values) == 1:
         values = values * 3
-    if len(values) != 3 or not (0 < values[0] <= values[1] <= values[2]):
+    if len(values) != 3:
+        raise InputError(f"batch range '{text}' has {len(values)} values", fix="use N or MIN,OPT,MAX")
+    if min(values) < 1:
+        raise InputError(f"batch range '{text}': batch sizes must be >= 1", fix="use N or MIN,OPT,MAX with N >= 1")
+    if not values[0] <= values[1] <= values[2]:
         raise InputError(f"batch range '{text}' is not MIN<=OPT<=MAX", fix="use N or MIN,OPT,MAX")
     return values  # type: ignore[return-value]
 

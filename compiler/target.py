@@ -19,6 +19,7 @@ import vlc
 from vlc.artifact import (Artifact, BuildDir, building, cache_key, finalize, find_reusable, graph_hash,
                           keep_source_graph)
 from vlc.errors import InputError, TargetUnavailable
+from vlc.inputs import recompile_fix
 from vlc.model import InputSpec, ModelSource
 from vlc.signature import Signature, onnx_signature
 from vlc.spec import Precision, TargetSpec
@@ -75,10 +76,10 @@ class Session(Protocol):
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
-    def close(self) -> None: ...
-
     def profile(self, feeds: Mapping[str, np.ndarray], settings: ProfileSettings,
                 batch: int) -> ProfileResult: ...
+
+    def close(self) -> None: ...
 
 
 class Target:
@@ -174,7 +175,7 @@ class Target:
         if lo is not None and not lo <= batch <= hi:
             raise InputError(f"batch {batch} is outside the compiled range {lo}..{hi}",
                              where=str(artifact.path),
-                             fix=f"recompile with --batch {min(lo, batch)},{lo},{max(hi, batch)}")
+                             fix=recompile_fix(artifact, batch))
         return batch
 
     def open(self, artifact: Artifact) -> Session:
@@ -187,10 +188,10 @@ class Target:
         """Outputs of one call; in `session` when given (left open), else in a session of its own."""
         self.validate_feeds(artifact, feeds)
         if session is not None:
-            return session.profile(feeds, settings, batch)
+            return session.run(feeds)
         opened = self.open(artifact)
         try:
-            return session.run(feeds)
+            return opened.run(feeds)
         finally:
             opened.close()
 
@@ -198,11 +199,11 @@ class Target:
                 session: Session | None = None) -> ProfileResult:
         """Timings at the feeds' batch size; in `session` when given (left open: a sweep loads
         the artifact once), else in a session of its own."""
-        opened = self.open(artifact)
-        try:
-            return opened.run(feeds)
         batch = self.validate_feeds(artifact, feeds)
         if session is not None:
+            return session.profile(feeds, settings, batch)
+        opened = self.open(artifact)
+        try:
             return opened.profile(feeds, settings, batch)
         finally:
             opened.close()

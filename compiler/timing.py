@@ -1,4 +1,9 @@
-"""Latency statistics, profile settings and results, and the host-side timing loop."""
+"""Latency statistics, profile settings and results, and the one timing method of every target.
+
+Every target times a call with the host's monotonic clock; on a GPU the call ends with a
+synchronisation, so a sample covers the work the call started. `host_profile` is that loop
+with its result; each ProfileResult says in `extra["timing"]` how it was timed.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from typing import Any, Callable
 import numpy as np
 
 CV_WARN = 0.025  # trtexec warns past 2.5% coefficient of variation
+HOST_CLOCK = "host clock"
+HOST_CLOCK_SYNCED = "host clock, synchronised after each call"
 
 
 @dataclass(frozen=True)
@@ -118,3 +125,19 @@ def time_host_calls(fn: Callable[[], Any], settings: ProfileSettings,
         elif time.perf_counter() >= deadline and len(samples) >= 2:
             break
     return samples
+
+
+def host_profile(call: Callable[[], Any], settings: ProfileSettings, batch: int, *, device: str,
+                 includes_transfers: bool, sync: Callable[[], None] | None = None,
+                 method: str | None = None) -> ProfileResult:
+    """Time `call` (then `sync`) with the host clock and say so in `extra["timing"]`.
+
+    `method` names the timing when it differs from the default wording: a CPU call is timed by
+    the host clock alone; a device call (a `sync`, or a runtime that synchronises every call,
+    as ONNX Runtime CUDA does) is timed up to the end of the device work."""
+    samples = time_host_calls(call, settings, sync if sync is not None else (lambda: None))
+    stats = LatencyStats.from_samples(samples)
+    if method is None:
+        method = HOST_CLOCK if device == "cpu" and sync is None else HOST_CLOCK_SYNCED
+    return ProfileResult(batch=batch, latency=stats, includes_transfers=includes_transfers, device=device,
+                         warnings=variation_warning(stats, "latency"), extra={"timing": method})

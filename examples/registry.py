@@ -116,7 +116,9 @@ def load(name: str, *, size: str = "full", weights: str | Path | None = None) ->
     metadata = {"example": name, "size": size, "reference": example.reference,
                 "weights": built.weights, "config": built.config,
                 "parameters": sum(p.numel() for p in built.module.parameters())}
-    return ModelSource(name=name, ref=name if size == "full" else f"{name}@{size}",
+    ref = name if size == "full" else f"{name}@{size}"
+    # the size is part of the model's identity: records, artifacts and reports keep the sizes apart
+    return ModelSource(name=ref, ref=ref,
                        module=built.module.eval(), inputs=built.inputs,
                        output_names=[o.name for o in built.outputs],
                        batch_sizes=example.sweep(size), generator=built.generator,

@@ -6,6 +6,7 @@
 Records go to BenchConfig.results (vlc.records layout); `vlc report` turns them into tables.
 """
 
-from vlc.bench.runner import Bench, BenchConfig, BenchSummary, fill_timing, run_bench
+from vlc.bench.runner import Bench, BenchConfig, BenchSummary, run_bench
+from vlc.measure import fill_timing
 
 __all__ = ["Bench", "BenchConfig", "BenchSummary", "fill_timing", "run_bench"]

@@ -4,8 +4,11 @@ The model is exported once (vlc.frontend.pipeline.prepare); each target x precis
 compiled once; every batch size is checked against the reference model (the PyTorch model
 when there is one, else the fp32 ONNX graph in ONNX Runtime) and then profiled. Each cell's
 record is written as soon as it is done, so an interrupted sweep resumes where it stopped:
-a cell whose record already says "ok" for the same model, target, precision, batch, machine
-and source-graph hash is skipped. Cells this machine cannot run are recorded as
+a cell whose record already says "ok" is skipped when everything that decides its numbers is
+unchanged (`resume_key`: the timing settings, device, transfers, graph, target options, seed,
+vlc version, source-graph hash and machine); otherwise it is measured again and the progress
+line says which setting changed. Each cell opens its artifact once: the accuracy run and the
+timing share one session. Cells this machine cannot run are recorded as
 "unavailable" with the reason; targets asked for with --emit write deploy bundles instead
 (through a Target's `emit_bundle(source, spec, out_dir)` when it has one): by default those
 unavailable here, and those that can run but not build here.
@@ -20,25 +23,26 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from vlc import environment as environ
-from vlc.accuracy import AccuracyReport, compare_outputs, default_tolerance
+from vlc.accuracy import compare_outputs, default_tolerance
 from vlc.artifact import Artifact, graph_hash
 from vlc.bench.variants import TargetVariant, resolve
 from vlc.errors import InputError, TargetUnavailable, first_line
-from vlc.flops import FlopCount, count_flops, device_peak, utilisation
-from vlc.records import Accuracy, BenchRecord, RecordError, read_record, record_path, write_record
+from vlc.flops import FlopCount
+from vlc.measure import (BUNDLE_CELL, REFERENCE_ONNX, REFERENCE_TORCH, accuracy_of, flop_count, make_record,
+                         profile_settings, reference_outputs)
+from vlc.records import BenchRecord, RecordError, read_record, record_path, write_record
 from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, CompileSource, Target
-from vlc.timing import ProfileResult, ProfileSettings
+from vlc.timing import ProfileSettings
 
 EMIT_METHOD = "emit_bundle"
-BUNDLE_CELL = "vlc-bench.json"  # written into each bundle: the bench cell it stands for (label, machine)
 # Targets that build one binary per static batch size declare an option of this name; the sweep
 # passes its batch sizes there, so every benched batch is built (not only min and max).
 STATIC_BATCHES_OPTION = "batches"
@@ -101,6 +105,34 @@ def _one_line(exc: BaseException) -> str:
     return first_line(exc, with_type=True)
 
 
+# What decides a cell's numbers besides its place (model, target label, precision, batch):
+# resume keeps a record only when all of these are equal. Names as the progress line says them.
+_RESUMED_SETTINGS = (("iterations", "iterations"), ("warm-up", "warmup"), ("warm-up seconds", "warmup_s"),
+                     ("duration", "duration_s"), ("transfers", "include_transfers"),
+                     ("CUDA graph", "cuda_graph"), ("per-layer", "per_layer"), ("graph", "graph"),
+                     ("seed", "seed"), ("vlc version", "vlc_version"))
+
+
+def resume_key(record: BenchRecord) -> dict[str, Any]:
+    """Everything that must be unchanged for a record to stand for a new measurement of its cell."""
+    settings = record.settings
+    key = {label: settings.get(name) for label, name in _RESUMED_SETTINGS}
+    key.update({"device": record.device, "target options": settings.get("target_options") or {},
+                "model hash": record.source_hash, "machine": record.machine, "target": record.target})
+    return key
+
+
+def settings_changes(old: BenchRecord, new: BenchRecord) -> list[str]:
+    """'iterations 20 -> 50' for every resume-key entry that differs (hashes shortened)."""
+    before, after = resume_key(old), resume_key(new)
+
+    def shown(label: str, value: Any) -> str:
+        return str(value)[:12] if label == "model hash" and value else json.dumps(value)
+
+    return [f"{label} {shown(label, before[label])} -> {shown(label, after[label])}"
+            for label in after if before.get(label) != after[label]]
+
+
 def validate_config(config: BenchConfig) -> list[TargetVariant]:
     """Every user error before the (slow) export: unknown targets and precisions, bad sizes."""
     if not config.targets:
@@ -145,6 +177,7 @@ class Bench:
         self._reference: dict[int, dict[str, np.ndarray]] = {}
         self._flops: dict[int, FlopCount | None] = {}
         self.summary = BenchSummary(source.name, self.machine, config.results)
+        self.redo: dict[tuple[str, str, int], str] = {}  # cells measured again, and why
         self.total = len(targets) * len(self.precisions) * len(self.batches)
 
     def note(self, text: str) -> None:
@@ -154,7 +187,7 @@ class Bench:
     # ---- inputs, references, FLOPs (each once per batch) ------------------------------------
     @property
     def reference_kind(self) -> str:
-        return "torch" if self.source.model is not None else "onnxruntime-fp32"
+        return REFERENCE_TORCH if self.source.model is not None else REFERENCE_ONNX
 
     def feeds(self, batch: int) -> dict[str, np.ndarray]:
         if batch not in self._feeds:
@@ -163,16 +196,10 @@ class Bench:
 
     def reference(self, batch: int) -> dict[str, np.ndarray]:
         if batch not in self._reference:
-            if self.source.model is not None:
-                from vlc.frontend.pipeline import torch_outputs
-
-                # on the GPU when the sweep uses one: large batches take minutes on a CPU
-                self._reference[batch] = torch_outputs(self.source.model, self.feeds(batch),
+            model = self.source.model if self.source.model is not None else self.source.onnx_path
+            # torch on the GPU when the sweep uses one: large batches take minutes on a CPU
+            self._reference[batch] = reference_outputs(self.reference_kind, model, self.feeds(batch),
                                                        device=self._reference_device())
-            else:
-                from vlc.targets.onnxruntime.session import run_onnx_cpu
-
-                self._reference[batch] = run_onnx_cpu(self.source.onnx_path, self.feeds(batch))
         return self._reference[batch]
 
     def _reference_device(self) -> str:
@@ -191,21 +218,20 @@ class Bench:
     # ---- records ----------------------------------------------------------------------------
     def _base(self, variant: TargetVariant, precision: Precision, batch: int, device: str, status: str,
               **fields: Any) -> BenchRecord:
-        settings = {**asdict(self.config.settings), "seed": self.config.seed, "graph": self.config.graph}
+        settings = profile_settings(self.config.settings, seed=self.config.seed, graph=self.config.graph)
         if variant.options:
             settings["target_options"] = dict(variant.options)
-        return BenchRecord(model=self.source.name, target=variant.label, precision=precision.value, batch=batch,
+        return make_record(model=self.source.name, target=variant.label, precision=precision.value, batch=batch,
                            machine=self.machine, status=status, source_hash=self.source_hash,
-                           model_ref=self.source.ref, device=device,
-                           device_name=fields.pop("device_name", None) or environ.device_name(self.env, device),
-                           settings=settings, environment=self.env, **fields)
+                           model_ref=self.source.ref, device=device, env=self.env, settings=settings, **fields)
 
-    def finished(self, variant: TargetVariant, precision: Precision, batch: int) -> BenchRecord | None:
-        """The cell's earlier record when it is done for this source graph (resume)."""
+    def finished(self, variant: TargetVariant, precision: Precision, batch: int,
+                 device: str) -> BenchRecord | None:
+        """The cell's earlier record when it still stands for this sweep (resume); else None,
+        with the reason to measure again in `self.redo` when there was a finished record."""
         if self.config.force:
             return None
-        probe = BenchRecord(self.source.name, variant.label, precision.value, batch, self.machine, "ok",
-                            self.source_hash)
+        probe = self._base(variant, precision, batch, device, "ok")
         path = record_path(self.config.results, probe)
         if not path.is_file():
             return None
@@ -213,16 +239,19 @@ class Bench:
             old = read_record(path)
         except RecordError:
             return None  # unreadable: measure again and replace it
-        if old.source_hash != self.source_hash:
+        if not (old.status == "ok" or (old.status == "emitted" and old.bundle and Path(old.bundle).exists())):
+            return None  # unavailable, failed or a bundle that is gone: try again
+        if changes := settings_changes(old, probe):
+            self.redo[(variant.label, precision.value, batch)] = f"settings changed ({', '.join(changes)})"
             return None
-        if old.status == "ok" or (old.status == "emitted" and old.bundle and Path(old.bundle).exists()):
-            return old
-        return None
+        return old
 
     def write(self, record: BenchRecord, note: str) -> None:
         self.summary.paths.append(write_record(self.config.results, record))
         self.summary.written.append(record)
-        self.note(f"{record.target} {record.precision} batch {record.batch}: {note}")
+        why = self.redo.pop((record.target, record.precision, record.batch), None)
+        self.note(f"{record.target} {record.precision} batch {record.batch}: "
+                  + (f"{why}: measured again, {note}" if why else note))
 
     # ---- the sweep --------------------------------------------------------------------------
     def run(self) -> BenchSummary:
@@ -257,10 +286,12 @@ class Bench:
         for precision in self.precisions:
             todo = []
             for batch in self.batches:
-                if (old := self.finished(variant, precision, batch)) is not None:
+                if (old := self.finished(variant, precision, batch, device)) is not None:
                     self.summary.skipped.append(old)
                     self.note(f"{variant.label} {precision.value} batch {batch}: done before, skipped")
                 else:
+                    if why := self.redo.get((variant.label, precision.value, batch)):
+                        self.note(f"{variant.label} {precision.value} batch {batch}: {why}: measuring again")
                     todo.append(batch)
             if not todo:
                 continue
@@ -383,60 +414,20 @@ class Bench:
             feeds = self.feeds(batch)
             self.note(f"{name}: checking accuracy against {self.reference_kind}")
             reference = self.reference(batch)
-            report = compare_outputs(target.run(artifact, feeds), reference, default_tolerance(precision))
-            self.note(f"{name}: profiling")
-            result = target.profile(artifact, feeds, self.config.settings)
+            session = target.open(artifact)  # one load per cell: the accuracy run and the timing share it
+            try:
+                outputs = target.run(artifact, feeds, session=session)
+                report = compare_outputs(outputs, reference, default_tolerance(precision))
+                self.note(f"{name}: profiling")
+                result = target.profile(artifact, feeds, self.config.settings, session=session)
+            finally:
+                session.close()
         except Exception as exc:  # noqa: BLE001
             return self._base(variant, precision, batch, device, "failed", reason=_one_line(exc),
                               artifact=artifact_info)
-        record = self._base(variant, precision, batch, device, "ok", artifact=artifact_info,
-                            accuracy=accuracy_of(report, self.reference_kind))
-        fill_timing(record, result, self.flops(batch), self.env)
-        return record
-
-
-def flop_count(onnx_path: str | Path | None, batch: int) -> FlopCount | None:
-    """FLOPs of one call at `batch`, or None when the graph is missing or cannot be counted."""
-    if onnx_path is None or not Path(onnx_path).is_file():
-        return None
-    try:
-        return count_flops(onnx_path, batch)
-    except Exception:  # noqa: BLE001 - FLOPs are a nicety; the record says "unknown"
-        return None
-
-
-def fill_timing(record: BenchRecord, result: ProfileResult, count: FlopCount | None,
-                env: dict[str, Any]) -> None:
-    """Latency, throughput, FLOPs per sample, achieved TFLOP/s and share of the device's peak."""
-    data = result.to_json()
-    record.latency_ms = data["latency_ms"]
-    record.throughput_per_s = data["throughput_per_s"]
-    record.includes_transfers = result.includes_transfers
-    record.warnings = list(result.warnings)
-    if result.breakdown:
-        record.settings["breakdown_ms"] = data["breakdown_ms"]
-    if count is None:
-        record.warnings.append("FLOPs could not be counted from the ONNX graph")
-        return
-    if count.unresolved:
-        record.warnings.append(f"FLOPs: {len(count.unresolved)} matrix op(s) with unknown shapes not "
-                               f"counted ({', '.join(count.unresolved[:3])})")
-    record.flops_per_sample = count.per_sample
-    peak = device_peak(record.device_name, record.precision, env, record.device)
-    record.achieved_tflops, record.utilisation = utilisation(count.per_sample, record.throughput_per_s, peak)
-    record.peak_tflops = peak.tflops
-    record.peak_source = peak.source
-
-
-def accuracy_of(report: AccuracyReport, reference: str) -> Accuracy:
-    outputs = [o.to_json() for o in report.outputs]
-    finite = [o for o in report.outputs if o.max_abs == o.max_abs]  # NaN when not comparable
-    return Accuracy(
-        passed=report.passed, reference=reference,
-        max_abs=max((o.max_abs for o in finite), default=None),
-        median_rel=max((o.median_rel for o in finite), default=None),
-        cosine=min((o.cosine for o in finite), default=None),
-        tolerance=report.tolerance.to_json(), outputs=outputs)
+        return self._base(variant, precision, batch, device, "ok", artifact=artifact_info,
+                          accuracy=accuracy_of(report, self.reference_kind), result=result,
+                          flops=self.flops(batch))
 
 
 def run_bench(config: BenchConfig, progress: Progress = lambda text, done, total: None,

@@ -7,8 +7,9 @@ import sys
 import traceback
 
 import typer
+from typer.exceptions import Abort, TyperException
 
-from vlc.cli.console import err, state
+from vlc.cli.console import err, escape, state
 from vlc.errors import VlcError
 
 app = typer.Typer(
@@ -69,26 +70,56 @@ def build_app() -> typer.Typer:
     return app
 
 
+def usage_line(exc: TyperException) -> str:
+    """A click usage error as one line: what, in which command, where to look."""
+    text = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "vlc"
+    return f"{text} ({command}) — see `{command} --help`"
+
+
+INTERRUPTED = 130  # the shell's status for SIGINT
+
+
+def _interrupted() -> None:
+    err.print("interrupted", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns (and exits with) the process status."""
     args = sys.argv[1:] if argv is None else argv
     state.debug = "--debug" in args
     try:
         build_app()
-        app(args=args, prog_name="vlc")  # usage errors and --help exit through SystemExit
-        code = 0
+        # not standalone: usage errors come back as exceptions and are printed as one line below
+        # (typer would draw a multi-line box); --help and typer.Exit return their status
+        result = app(args=args, prog_name="vlc", standalone_mode=False)
+        code = result if isinstance(result, int) and not isinstance(result, bool) else 0
+        if code == INTERRUPTED:  # typer turns Ctrl-C inside a command into exit 130
+            _interrupted()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:  # Ctrl-C while the commands and plugins load
+        if state.debug:
+            traceback.print_exc()
+        _interrupted()
+        code = INTERRUPTED
+    except TyperException as exc:  # a bad option value, an unknown option, a missing argument
+        err.print(f"[bold red]error:[/] {escape(usage_line(exc))}", markup=True, highlight=False)
+        code = exc.exit_code
+    except Abort:  # end of input at a prompt
+        err.print("aborted", highlight=False)
+        code = 1
     except VlcError as exc:
         if state.debug:
             traceback.print_exc()
-        err.print(f"[bold red]error:[/] {exc.line()}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(exc.line())}", markup=True, highlight=False)
         code = exc.exit_code
     except Exception as exc:  # a bug or an unexpected library failure: still one line
         if state.debug:
             traceback.print_exc()
-        err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc} — rerun with --debug for the "
-                  "traceback and report it if it looks like a vlc bug", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(f'{type(exc).__name__}: {exc}')} — rerun with --debug "
+                  "for the traceback and report it if it looks like a vlc bug", markup=True, highlight=False)
         code = 1
     if argv is None:
         sys.exit(code)

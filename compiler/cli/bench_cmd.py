@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"--{what} is empty", fix=f"give a comma-separated list of {what}")
         config = BenchConfig(
             model=model, targets=entries, precisions=_names(precisions, "precisions"),
-            batches=parse_batches(batch) if batch else None, results=results, artifacts=artifacts, emit=emit,
+            batches=parse_batches(batch) if batch is not None else None, results=results, artifacts=artifacts, emit=emit,
             emit_targets=emit_entries,
             settings=settings, device=device, machine=machine, force=force, seed=seed, cache_dir=cache_dir,
             graph=graph)

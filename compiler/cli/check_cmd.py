@@ -28,7 +28,8 @@ def print_report(report: Any) -> None:
         console.out.print(f"{title}: no findings")
     console.out.print(f"patches vlc applies: {', '.join(report.patches) or 'none'}", highlight=False)
     if report.patch_error:
-        console.out.print(f"[red]applying them failed:[/] {report.patch_error}", highlight=False)
+        console.out.print(f"[red]applying them failed:[/] {console.escape(str(report.patch_error))}",
+                          markup=True, highlight=False)
     elif report.after is not None:
         left = [f for f in report.after if f.severity != "info"]
         if left:
@@ -39,9 +40,10 @@ def print_report(report: Any) -> None:
         console.info(note)
     if report.ok:
         console.out.print("[green]ok:[/] ATC should accept the patched graph (checked against vlc's "
-                          "tables, not a real ATC)", highlight=False)
+                          "tables, not a real ATC)", markup=True, highlight=False)
     else:
-        console.out.print(f"[red]{len(report.remaining)} problem(s) no vlc patch fixes[/]", highlight=False)
+        console.out.print(f"[red]{len(report.remaining)} problem(s) no vlc patch fixes[/]", markup=True,
+                          highlight=False)
 
 
 def register(app: typer.Typer) -> None:

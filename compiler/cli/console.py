@@ -9,11 +9,18 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+__all__ = ["out", "err", "state", "escape", "emit_json", "info", "table", "fmt", "progress"]
+
+
 def _console(stderr: bool) -> Console:
-    console = Console(stderr=stderr, soft_wrap=True)
+    # Markup is off by default: paths, model and machine names and exception text are printed as
+    # given ('out[red]y', 'nope[/]x.onnx'). A caller that styles text passes markup=True and
+    # escape()s what it interpolates.
+    console = Console(stderr=stderr, soft_wrap=True, markup=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 160  # logs and CI: keep statistics tables readable
     return console
@@ -35,9 +42,9 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def info(text: str) -> None:
+def info(text: str, *, markup: bool = False) -> None:
     """Progress notes go to stderr so --json output on stdout stays parseable."""
-    err.print(text, highlight=False)
+    err.print(text, highlight=False, markup=markup)
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
@@ -64,7 +71,7 @@ def fmt(value: Any) -> str:
 @contextmanager
 def progress(description: str) -> Iterator[Progress]:
     """A transient spinner on stderr for steps that take more than a few seconds."""
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+    with Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
                   TimeElapsedColumn(), console=err, transient=True,
                   disable=not err.is_terminal) as bar:
         bar.add_task(description, total=None)

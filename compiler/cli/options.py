@@ -38,4 +38,4 @@ def build_spec(target: Any, precision: str, preset: Optional[str], shapes: list[
 
     return TargetSpec(target=target.name, precision=Precision.parse(precision), preset=preset,
                       device=device or target.devices[0], shapes=parse_shape_ranges(shapes),
-                      batch=parse_batch_range(batch) if batch else None, options=parse_options(options))
+                      batch=parse_batch_range(batch) if batch is not None else None, options=parse_options(options))

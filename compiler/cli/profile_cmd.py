@@ -112,7 +112,7 @@ def register(app: typer.Typer) -> None:
 
         settings = timing_settings(warmup, iterations, duration, include_transfers=not no_transfers)
         artifact, target = open_artifact(artifact_dir)
-        batches = parse_batches(batch) if batch else [default_batch(artifact)]
+        batches = parse_batches(batch) if batch is not None else [default_batch(artifact)]
         for b in batches:  # every batch is checked before any is timed
             check_batch(artifact, b)
         env = environment(artifact, target)
@@ -148,10 +148,10 @@ def register(app: typer.Typer) -> None:
         console.out.print(f"machine: {machine or env['host']} ({env['cpu'].get('model')}); {versions}",
                           highlight=False)
         for r in results:
+            if r.extra.get("trtexec_summary"):  # TensorRT's results also in trtexec's own format
+                console.err.print(f"batch {r.batch}:\n{r.extra['trtexec_summary']}", highlight=False)
             for warning in r.warnings:
-                console.info(f"[yellow]warning[/] (batch {r.batch}): {warning}")
+                console.info(f"[yellow]warning[/] (batch {r.batch}): {console.escape(warning)}", markup=True)
         if record is not None:
             console.out.print(f"wrote {len(records)} record(s) to {record}"
                               f"{'' if written == [record] else f' ({len(written)} files)'}", highlight=False)
-            if r.extra.get("trtexec_summary"):  # TensorRT's results also in trtexec's own format
-                console.err.print(f"batch {r.batch}:\n{r.extra['trtexec_summary']}", highlight=False)

@@ -46,13 +46,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run an artifact once and print its outputs' shapes and statistics."""
         from vlc.errors import InputError
-        from vlc.inputs import array_stats, artifact_inputs, save_outputs
+        from vlc.inputs import array_stats, artifact_inputs, nonfinite_notes, save_outputs
 
         artifact, target = open_artifact(artifact_dir)
         if inputs and batch is not None:
             raise InputError("--batch applies to generated inputs, not to --input files",
                              fix="drop --batch; the files' first axis is the batch")
         feeds = artifact_inputs(artifact, files=inputs, batch=batch, seed=seed)
+        for note in nonfinite_notes(feeds):
+            console.info(f"warning: {note}")
         start = time.perf_counter()
         with console.progress(f"running {artifact.path.name}"):
             outputs = target.run(artifact, feeds)

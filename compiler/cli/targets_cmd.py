@@ -47,7 +47,8 @@ def register(app: typer.Typer) -> None:
                       ["target", "runs here", "devices", "precisions", "presets", "versions"], rows)
         for t in data["targets"]:
             if not t["available"]:
-                console.out.print(f"[bold]{t['name']}[/] cannot run here: {t['reason']}", highlight=False)
+                console.out.print(f"[bold]{console.escape(t['name'])}[/] cannot run here: "
+                                  f"{console.escape(t['reason'])}", markup=True, highlight=False)
         console.out.print("options of a target (-O key=value): `vlc targets --json`", highlight=False)
         if data["load_errors"]:
             console.table("plugins that failed to load", ["plugin error"], [[e] for e in data["load_errors"]])

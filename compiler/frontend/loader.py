@@ -60,8 +60,19 @@ def load_model(ref: str, *, weights: str | Path | None = None) -> ModelSource | 
                          "package.module:factory, or an .onnx file")
 
 
+def _exit_error(action: str, exc: SystemExit, ref: str, fix: str) -> InputError:
+    """A model file or factory that calls sys.exit() must not end vlc with its status."""
+    return InputError(f"{action} called sys.exit({exc.code!r})", where=ref, fix=fix)
+
+
+_MAIN_GUARD = "put script code under `if __name__ == '__main__':`"
+
+
 def _import_factory(ref: str) -> Any:
     target, _, attr = ref.rpartition(":")
+    if not target or not attr:
+        raise InputError(f"model reference '{ref}' needs a file or module and a factory name",
+                         fix="use file.py:factory or package.module:factory")
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
@@ -73,6 +84,8 @@ def _import_factory(ref: str) -> Any:
         sys.modules[module_name] = module
         try:
             spec.loader.exec_module(module)
+        except SystemExit as exc:
+            raise _exit_error(f"importing {path}", exc, ref, _MAIN_GUARD) from None
         except Exception as exc:
             raise InputError(f"importing {path} failed: {type(exc).__name__}: {exc}", where=ref,
                              fix="fix the model file so it imports") from None
@@ -82,6 +95,11 @@ def _import_factory(ref: str) -> Any:
         except ImportError as exc:
             raise InputError(f"cannot import module '{target}': {exc}", where=ref,
                              fix="install the package or check the module path") from None
+        except SystemExit as exc:
+            raise _exit_error(f"importing module '{target}'", exc, ref, _MAIN_GUARD) from None
+        except Exception as exc:  # the module itself raised while importing
+            raise InputError(f"importing module '{target}' failed: {type(exc).__name__}: {exc}", where=ref,
+                             fix="fix the module so it imports") from None
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise InputError(f"'{attr}' is not a callable in {target}", where=ref,
@@ -96,6 +114,8 @@ def _load_factory(ref: str) -> ModelSource:
     torch.manual_seed(0)  # factories that initialise randomly give the same weights every load
     try:
         made = factory()
+    except SystemExit as exc:
+        raise _exit_error("the model factory", exc, ref, "return the model instead of exiting") from None
     except Exception as exc:
         raise InputError(f"model factory failed: {type(exc).__name__}: {exc}", where=ref,
                          fix="fix the factory so it returns a model") from None
@@ -114,6 +134,8 @@ def source_from_examples(ref: str, module: Any, examples_in: Any) -> ModelSource
 
     if isinstance(examples_in, torch.Tensor):
         examples_in = (examples_in,)
+    if not isinstance(examples_in, (tuple, list, dict)):
+        raise _examples_error(type(examples_in).__name__, ref)
     if isinstance(examples_in, dict):
         named = dict(examples_in)
     else:
@@ -123,13 +145,27 @@ def source_from_examples(ref: str, module: Any, examples_in: Any) -> ModelSource
         if len(names) < len(examples_in):
             names += [f"input_{i}" for i in range(len(names), len(examples_in))]
         named = dict(zip(names, examples_in))
+    if not named:
+        raise _examples_error(f"an empty {type(examples_in).__name__}", ref)
+    if odd := [k for k, v in named.items() if not isinstance(v, torch.Tensor)]:
+        raise _examples_error(f"{type(named[odd[0]]).__name__} for '{odd[0]}'", ref)
     specs = [_spec_from_tensor(name, t) for name, t in named.items()]
     module.eval()
-    with torch.no_grad():
-        out = module(*named.values())
+    try:
+        with torch.no_grad():
+            out = module(*named.values())
+    except Exception as exc:
+        raise InputError(f"the model fails on the factory's example inputs: {type(exc).__name__}: {exc}",
+                         where=ref, fix="return example inputs the model's forward accepts") from None
     return ModelSource(name=_name_from_ref(ref), ref=ref, module=module, inputs=specs,
                        output_names=output_names_of(out),
                        batch_sizes=tuple(sorted({1, int(next(iter(named.values())).shape[0])})))
+
+
+def _examples_error(got: str, ref: str) -> InputError:
+    return InputError(f"the factory's example inputs must be torch tensors, got {got}", where=ref,
+                      fix="return (module, tensor), (module, (tensor, ...)) or (module, {name: tensor}); "
+                          "torch.from_numpy converts an array")
 
 
 def _spec_from_tensor(name: str, tensor: Any) -> InputSpec:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import vlc
-from vlc.accuracy import AccuracyReport, compare_outputs, default_tolerance
+from vlc.accuracy import AccuracyReport
 from vlc.artifact import graph_hash
 from vlc.errors import ExportError, InputError
 from vlc.frontend.builtin_passes import DEFAULT_PASSES
@@ -26,10 +26,9 @@ from vlc.frontend.loader import load_model
 from vlc.frontend.onnx_input import normalize_onnx_input
 from vlc.frontend.passes import count_nodes, run_passes
 from vlc.frontend.simplify import simplify
-from vlc.model import InputSpec, ModelSource, named_outputs, specs_from_signature
+from vlc.model import InputSpec, ModelSource, specs_from_signature
 from vlc.onnx_files import external_data_locations, file_sha256
 from vlc.signature import onnx_signature
-from vlc.spec import Precision
 from vlc.target import CompileSource
 
 META_REF = "vlc.ref"
@@ -188,34 +187,17 @@ def check_and_infer(onnx_path: Path) -> dict[str, Any]:
 
 
 def parity_check(source: ModelSource, onnx_path: Path, batch: int) -> AccuracyReport:
-    """The exported graph in ONNX Runtime (CPU, fp32) against the PyTorch model on the same inputs."""
-    import onnxruntime as ort
+    """The exported graph against the PyTorch model: vlc.measure.parity_check (the one reference)."""
+    from vlc import measure
 
-    feeds = source.generate_inputs(batch, seed=1)
-    reference = torch_outputs(source, feeds)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    actual = dict(zip(names, session.run(names, feeds)))
-    return compare_outputs(actual, reference, default_tolerance(Precision.FP32))
+    return measure.parity_check(source, onnx_path, batch)
 
 
 def torch_outputs(source: ModelSource, feeds: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
-    """The PyTorch model's outputs in fp32 (on `device`; TF32 off so CUDA stays a true fp32 reference)."""
-    import numpy as np
-    import torch
+    """The PyTorch model's outputs in true fp32: vlc.measure.torch_outputs (the one reference)."""
+    from vlc import measure
 
-    args = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])).to(device) for s in source.inputs]
-    module = source.module.eval().to(device)
-    matmul_tf32, cudnn_tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        with torch.no_grad():
-            out = module(*args)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul_tf32, cudnn_tf32
-        source.module.to("cpu")
-    return {name: v.detach().float().cpu().numpy() if v.is_floating_point() else v.cpu().numpy()
-            for name, v in named_outputs(out, source.output_names).items()}
+    return measure.torch_outputs(source, feeds, device)
 
 
 def _pass_names(options: FrontendOptions) -> tuple[str, ...]:

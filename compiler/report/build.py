@@ -17,7 +17,7 @@ from typing import Iterable
 import vlc
 from vlc.errors import InputError
 from vlc.flops import device_peak, utilisation
-from vlc.records import BenchRecord
+from vlc.records import FULL_SIZE, SIZE_MARK, BenchRecord
 from vlc.report import published as pub
 from vlc.report.document import Cell, Document, Figure, Footnotes, Section, Table
 from vlc.report.format import flops, ms, per_s, percent, ratio, sci
@@ -409,6 +409,12 @@ def with_current_peaks(record: BenchRecord) -> BenchRecord:
                    peak_source=peak.source)
 
 
+def is_resized(model: str) -> bool:
+    """Whether the model is an example at a size other than the published one (`name@test`)."""
+    _, sep, size = model.partition(SIZE_MARK)
+    return bool(sep) and size != FULL_SIZE
+
+
 def build(records: list[BenchRecord], *, baseline: str | None = None, published: bool = False,
           plots: bool = True, sources: Iterable[str] = (), notes: Iterable[str] = ()) -> Document:
     if not records:
@@ -417,7 +423,7 @@ def build(records: list[BenchRecord], *, baseline: str | None = None, published:
     records = [with_current_peaks(r) for r in records]
     by_model: dict[str, list[BenchRecord]] = defaultdict(list)
     for r in records:
-        by_model[r.model].append(r)
+        by_model[r.model_id].append(r)  # test-size and full-size models are never one table
     views = [ModelView(model, rs) for model, rs in sorted(by_model.items())]
     spec = BaselineSpec.parse(baseline) if baseline else None
     if spec is not None:
@@ -431,7 +437,8 @@ def build(records: list[BenchRecord], *, baseline: str | None = None, published:
     used: set[str] = set()
     sections: list[Section] = []
     for view in views:
-        datasets = [d for d in all_datasets if d.matches(view.model)]
+        # published figures are of the full-size models: never beside a smaller size
+        datasets = [d for d in all_datasets if d.matches(view.model) and not is_resized(view.model)]
         used.update(d.id for d in datasets)
         section = Section(f"Model: {view.model}")
         refs = sorted({r.model_ref for r in view.records if r.model_ref})

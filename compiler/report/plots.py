@@ -38,6 +38,12 @@ def _pyplot() -> Any:
     return plt
 
 
+def _text(text: str) -> str:
+    """Plot text as typed: matplotlib reads a pair of '$' as mathtext (a machine named
+    '$\\frac{a}$ box' fails to parse and would sink the whole report)."""
+    return text.replace("$", r"\$")
+
+
 def _png(fig: Any) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
@@ -66,11 +72,11 @@ def throughput_plot(title: str, series: list[Series]) -> bytes:
         ax.plot([b for b, _ in points], [v for _, v in points], color=colour,
                 linestyle="--" if published else "-", marker=marker,
                 alpha=.7 if published else 1.0,
-                label=f"{label} (published, not measured by vlc)" if published else label)
+                label=_text(f"{label} (published, not measured by vlc)" if published else label))
     _batch_axis(ax, batches)
     ax.set_yscale("log")
     ax.set_ylabel("throughput, samples/s (log)")
-    ax.set_title(title)
+    ax.set_title(_text(title))
     ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _png(fig)
 
@@ -88,7 +94,8 @@ def latency_plot(title: str, rows: list[LatencyRow]) -> bytes:
         points = sorted(points, key=lambda p: p[0])
         xs = [b for b, _ in points]
         colour, marker = style(colour_key, marker_key)
-        (line,) = ax.plot(xs, [s["median"] for _, s in points], marker=marker, color=colour, label=f"{label} p50")
+        (line,) = ax.plot(xs, [s["median"] for _, s in points], marker=marker, color=colour,
+                          label=_text(f"{label} p50"))
         if all(s.get("p90") is not None for _, s in points):  # ais_bench summaries give no p90
             ax.fill_between(xs, [s["p90"] for _, s in points], [s["p99"] for _, s in points],
                             color=line.get_color(), alpha=.2)
@@ -96,6 +103,6 @@ def latency_plot(title: str, rows: list[LatencyRow]) -> bytes:
     _batch_axis(ax, batches)
     ax.set_yscale("log")
     ax.set_ylabel("latency per call, ms (log)")
-    ax.set_title(title + "  (line: p50, band: p90 to p99, dotted: p99)")
+    ax.set_title(_text(title) + "  (line: p50, band: p90 to p99, dotted: p99)")
     ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _png(fig)

@@ -85,8 +85,14 @@ def to_html(doc: Document) -> str:
             + "\n".join(body) + "\n</body></html>\n")
 
 
+def _md_text(text: str) -> str:
+    """Markdown passes raw HTML through; record fields (machine names) must stay text."""
+    return html.escape(text, quote=False)
+
+
 def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """One table cell: text, with no column breaks or line breaks."""
+    return _md_text(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _table_md(table: Table) -> list[str]:
@@ -106,20 +112,20 @@ def _table_md(table: Table) -> list[str]:
 
 def to_markdown(doc: Document, image_prefix: str) -> tuple[str, dict[str, bytes]]:
     """Markdown text and the PNG files it links to (relative names starting with image_prefix)."""
-    lines = [f"# {doc.title}", ""]
+    lines = [f"# {_md_text(doc.title)}", ""]
     for p in doc.intro:
-        lines += [p, ""]
+        lines += [_md_text(p), ""]
     images: dict[str, bytes] = {}
     for section in doc.sections:
-        lines += ["#" * max(2, min(section.level, 4)) + f" {section.title}", ""]
+        lines += ["#" * max(2, min(section.level, 4)) + f" {_md_escape(section.title)}", ""]
         for p in section.paragraphs:
-            lines += [p, ""]
+            lines += [_md_text(p), ""]
         for t in section.tables:
             lines += _table_md(t)
         for fig in section.figures:
             name = f"{image_prefix}{fig.name}.png"
             images[name] = fig.png
-            lines += [f"![{_md_escape(fig.caption)}]({name})", "", f"*{fig.caption}*", ""]
+            lines += [f"![{_md_escape(fig.caption)}]({name})", "", f"*{_md_escape(fig.caption)}*", ""]
     return "\n".join(lines).rstrip() + "\n", images
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from vlc.accuracy import AccuracyReport, compare_outputs, default_tolerance
 from vlc.ascend_patches.core import apply_patches
 from vlc.errors import CompileError
+from vlc.measure import onnx_cpu_outputs
 from vlc.signature import Signature, onnx_signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import CompileSource
@@ -44,12 +45,8 @@ class PreparedBuild:
 
 
 def ort_outputs(path: Path | str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    wanted = {i.name for i in session.get_inputs()}
-    return dict(zip(names, session.run(names, {k: v for k, v in feeds.items() if k in wanted})))
+    """A graph (the source or a patched one) in ONNX Runtime on the CPU: vlc.measure's reference."""
+    return onnx_cpu_outputs(path, feeds)
 
 
 def preflight(source: CompileSource, spec: TargetSpec, opts: AscendOptions, signature: Signature

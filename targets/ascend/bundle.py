@@ -31,6 +31,8 @@ from vlc.targets.ascend.builds import ort_outputs, prepare_builds
 from vlc.timing import ProfileResult
 
 BUNDLE = "bundle.json"
+BUNDLE_KEYS = ("target", "soc_version", "precision", "signature.outputs", "builds", "source.ref",
+               "source.hash", "profile.loop", "profile.warmup")  # what import reads
 HOST_FILE = "host.txt"  # under results/profile: `uname -n` of the machine that ran profile.sh
 OS_FILE = "os.txt"  # its `uname -sr`
 BUNDLE_SCHEMA = 1
@@ -230,10 +232,12 @@ def import_results(bundle_dir: str | Path) -> BundleResults:
     if not meta_path.is_file():
         raise InputError(f"{root} is not a vlc Ascend bundle (no {BUNDLE})",
                          fix="pass the directory written by -O emit=DIR / vlc ascend emit")
-    meta = json.loads(meta_path.read_text())
+    from vlc.inputs import read_json_object, require_keys
+    meta = read_json_object(meta_path, what="bundle description", fix="emit the bundle again with vlc")
     if meta.get("schema") != BUNDLE_SCHEMA:
         raise InputError(f"{meta_path} has bundle schema {meta.get('schema')}, this vlc reads {BUNDLE_SCHEMA}",
                          fix="emit the bundle again with this vlc")
+    require_keys(meta, BUNDLE_KEYS, what=f"bundle description {meta_path}", fix="emit the bundle again with vlc")
     results = BundleResults(root, meta)
     names = [t["name"] for t in meta["signature"]["outputs"]]
     dtypes = [t["dtype"] for t in meta["signature"]["outputs"]]

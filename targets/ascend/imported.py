@@ -17,11 +17,12 @@ from typing import Any
 
 import vlc
 from vlc.errors import InputError
+from vlc.measure import BUNDLE_CELL, REFERENCE_ONNX, accuracy_of, flop_count, make_record
 from vlc.records import BenchRecord
 from vlc.targets.ascend.bundle import HOST_FILE, OS_FILE, BundleResults
 
 DEVICE = "npu"
-REFERENCE = "onnxruntime-fp32"  # the bundle's "original" outputs: the unpatched graph in ONNX Runtime
+REFERENCE = REFERENCE_ONNX  # the bundle's "original" outputs: the unpatched graph in ONNX Runtime
 
 
 def soc_device_name(soc_version: str) -> str:
@@ -42,8 +43,6 @@ def recorded_machine(results: BundleResults) -> str | None:
 
 
 def _bench_cell(root: Path) -> dict[str, Any]:
-    from vlc.bench.runner import BUNDLE_CELL
-
     text = _read(root / BUNDLE_CELL)
     return json.loads(text) if text else {}
 
@@ -64,8 +63,6 @@ def _build_onnx(results: BundleResults, batch: int) -> Path | None:
 
 def bench_records(results: BundleResults, machine: str | None = None) -> list[BenchRecord]:
     """Records of every timed batch (none when profile.sh has not run)."""
-    from vlc.bench.runner import accuracy_of, fill_timing, flop_count
-
     meta = results.meta
     cell = _bench_cell(results.path)
     machine = machine or recorded_machine(results)
@@ -87,16 +84,16 @@ def bench_records(results: BundleResults, machine: str | None = None) -> list[Be
                              f"{meta['profile']['warmup']} warm-up runs)",
             "warmup": meta["profile"]["warmup"], "iterations": meta["profile"]["loop"],
             "graph": cell.get("graph", "normalized"), "extra": dict(profile.extra)}
-        record = BenchRecord(
+        record = make_record(
             model=cell.get("model") or _model_name(meta), target=cell.get("target") or meta["target"],
             precision=meta["precision"], batch=batch, machine=machine, status="ok",
             source_hash=meta["source"]["hash"], model_ref=meta["source"]["ref"], device=DEVICE,
             device_name=device_name, accuracy=accuracy_of(report, REFERENCE) if report else None,
-            settings=settings, bundle=str(results.path), environment=env,
+            settings=settings, bundle=str(results.path), env=env,
             artifact={"path": str(results.path), "soc_version": meta["soc_version"], "cann": meta["cann"],
                       "precision_flag": meta["precision_flag"], "spec": meta["spec"],
-                      "builds": [b["name"] for b in meta["builds"] if batch in b["batches"]]})
-        fill_timing(record, profile, flop_count(_build_onnx(results, batch), batch), env)
+                      "builds": [b["name"] for b in meta["builds"] if batch in b["batches"]]},
+            result=profile, flops=flop_count(_build_onnx(results, batch), batch))
         if report is None:
             record.warnings.append(f"no outputs of run.sh for batch {batch}: accuracy unknown")
         records.append(record)

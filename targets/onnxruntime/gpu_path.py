@@ -167,6 +167,7 @@ class CudaSessions:
         self.model_path = model_path
         self.options = dict(options)
         self.cuda_graph = cuda_graph
+        self.per_operator: Any = None  # feeds -> ONNX Runtime's per-operator profile (set by the target)
         self._sessions: dict[Any, Any] = {}
 
     def _session_for(self, feeds: Mapping[str, np.ndarray]) -> Any:
@@ -197,6 +198,12 @@ class CudaSessions:
 
     def device_resident(self, feeds: Mapping[str, np.ndarray]) -> Any:
         return self._session_for(feeds).device_resident(feeds)
+
+    def profile(self, feeds: Mapping[str, np.ndarray], settings: Any, batch: int) -> Any:
+        from vlc.targets.onnxruntime.session import with_operators
+
+        result = self._session_for(feeds).profile(feeds, settings, batch)
+        return with_operators(result, settings, self.per_operator, feeds)
 
     def close(self) -> None:
         for session in self._sessions.values():

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from vlc.errors import InputError, VlcError, first_line
+from vlc.timing import ProfileResult, ProfileSettings, host_profile
 from vlc.onnx_files import copy_onnx, external_data_locations
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -64,11 +65,26 @@ def copy_graph(src: Path, dst_dir: Path, name: str = "model.onnx") -> list[str]:
     return copy_onnx(src, dst_dir / name, keep_locations=True)
 
 
-class OrtSession:
-    """An opened onnxruntime artifact; float16 graph inputs/outputs are cast at the boundary."""
+OperatorProfile = Callable[[Mapping[str, np.ndarray]], dict[str, Any]]  # feeds -> per-operator times
 
-    def __init__(self, session: Any):
+
+def with_operators(result: ProfileResult, settings: ProfileSettings, per_operator: OperatorProfile | None,
+                   feeds: Mapping[str, np.ndarray]) -> ProfileResult:
+    """Add ONNX Runtime's per-operator profile when asked for (its own session: profiling slows runs)."""
+    if settings.per_layer and per_operator is not None:
+        result.extra["per_operator"] = per_operator(feeds)
+    return result
+
+
+class OrtSession:
+    """An opened onnxruntime artifact; float16 graph inputs/outputs are cast at the boundary.
+
+    `per_operator` runs ONNX Runtime's operator profiler for `profile(per_layer=True)`."""
+
+    def __init__(self, session: Any, device: str = "cpu", per_operator: OperatorProfile | None = None):
         self._session = session
+        self.device = device
+        self.per_operator = per_operator
         self.input_types = {i.name: i.type for i in session.get_inputs()}
         self.output_names = [o.name for o in session.get_outputs()]
 
@@ -92,22 +108,13 @@ class OrtSession:
         return {name: (v.astype(np.float32) if v.dtype == np.float16 else v)
                 for name, v in zip(self.output_names, values)}
 
+    def profile(self, feeds: Mapping[str, np.ndarray], settings: ProfileSettings, batch: int) -> ProfileResult:
+        """Host arrays in and out, so a call includes any transfers and ends when the outputs are
+        on the host (synchronised, on a GPU provider)."""
+        result = host_profile(lambda: self.run(feeds), settings, batch, device=self.device,
+                              includes_transfers=True)
+        return with_operators(result, settings, self.per_operator, feeds)
+
     def close(self) -> None:
         self._session = None
 
-
-def run_onnx_cpu(onnx_path: Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Reference outputs: a graph in ONNX Runtime on the CPU, fp32, all optimizations."""
-    import onnxruntime as ort
-
-    so = session_options({})
-    try:
-        session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise VlcError(f"onnxruntime cannot load the reference graph {onnx_path}: {first_line(exc)}",
-                       fix="check the file with `vlc export`") from None
-    wrapped = OrtSession(session)
-    try:
-        return wrapped.run({k: v for k, v in feeds.items() if k in wrapped.input_types})
-    finally:
-        wrapped.close()

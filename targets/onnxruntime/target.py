@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 import numpy as np
@@ -15,7 +16,6 @@ from vlc.targets.onnxruntime.gpu_path import (CudaSessions, apply_fusions, atten
                                               check_gpu_options, conv_algo_search, cpu_safe_options,
                                               cuda_graph_on, disabled_optimizers, fp32_islands,
                                               fusion_passes)
-from vlc.timing import LatencyStats, ProfileResult, ProfileSettings, time_host_calls, variation_warning
 
 MAIN = "model.onnx"
 OPTIMIZED = "model.optimized.onnx"
@@ -138,8 +138,11 @@ class OnnxRuntimeTarget(Target):
 
         spec = artifact.spec
         providers = choose_providers(spec.device, spec.options.get("providers"))
+        per_operator = functools.partial(self._operator_profile, artifact)
         if spec.device == "cuda" and providers[0] == "CUDAExecutionProvider":
-            return CudaSessions(artifact.file("main"), spec.options, cuda_graph_on(spec.options, spec.device))
+            sessions = CudaSessions(artifact.file("main"), spec.options, cuda_graph_on(spec.options, spec.device))
+            sessions.per_operator = per_operator
+            return sessions
         try:
             session = ort.InferenceSession(str(artifact.file("main")),
                                            session_options(cpu_safe_options(spec.options, spec.device,
@@ -150,17 +153,7 @@ class OnnxRuntimeTarget(Target):
             raise CompileError(f"onnxruntime cannot open the artifact: {first_line(exc)}",
                                where=str(artifact.path), fix="rebuild it with `vlc compile --force`") from None
         check_gpu_used(spec.device, list(session.get_providers()))
-        return OrtSession(session)
-
-    def _profile(self, artifact: Artifact, session: Session, feeds: Mapping[str, np.ndarray],
-                 settings: ProfileSettings, batch: int) -> ProfileResult:
-        if not isinstance(session, CudaSessions):
-            result = super()._profile(artifact, session, feeds, settings, batch)
-        else:
-            result = self._profile_cuda(session, feeds, settings, batch)
-        if settings.per_layer:
-            result.extra["per_operator"] = self._operator_profile(artifact, feeds)
-        return result
+        return OrtSession(session, spec.device, per_operator)
 
     def _operator_profile(self, artifact: Artifact, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
         from vlc.targets.onnxruntime.cuda_session import cuda_provider
@@ -177,18 +170,3 @@ class OnnxRuntimeTarget(Target):
         options = session_options(cpu_safe_options(spec.options, spec.device, spec.precision.value))
         return profile_operators(artifact.file("main"), options, providers, feeds,
                                  disabled_optimizers=disabled_optimizers(spec.options, spec.device))
-
-    def _profile_cuda(self, session: CudaSessions, feeds: Mapping[str, np.ndarray],
-                      settings: ProfileSettings, batch: int) -> ProfileResult:
-        # Both timings from one session: end to end (host arrays in and out) and device-resident
-        # (IOBinding buffers stay on the GPU; ONNX Runtime synchronizes the stream each run).
-        end_to_end = LatencyStats.from_samples(time_host_calls(session.end_to_end(feeds), settings))
-        compute = LatencyStats.from_samples(time_host_calls(session.device_resident(feeds), settings))
-        latency = end_to_end if settings.include_transfers else compute
-        return ProfileResult(
-            batch=batch, latency=latency, includes_transfers=settings.include_transfers, device="cuda",
-            breakdown={"end_to_end": end_to_end, "compute": compute},
-            warnings=variation_warning(compute, "device-resident latency"),
-            extra={"timing": "host clock around run_with_iobinding (ONNX Runtime synchronizes the CUDA "
-                             "stream); compute = inputs and outputs resident on the GPU",
-                   "cuda_graph": session.cuda_graph, "providers": session.providers})

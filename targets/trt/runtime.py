@@ -1,5 +1,6 @@
 """Running and profiling an engine: name-based I/O, execute_async_v3 on a non-default stream,
-torch CUDA tensors as buffers, CUDA-event timing, optional CUDA graphs, per-layer IProfiler.
+torch CUDA tensors as buffers, host-clock timing synchronised per iteration (vlc's one timing
+method) with a CUDA-event H2D / compute / D2H breakdown, optional CUDA graphs, per-layer IProfiler.
 
 NOT YET EXECUTED ON GPU HARDWARE (see README.md): written against the TensorRT 10/11 and
 TensorRT-RTX 1.7 Python APIs; tests/targets/trt/test_trt_runtime.py runs it on a supported GPU.
@@ -62,8 +63,9 @@ class TrtSession:
             (self.inputs if mode == trt.TensorIOMode.INPUT else self.outputs).append(name)
             key = str(self.engine.get_tensor_dtype(name)).split(".")[-1]
             self.dtypes[name] = getattr(torch, _TORCH_DTYPES[key])
-        self.profile = {name: tuple(tuple(s) for s in self.engine.get_tensor_profile_shape(name, 0))
-                        for name in self.inputs}
+        # min/opt/max shape of each input in the engine's optimization profile 0
+        self.shape_ranges = {name: tuple(tuple(s) for s in self.engine.get_tensor_profile_shape(name, 0))
+                             for name in self.inputs}
         self._bound: dict[str, Any] = {}
 
     # ---- binding ---------------------------------------------------------------------------
@@ -77,7 +79,7 @@ class TrtSession:
         with torch.cuda.stream(self.stream):
             for name in self.inputs:
                 array = np.ascontiguousarray(feeds[name])
-                lo, _, hi = self.profile[name]
+                lo, _, hi = self.shape_ranges[name]
                 shape = tuple(array.shape)
                 if len(shape) != len(lo) or any(not a <= d <= b for a, d, b in zip(lo, shape, hi)):
                     raise InputError(f"input '{name}' shape {list(shape)} is outside the engine's profile "
@@ -111,6 +113,9 @@ class TrtSession:
         self.stream.synchronize()
         return {name: (t.float() if t.dtype == self.torch.bfloat16 else t).numpy() for name, t in host.items()}
 
+    def profile(self, feeds: Mapping[str, np.ndarray], settings: ProfileSettings, batch: int) -> ProfileResult:
+        return profile_session(self, feeds, settings, batch, self.gpu.describe())
+
     def close(self) -> None:
         self.stream.synchronize()
         self._bound.clear()
@@ -133,7 +138,8 @@ def _layer_profiler(trt: Any) -> Any:
 
 def profile_session(session: TrtSession, feeds: Mapping[str, np.ndarray], settings: ProfileSettings,
                     batch: int, device: str) -> ProfileResult:
-    """Warm up, then time H2D / compute / D2H per iteration with CUDA events (trtexec's split)."""
+    """Warm up, then time each iteration with the host clock up to the stream synchronisation (the
+    latency), and its H2D / compute / D2H parts with CUDA events (trtexec's split)."""
     from vlc.targets.trt.summary import assemble
 
     torch = session.torch
@@ -157,9 +163,10 @@ def profile_session(session: TrtSession, feeds: Mapping[str, np.ndarray], settin
             session.execute()
 
     events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
-    samples: dict[str, list[float]] = {"h2d": [], "compute": [], "d2h": [], "enqueue": []}
+    samples: dict[str, list[float]] = {"latency": [], "h2d": [], "compute": [], "d2h": [], "enqueue": []}
 
     def iteration(record: bool) -> None:
+        start_ns = time.perf_counter_ns()
         with torch.cuda.stream(stream):
             events[0].record(stream)
             if settings.include_transfers:
@@ -175,7 +182,9 @@ def profile_session(session: TrtSession, feeds: Mapping[str, np.ndarray], settin
                     pinned_out[n].copy_(tensors[n], non_blocking=True)
             events[3].record(stream)
         stream.synchronize()
+        latency_ms = (time.perf_counter_ns() - start_ns) / 1e6
         if record:
+            samples["latency"].append(latency_ms)
             if settings.include_transfers:
                 samples["h2d"].append(events[0].elapsed_time(events[1]))
                 samples["d2h"].append(events[2].elapsed_time(events[3]))

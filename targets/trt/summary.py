@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from vlc.timing import CV_WARN, LatencyStats, ProfileResult, variation_warning
+from vlc.timing import CV_WARN, HOST_CLOCK_SYNCED, LatencyStats, ProfileResult, variation_warning
 
 # trtexec's names for ProfileResult.breakdown keys, in its order
 TRTEXEC_ROWS = (("latency", "Latency"), ("enqueue", "Enqueue Time"), ("h2d", "H2D Latency"),
@@ -17,18 +17,20 @@ TRTEXEC_ROWS = (("latency", "Latency"), ("enqueue", "Enqueue Time"), ("h2d", "H2
 def assemble(batch: int, device: str, samples: Mapping[str, Sequence[float]], *, include_transfers: bool,
              host_walltime_s: float, cuda_graph: bool,
              per_layer: Mapping[str, Sequence[float]] | None = None) -> ProfileResult:
-    """samples: ms per iteration for "h2d", "compute", "d2h", "enqueue" (h2d/d2h may be empty)."""
-    breakdown = {key: LatencyStats.from_samples(values) for key, values in samples.items() if len(values)}
+    """samples: ms per iteration; "latency" by the host clock (first copy or launch to the stream
+    synchronisation), "h2d", "compute", "d2h" by CUDA events (h2d/d2h empty without transfers),
+    "enqueue" by the host clock around the launch."""
+    latency = LatencyStats.from_samples(samples["latency"])
+    breakdown = {key: LatencyStats.from_samples(values) for key, values in samples.items()
+                 if key != "latency" and len(values)}
     compute = breakdown["compute"]
-    if include_transfers:
-        totals = [h + c + d for h, c, d in zip(samples["h2d"], samples["compute"], samples["d2h"])]
-        latency = LatencyStats.from_samples(totals)
-    else:
-        latency = compute
-    iterations = compute.count
+    iterations = latency.count
     extra = {
-        "timing": "CUDA events on one non-default stream, synchronised per iteration; "
-                  + ("latency = H2D + GPU compute + D2H" if include_transfers else "latency = GPU compute"),
+        "timing": HOST_CLOCK_SYNCED,
+        "timing_detail": "latency by the host clock from the first copy or launch to the stream "
+                         "synchronisation of each iteration, "
+                         + ("H2D + GPU compute + D2H" if include_transfers else "inputs and outputs on the GPU")
+                         + "; the H2D / GPU compute / D2H breakdown by CUDA events on the same stream",
         "cuda_graph": cuda_graph,
         "throughput_qps": iterations / host_walltime_s if host_walltime_s > 0 else 0.0,
         "total_host_walltime_s": host_walltime_s,

@@ -9,11 +9,8 @@ TensorRT < 11 when asked for with -O legacy_precision_flags=true.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
-
-import numpy as np
+from typing import Any, ClassVar
 
 from vlc.artifact import Artifact, BuildDir
 from vlc.errors import InputError, TargetUnavailable
@@ -22,7 +19,6 @@ from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, CompileSource, OptionInfo, Session, Target
 from vlc.targets.trt.backend import TENSORRT, TENSORRT_RTX, Backend, load_backend
 from vlc.targets.trt.presets import DEFAULT_PRESET, GpuPreset, gpu_presets, preset_for_capability
-from vlc.timing import ProfileResult, ProfileSettings
 
 OPTIONS: dict[str, OptionInfo] = {
     "workspace": OptionInfo("workspace memory pool limit, MiB", int, None),
@@ -281,14 +277,6 @@ class TrtTarget(Target):
 
         backend = self._artifact_backend(artifact)
         return TrtSession(artifact, backend, self._gpu_for(artifact))
-
-    def _profile(self, artifact: Artifact, session: Session, feeds: Mapping[str, np.ndarray],
-                 settings: ProfileSettings, batch: int) -> ProfileResult:
-        from vlc.targets.trt.runtime import profile_session
-
-        result = profile_session(session, feeds, settings, batch, session.gpu.describe())  # type: ignore[attr-defined]
-        print(result.extra["trtexec_summary"], file=sys.stderr)
-        return result
 
 
 class TrtRtxTarget(TrtTarget):

@@ -1,23 +1,30 @@
 """`vlc bench` end to end on a tiny MLP: torch and onnxruntime at fp32 over two batch sizes,
-resuming, cells this machine cannot run, deploy bundles, failures, and a report of the results."""
+resuming (only when every setting is unchanged), cells this machine cannot run, deploy bundles
+(the real Ascend target with the STAND-IN ais_bench of tests/standins), failures, failed
+accuracy, one session per cell, and a report of the results."""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from vlc import plugin_manager
 from vlc.artifact import graph_hash
 from vlc.cli.app import main
 from vlc.errors import TargetUnavailable
+from vlc.hookspecs import hookimpl
 from vlc.records import load_records
-from vlc.spec import Precision
 from vlc.target import Availability, Target
+from vlc.targets.onnxruntime.target import OnnxRuntimeTarget
 
 ROOT = Path(__file__).resolve().parents[2]
 MLP = f"{ROOT / 'tests' / 'models.py'}:mlp"
+STANDINS = ROOT / "tests" / "standins"
 MLP_FLOPS_PER_SAMPLE = 2 * (32 * 64 + 64 * 64 + 64 * 10)  # three Linear layers, tests/models.py
 
 
@@ -85,29 +92,11 @@ def test_sweep_measures_checks_and_resumes(tmp_path, cache_dir, capsys):
     assert "| batch | torch / fp32 /" in text and "## Model: mlp" in text
 
 
-class Unavailable(Target):
-    name = "fake-accel"
-    precisions = (Precision.FP32, Precision.FP16)
-    devices = ("cuda",)
-
-    def available(self) -> Availability:
-        return Availability(False, "the fake-accel SDK is not installed (test target)")
-
-
-class Bundler(Unavailable):
-    name = "fake-bundler"
-
-    def emit_bundle(self, source: Any, spec: Any, out_dir: Path) -> Path:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "bundle.json").write_text(json.dumps({"precision": spec.precision.value,
-                                                         "batch": spec.batch, "onnx": str(source.onnx_path)}))
-        return out_dir
-
-
 class Broken(Target):
-    name = "fake-broken"
-    devices = ("cpu",)
+    """A backend whose compiler raises: the control flow of a crashing build."""
+
+    name = "test-broken"
+    summary = "a target whose compiler raises"
 
     def available(self) -> Availability:
         return Availability(True, devices=["cpu"])
@@ -117,31 +106,90 @@ class Broken(Target):
 
 
 class NeedsHardware(Broken):
-    name = "fake-needs-hw"
+    name = "test-needs-hw"
+    summary = "a target that says at compile time that it cannot build here"
 
     def _compile(self, source, spec, build) -> None:
-        raise TargetUnavailable("no fake NPU is attached", fix="run on a machine with one")
+        raise TargetUnavailable("no NPU of this kind is attached", fix="run on a machine with one")
 
 
-class BuildsElsewhere(NeedsHardware):
-    """Runs here, but its compiler is missing (like ais_bench without atc)."""
+class CountingOrt(OnnxRuntimeTarget):
+    """The real onnxruntime target, counting how often an artifact is opened."""
 
-    name = "fake-builds-elsewhere"
-    emit_bundle = Bundler.emit_bundle
+    name = "test-counting-ort"
+
+    def __init__(self) -> None:
+        self.opens = 0
+
+    def _open(self, artifact):  # noqa: ANN001, ANN202
+        self.opens += 1
+        return super()._open(artifact)
+
+
+class MiscompilingOrt(OnnxRuntimeTarget):
+    """The real onnxruntime target writing a wrong graph (its first weight negated): a build that
+    runs fine and computes the wrong numbers."""
+
+    name = "test-miscompiling-ort"
+
+    def _compile(self, source, spec, build) -> None:  # noqa: ANN001
+        import onnx
+        from onnx import numpy_helper
+
+        super()._compile(source, spec, build)
+        main = build.path / build.files["main"]
+        model = onnx.load(str(main))
+        weight = next(t for t in model.graph.initializer if len(t.dims) == 2)
+        weight.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(weight), weight.name))
+        onnx.save(model, str(main))
+
+
+class TestTargets:
+    @hookimpl
+    def register_targets(self, register) -> None:  # noqa: ANN001
+        for target in (Broken(), NeedsHardware(), CountingOrt(), MiscompilingOrt()):
+            register(target)
 
 
 @pytest.fixture
-def fake_targets(monkeypatch):
-    import vlc.plugin_manager as pm
+def test_targets():
+    """Targets registered through the plugin hook, as a third-party package would."""
+    manager = plugin_manager.get_plugin_manager()
+    plugin = TestTargets()
+    manager.register(plugin, name="test-bench-targets")
+    plugin_manager.targets.cache_clear()
+    yield {name: plugin_manager.get_target(name) for name in
+           ("test-broken", "test-needs-hw", "test-counting-ort", "test-miscompiling-ort")}
+    manager.unregister(plugin)
+    plugin_manager.targets.cache_clear()
 
-    fakes = {t.name: t for t in (Unavailable(), Bundler(), Broken(), NeedsHardware(), BuildsElsewhere())}
-    real = pm.get_target
-    monkeypatch.setattr(pm, "get_target", lambda name: fakes[name] if name in fakes else real(name))
-    return fakes
+
+def _forget_ais_bench(monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in [m for m in sys.modules if m == "ais_bench" or m.startswith("ais_bench.")]:
+        monkeypatch.delitem(sys.modules, module)
+    for name in ("VLC_AIS_BENCH", "VLC_ATC", "ASCEND_TOOLKIT_HOME"):
+        monkeypatch.delenv(name, raising=False)
 
 
-def test_cells_this_machine_cannot_run_are_recorded_with_the_reason(tmp_path, cache_dir, fake_targets):
-    code, _ = bench(tmp_path, cache_dir, "--targets", "onnxruntime,fake-accel,fake-needs-hw",
+@pytest.fixture
+def no_ascend_toolkit(monkeypatch):
+    """Neither atc nor ais_bench: the real Ascend targets cannot run here, but can write bundles."""
+    _forget_ais_bench(monkeypatch)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]))
+
+
+@pytest.fixture
+def ascend_runner_only(monkeypatch):
+    """The STAND-IN ais_bench but no atc: ascend310p runs here but cannot build here."""
+    _forget_ais_bench(monkeypatch)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]))
+    monkeypatch.setenv("VLC_AIS_BENCH", str(STANDINS / "ais_bench_cli"))
+    monkeypatch.setenv("STANDIN_CANN", "8")
+
+
+def test_cells_this_machine_cannot_run_are_recorded_with_the_reason(tmp_path, cache_dir, test_targets,
+                                                                     no_ascend_toolkit):
+    code, _ = bench(tmp_path, cache_dir, "--targets", "onnxruntime,ascend310p,test-needs-hw",
                     "--precisions", "fp32,bf16", "--batch", "1,2")
     assert code == 0
     found = records(tmp_path)
@@ -150,55 +198,142 @@ def test_cells_this_machine_cannot_run_are_recorded_with_the_reason(tmp_path, ca
         assert found[("onnxruntime", "fp32", b)].status == "ok"
         ort_bf16 = found[("onnxruntime", "bf16", b)]
         assert ort_bf16.status == "unavailable" and "does not support precision bf16" in ort_bf16.reason
-        fake = found[("fake-accel", "fp32", b)]
-        assert fake.status == "unavailable" and "fake-accel SDK is not installed" in fake.reason
-        assert fake.device == "cuda" and fake.latency_ms is None
-        assert "does not support precision bf16" in found[("fake-accel", "bf16", b)].reason
-        assert found[("fake-needs-hw", "fp32", b)].status == "unavailable"
-        assert "no fake NPU is attached" in found[("fake-needs-hw", "fp32", b)].reason
+        ascend = found[("ascend310p", "fp32", b)]
+        assert ascend.status == "unavailable" and "ais_bench not found" in ascend.reason
+        assert ascend.device == "npu" and ascend.latency_ms is None
+        assert "does not support precision bf16" in found[("ascend310p", "bf16", b)].reason
+        assert found[("test-needs-hw", "fp32", b)].status == "unavailable"
+        assert "no NPU of this kind is attached" in found[("test-needs-hw", "fp32", b)].reason
 
 
-def test_emit_writes_bundles_instead_of_measuring(tmp_path, cache_dir, fake_targets, capsys):
-    args = ("--targets", "onnxruntime,fake-bundler", "--precisions", "fp32,fp16", "--batch", "1,2",
+def test_emit_writes_bundles_instead_of_measuring(tmp_path, cache_dir, no_ascend_toolkit, capsys):
+    args = ("--targets", "onnxruntime,ascend310p", "--precisions", "fp32,fp16", "--batch", "1,2",
             "--emit", str(tmp_path / "bundles"))
     code, summary = bench(tmp_path, cache_dir, *args, capsys=capsys)
     assert code == 0 and summary is not None
     found = records(tmp_path)
     for precision in ("fp32", "fp16"):
         for b in (1, 2):
-            r = found[("fake-bundler", precision, b)]
-            assert r.status == "emitted" and r.bundle == str(tmp_path / "bundles" / "mlp" / f"fake-bundler-{precision}")
+            r = found[("ascend310p", precision, b)]
+            assert r.status == "emitted" and r.bundle == str(tmp_path / "bundles" / "mlp" / f"ascend310p-{precision}")
             assert "deploy bundle" in r.device_name
-        meta = json.loads(Path(found[("fake-bundler", precision, 1)].bundle, "bundle.json").read_text())
-        assert meta["precision"] == precision and meta["batch"] == [1, 2, 2]
+        meta = json.loads(Path(found[("ascend310p", precision, 1)].bundle, "bundle.json").read_text())
+        assert meta["precision"] == precision and [b["batches"] for b in meta["builds"]] == [[1], [2]]
     assert found[("onnxruntime", "fp32", 1)].status == "ok"  # available targets are still measured
     code, again = bench(tmp_path, cache_dir, *args, capsys=capsys)
     assert code == 0 and again is not None
     skipped = {(c["target"], c["precision"]) for c in again["cells"] if c["skipped"]}
-    assert ("fake-bundler", "fp16") in skipped and ("onnxruntime", "fp32") in skipped
+    assert ("ascend310p", "fp16") in skipped and ("onnxruntime", "fp32") in skipped
 
 
-def test_emit_covers_targets_that_run_here_but_cannot_build_here(tmp_path, cache_dir, fake_targets):
-    code, _ = bench(tmp_path, cache_dir, "--targets", "fake-builds-elsewhere,fake-needs-hw", "--batch", "1",
-                    "--emit", str(tmp_path / "bundles"))
+def test_emit_covers_targets_that_run_here_but_cannot_build_here(tmp_path, cache_dir, test_targets,
+                                                                 ascend_runner_only):
+    code, _ = bench(tmp_path, cache_dir, "--targets", "ascend310p,test-needs-hw", "--precisions", "fp16",
+                    "--batch", "1", "--emit", str(tmp_path / "bundles"))
     assert code == 0
     found = records(tmp_path)
-    bundled = found[("fake-builds-elsewhere", "fp32", 1)]
+    bundled = found[("ascend310p", "fp16", 1)]
     assert bundled.status == "emitted" and Path(bundled.bundle, "bundle.json").is_file()
     cell = json.loads(Path(bundled.bundle, "vlc-bench.json").read_text())
-    assert cell["target"] == "fake-builds-elsewhere" and cell["machine"] == "test-box" and cell["batches"] == [1]
-    assert found[("fake-needs-hw", "fp32", 1)].status == "unavailable"  # no emit_bundle: nothing to write
+    assert cell["target"] == "ascend310p" and cell["machine"] == "test-box" and cell["batches"] == [1]
+    assert found[("test-needs-hw", "fp16", 1)].status == "unavailable"  # no emit_bundle: nothing to write
 
 
-def test_a_failing_cell_is_recorded_and_the_exit_status_says_so(tmp_path, cache_dir, fake_targets, capsys):
-    code, _ = bench(tmp_path, cache_dir, "--targets", "fake-broken,onnxruntime", "--precisions", "fp32",
+def test_a_failing_cell_is_recorded_and_the_exit_status_says_so(tmp_path, cache_dir, test_targets, capsys):
+    code, _ = bench(tmp_path, cache_dir, "--targets", "test-broken,onnxruntime", "--precisions", "fp32",
                     "--batch", "1")
     assert code == 1
     assert "1 of 2 cell(s) failed" in capsys.readouterr().err
     found = records(tmp_path)
-    assert found[("fake-broken", "fp32", 1)].status == "failed"
-    assert "backend exploded" in found[("fake-broken", "fp32", 1)].reason
+    assert found[("test-broken", "fp32", 1)].status == "failed"
+    assert "backend exploded" in found[("test-broken", "fp32", 1)].reason
     assert found[("onnxruntime", "fp32", 1)].status == "ok"
+
+
+def test_a_cell_that_computes_wrong_numbers_is_recorded_as_failing_accuracy(tmp_path, cache_dir, test_targets):
+    code, _ = bench(tmp_path, cache_dir, "--targets", "test-miscompiling-ort,onnxruntime", "--batch", "2")
+    found = records(tmp_path)
+    wrong, right = found[("test-miscompiling-ort", "fp32", 2)], found[("onnxruntime", "fp32", 2)]
+    assert wrong.status == "ok" and wrong.latency_ms is not None  # it ran and was timed
+    assert wrong.accuracy is not None and wrong.accuracy.passed is False
+    assert wrong.accuracy.cosine < 0.99 and wrong.accuracy.outputs[0]["passed"] is False
+    assert right.accuracy is not None and right.accuracy.passed is True
+    out = tmp_path / "report.md"
+    assert main(["report", str(tmp_path / "results"), "-o", str(out), "--no-plots"]) == 0
+    assert "FAIL" in out.read_text()
+
+
+def test_each_cell_opens_its_artifact_once(tmp_path, cache_dir, test_targets):
+    counting = test_targets["test-counting-ort"]
+    code, _ = bench(tmp_path, cache_dir, "--targets", "test-counting-ort", "--batch", "1,3")
+    assert code == 0
+    found = records(tmp_path)
+    assert {r.status for r in found.values()} == {"ok"} and len(found) == 2
+    assert counting.opens == 2  # the accuracy run and the timing of a cell share one session
+
+
+def test_resume_measures_again_when_a_setting_changed(tmp_path, cache_dir, capsys):
+    base = ("--targets", "onnxruntime", "--batch", "1,2")
+    assert bench(tmp_path, cache_dir, *base)[0] == 0
+    first = records(tmp_path)
+    capsys.readouterr()
+
+    # more iterations: every cell is measured again, and the log says why
+    code = main(["bench", MLP, "--results", str(tmp_path / "results"), "--artifacts", str(tmp_path / "artifacts"),
+                 "--cache-dir", str(cache_dir), "--warmup", "1", "--iterations", "7", "--machine", "test-box",
+                 *base])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "settings changed (iterations 5 -> 7): measured again" in err, err
+    again = records(tmp_path)
+    assert {r.latency_ms["count"] for r in again.values()} == {7}
+    assert all(again[k].created >= first[k].created for k in first)
+
+    # the same settings again: skipped (the last --iterations wins over the helper's 5)
+    code, summary = bench(tmp_path, cache_dir, "--iterations", "7", *base, capsys=capsys)
+    assert code == 0 and summary is not None and summary["skipped"] == 2
+
+    # warm-up, transfers and seed are part of the key too
+    for extra, change in ((("--warmup", "2"), "warm-up 1 -> 2"), (("--no-transfers",), "transfers true -> false"),
+                          (("--seed", "3"), "seed 0 -> 3")):
+        capsys.readouterr()
+        argv = ["bench", MLP, "--results", str(tmp_path / "results"), "--artifacts", str(tmp_path / "artifacts"),
+                "--cache-dir", str(cache_dir), "--warmup", "1", "--iterations", "7", "--machine", "test-box",
+                *base, *extra]
+        assert main(argv) == 0
+        err = capsys.readouterr().err
+        assert f"{change}" in err and "measured again" in err, (extra, err)
+
+
+MODEL_FILE = """
+import torch
+
+
+def model():
+    torch.manual_seed({seed})
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    return net, torch.randn(2, 8)
+"""
+
+
+def test_resume_measures_again_when_the_model_changed(tmp_path, capsys):
+    """A record of another graph of the same model (new weights, new code) is never kept."""
+    model_file = tmp_path / "net.py"
+    model_file.write_text(MODEL_FILE.format(seed=1))
+    argv = ["bench", f"{model_file}:model", "--targets", "onnxruntime", "--batch", "2", "--results",
+            str(tmp_path / "results"), "--artifacts", str(tmp_path / "artifacts"), "--cache-dir",
+            str(tmp_path / "cache"), "--warmup", "1", "--iterations", "3", "--machine", "test-box"]
+    assert main(argv) == 0
+    (before,) = load_records([tmp_path / "results"]).records
+    capsys.readouterr()
+
+    model_file.write_text(MODEL_FILE.format(seed=12345))  # other weights (and file size): another graph
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    (after,) = load_records([tmp_path / "results"]).records
+    assert after.source_hash != before.source_hash
+    assert f"model hash {before.source_hash[:12]} -> {after.source_hash[:12]}" in err, err
+    assert after.accuracy is not None and after.accuracy.passed
 
 
 @pytest.mark.parametrize("args, message", [
@@ -277,3 +412,27 @@ def test_target_entries_keep_bracketed_values_whole():
     assert parse_entry(entries[1]) == ("onnxruntime", {"providers": ["cuda", "cpu"], "intra_op_threads": 2},
                                        'onnxruntime:providers=["cuda","cpu"]:intra_op_threads=2')
     assert parse_entry("torch : mode = eager")[2] == "torch:mode=eager"
+
+
+def test_the_model_size_is_part_of_its_name_in_records_and_paths(tmp_path, monkeypatch, capsys):
+    from vlc import examples
+    from vlc.records import record_path
+
+    assert examples.load("mobilevit-s").name == "mobilevit-s"
+    assert examples.load("mobilevit-s", size="test").name == "mobilevit-s@test"
+
+    model = "clip-vit-b32-text@test"
+    code = main(["bench", model, "--targets", "onnxruntime", "--batch", "1", "--results", str(tmp_path / "results"),
+                 "--artifacts", str(tmp_path / "artifacts"), "--cache-dir", str(tmp_path / "cache"),
+                 "--warmup", "1", "--iterations", "2", "--machine", "test-box"])
+    (record,) = load_records([tmp_path / "results"]).records
+    assert code == 0 and record.status == "ok", record.reason
+    assert record.model == model
+    assert record_path(tmp_path / "results", record).parent.name == model
+    assert Path(record.artifact["path"]).parent.name.startswith(f"{model}-")
+    full = record_path(tmp_path / "results", type(record)(**{**record.__dict__, "model": "clip-vit-b32-text"}))
+    assert full != record_path(tmp_path / "results", record)
+
+    monkeypatch.chdir(tmp_path)  # `vlc compile`'s default output directory
+    assert main(["compile", model, "-t", "onnxruntime", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert (tmp_path / "artifacts" / f"{model}-onnxruntime-fp32" / "manifest.json").is_file()

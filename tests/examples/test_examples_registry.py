@@ -71,7 +71,7 @@ def test_describe_test_size_matches_the_built_source(name, test_source):
 def test_load_gives_an_eval_model_source(name, test_source):
     source = test_source(name)
     assert isinstance(source, ModelSource)
-    assert source.name == name and source.ref == f"{name}@test"
+    assert source.name == source.ref == f"{name}@test"  # the size is part of the name
     assert not source.module.training
     assert source.dynamic_batch
     assert source.metadata["weights"].startswith("random")

@@ -219,3 +219,41 @@ def test_unsteady_timings_are_marked():
     text, _ = to_markdown(build(records, plots=False), "x-")
     assert "4.81 ms · 1,663/s ±" in text and "1.30 ms · 769/s |" in text
     assert "varied by more than 2.5%" in text
+
+
+def _sized(records, model: str, model_ref: str):
+    from dataclasses import replace
+
+    return [replace(r, model=model, model_ref=model_ref) for r in records]
+
+
+def test_test_size_and_full_size_are_never_one_table():
+    """Both sizes measured at batch 1 on one machine: two sections, and no published A10 rows
+    beside the test size (they are figures of the full-size model)."""
+    from vlc.report.render import to_markdown
+
+    mobile = [r for r in load_records([FIXTURES / "a10-box"]).records if r.model == "mobilevit_s"]
+    full = _sized(mobile, "mobilevit-s", "mobilevit-s")
+    small = _sized(mobile, "mobilevit-s@test", "mobilevit-s@test")
+    text, _ = to_markdown(build(full + small, plots=False, published=True), "x-")
+    assert "## Model: mobilevit-s\n" in text and "## Model: mobilevit-s@test\n" in text
+    small_section = text.split("## Model: mobilevit-s@test\n")[1].split("\n## ")[0]
+    full_section = text.split("## Model: mobilevit-s\n")[1].split("\n## ")[0]
+    assert "Published" not in small_section and "Published" in full_section
+
+
+def test_records_from_before_the_size_was_in_the_name_are_kept_apart(tmp_path):
+    """Older records named a test-size example by its bare name; their model_ref still says @test."""
+    from vlc.records import write_record
+    from vlc.report.render import to_markdown
+
+    mobile = [r for r in load_records([FIXTURES / "a10-box"]).records if r.model == "mobilevit_s"]
+    full = _sized(mobile, "mobilevit-s", "mobilevit-s")
+    old_small = _sized(mobile, "mobilevit-s", "mobilevit-s@test")
+    write_record(tmp_path / "full", full[0])
+    write_record(tmp_path / "small", old_small[0])
+    loaded = load_records([tmp_path / "full", tmp_path / "small"])
+    assert len(loaded.records) == 2 and not loaded.replaced  # one cell each, neither replaces the other
+    assert {r.model_id for r in loaded.records} == {"mobilevit-s", "mobilevit-s@test"}
+    text, _ = to_markdown(build(full + old_small, plots=False), "x-")
+    assert "## Model: mobilevit-s\n" in text and "## Model: mobilevit-s@test\n" in text

@@ -67,7 +67,8 @@ def test_layers_from_builder_log():
 
 def _samples(compute):
     n = len(compute)
-    return {"h2d": [0.1] * n, "compute": compute, "d2h": [0.05] * n, "enqueue": [0.02] * n}
+    host = [0.1 + c + 0.05 + 0.01 for c in compute]  # the host clock also sees the synchronisation
+    return {"latency": host, "h2d": [0.1] * n, "compute": compute, "d2h": [0.05] * n, "enqueue": [0.02] * n}
 
 
 def test_trtexec_summary_fields_and_units():
@@ -83,7 +84,8 @@ def test_trtexec_summary_fields_and_units():
                       "percentile(95%) = ", "percentile(99%) = "):
             assert field in line and line.endswith(" ms")
     assert "[I] Total Host Walltime: 0.01 s" in lines and "[I] Total GPU Compute Time: 0.004 s" in lines
-    assert result.latency.median == pytest.approx(1.15)
+    assert result.latency.median == pytest.approx(1.16)  # the host clock, not the sum of the CUDA events
+    assert result.extra["timing"] == "host clock, synchronised after each call"
     assert set(result.breakdown) == {"h2d", "compute", "d2h", "enqueue"}
     assert result.extra["layers"][0]["name"] == "conv" and result.extra["layers"][0]["percent"] == pytest.approx(500 / 6)
     assert not result.warnings and "[W]" not in text
@@ -97,8 +99,9 @@ def test_unstable_gpu_compute_warns():
         result.extra["trtexec_summary"]
 
 
-def test_latency_without_transfers_is_compute():
-    samples = {"h2d": [], "compute": [2.0, 2.0], "d2h": [], "enqueue": [0.1, 0.1]}
+def test_latency_without_transfers_is_the_host_clock_around_the_launch():
+    samples = {"latency": [2.05, 2.05], "h2d": [], "compute": [2.0, 2.0], "d2h": [], "enqueue": [0.1, 0.1]}
     result = assemble(4, "cuda:0", samples, include_transfers=False, host_walltime_s=1.0, cuda_graph=True)
-    assert result.latency.median == 2.0 and not result.includes_transfers
+    assert result.latency.median == 2.05 and not result.includes_transfers
+    assert result.breakdown["compute"].median == 2.0
     assert "h2d" not in result.breakdown and "excludes host-device transfers" in result.extra["trtexec_summary"]
