@@ -17,7 +17,7 @@ import numpy as np
 from vlc.errors import CompileError, InputError, TargetUnavailable
 from vlc.model import named_outputs
 from vlc.spec import Precision
-from vlc.timing import LatencyStats, ProfileResult, ProfileSettings, time_host_calls, variation_warning
+from vlc.timing import ProfileResult, ProfileSettings, host_profile
 
 WEIGHTS = "weights.pt"
 # -O mode -> torch.compile's mode (None: eager). reduce-overhead replays CUDA graphs;
@@ -30,8 +30,6 @@ PRIME_CALLS = 3  # compile, CUDA-graph warm-up, CUDA-graph recording: all before
 # dynamo stops compiling a function after this many recompilations and silently runs it eagerly;
 # every batch size (and precision) of a sweep in one process is one, so the default 8 is too few
 RECOMPILE_LIMIT = 64
-TIMING_SYNCED = "host clock, synchronised after each call"
-TIMING_HOST = "host clock"
 
 
 def torch_dtype(precision: Precision) -> Any:
@@ -202,15 +200,15 @@ class TorchSession:
             for _ in range(PRIME_CALLS):  # CUDA graphs are recorded on the second or third call
                 call()
             self._sync()
-            samples = time_host_calls(call, settings, sync=self._sync)
-        stats = LatencyStats.from_samples(samples)
-        return ProfileResult(batch=batch, latency=stats, includes_transfers=transfers, device=self.device,
-                             warnings=variation_warning(stats, "latency"),
-                             extra=self._profile_facts(shape_key(args), transfers))
+            sync = self._sync if self.device == "cuda" else None
+            result = host_profile(call, settings, batch, device=self.device, includes_transfers=transfers,
+                                  sync=sync)
+        result.extra.update(self._profile_facts(shape_key(args), transfers))
+        return result
 
     def _profile_facts(self, key: ShapeKey, transfers: bool) -> dict[str, Any]:
         facts: dict[str, Any] = {
-            "timing": TIMING_SYNCED if self.device == "cuda" else TIMING_HOST, "torch_mode": self.mode,
+            "torch_mode": self.mode,
             "inputs": ("host arrays, copied in and out in every call" if transfers
                        else "on the GPU before timing; outputs left there")}
         if self.compiles:

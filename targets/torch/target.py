@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Mapping
-
-import numpy as np
 from vlc.artifact import Artifact, BuildDir
 from vlc.errors import CompileError, InputError, VlcError
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, CompileSource, OptionInfo, Session, Target, batch_range
-from vlc.timing import ProfileResult, ProfileSettings
 
 
 class TorchTarget(Target):
@@ -99,7 +95,3 @@ class TorchTarget(Target):
         module = load_module(extra["model_ref"], artifact.file("main"), spec.device, spec.precision)
         return TorchSession(module, extra["input_names"], extra["output_names"], spec.device, spec.precision,
                             extra.get("mode", "eager"))
-
-    def _profile(self, artifact: Artifact, session: Session, feeds: Mapping[str, np.ndarray],
-                 settings: ProfileSettings, batch: int) -> ProfileResult:
-        return session.profile(feeds, settings, batch)  # type: ignore[attr-defined]
