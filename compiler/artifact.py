@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any, Iterator
 
 import vlc
 from vlc.errors import InputError
+from vlc.outdir import claim_output_dir, clean_orphans, make_dir, make_temp_dir, output_lock, replace_dir, write_marker
 from vlc.onnx_files import copy_onnx, external_data_locations, file_sha256, onnx_sha256
 from vlc.signature import Signature
 from vlc.spec import TargetSpec
@@ -169,15 +169,21 @@ def keep_source_graph(build: BuildDir, source_onnx: Path, source_hash: str) -> s
 
 @contextmanager
 def building(out_dir: Path) -> Iterator[BuildDir]:
-    """Yield a temporary build directory; on success the caller's manifest makes it final."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
-    try:
-        yield BuildDir(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    """Yield a temporary build directory; on success the caller's manifest makes it final.
+
+    The output is claimed first (a directory vlc did not write is refused, never replaced). The
+    build happens beside the real directory (a symlinked out_dir keeps its link) under a lock, so
+    a second build into the same place waits for this one; orphans of killed builds go first."""
+    real = claim_output_dir(out_dir, "artifact")
+    make_dir(real.parent)
+    with output_lock(real):
+        clean_orphans(real.parent, real.name, locked=True, mkdtemp_names=False)
+        tmp = make_temp_dir(real.parent, f".{real.name}.building-")
+        try:
+            yield BuildDir(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def finalize(build: BuildDir, out_dir: Path, manifest: dict[str, Any]) -> Artifact:
@@ -191,11 +197,7 @@ def finalize(build: BuildDir, out_dir: Path, manifest: dict[str, Any]) -> Artifa
     manifest_tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
     os.replace(manifest_tmp, build.path / MANIFEST)
     out_dir = Path(out_dir)
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-        os.replace(build.path, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(build.path, out_dir)
+    write_marker(build.path, "artifact")
+    # checked again just before the swap: what is there now may not be what was there at the start
+    replace_dir(build.path, claim_output_dir(out_dir, "artifact"))
     return Artifact(out_dir, manifest)

@@ -24,6 +24,28 @@ class CellsFailed(VlcError):
     exit_code = 1
 
 
+def _claim_outputs(results: Path, artifacts: Path, emit: Optional[Path]) -> list[tuple[Path, str]]:
+    """Every folder the sweep writes into, checked before anything runs (see vlc.outdir)."""
+    from vlc.outdir import claim_output_dir
+
+    wanted = [(results, "results", "--results"), (artifacts, "bench-artifacts", "--artifacts")]
+    if emit is not None:
+        wanted.append((emit, "bundles", "--emit"))
+    return [(claim_output_dir(path, kind, option=option), kind) for path, kind, option in wanted]
+
+
+def _mark_outputs(outputs: list[tuple[Path, str]]) -> None:
+    """Mark the folders the sweep created, so later runs know them as vlc's."""
+    from vlc.outdir import read_marker, write_marker
+
+    for path, kind in outputs:
+        if path.is_dir() and read_marker(path) != kind:
+            try:
+                write_marker(path, kind)
+            except InputError:  # a read-only folder: the records are what matters
+                pass
+
+
 def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench(
@@ -65,6 +87,7 @@ def register(app: typer.Typer) -> None:
         from vlc.bench.variants import split_entries
         from vlc.cli.profile_cmd import parse_batches, timing_settings
 
+        outputs = _claim_outputs(results, artifacts, emit)
         settings = timing_settings(warmup, iterations, duration, include_transfers=not no_transfers)
         entries = split_entries(targets)
         emit_entries = split_entries(emit_targets) if emit_targets is not None else None
@@ -88,7 +111,10 @@ def register(app: typer.Typer) -> None:
                     logged[0] = done
                     console.info(f"[{done}/{total}] {text}")
 
-            summary = run_bench(config, progress)
+            try:
+                summary = run_bench(config, progress)
+            finally:
+                _mark_outputs(outputs)
         if json_out:
             console.emit_json(summary.to_json())
         else:

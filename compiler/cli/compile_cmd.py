@@ -12,6 +12,7 @@ from vlc.cli.options import (BatchOpt, CacheDirOpt, ExporterOpt, ModelArg, NoPar
                              PassesOpt, PrecisionOpt, PresetOpt, ShapesOpt, TargetOpt, TargetOptionsOpt,
                              WeightsOpt, build_spec)
 from vlc.errors import InputError, TargetUnavailable
+from vlc.outdir import claim_output_dir
 
 
 def absolute_ref(ref: str) -> str:
@@ -84,9 +85,14 @@ def register(app: typer.Typer) -> None:
                                  fix="drop --emit; targets with an emit_bundle() method can (e.g. ascend310p)")
             if output is not None:
                 raise InputError("--emit and -o both say where to write", fix="give one of them")
+            claim_output_dir(emit, "bundle", option="--emit")  # before the (slow) front end
             spec.options["emit"] = str(emit)
+        elif output is not None:
+            claim_output_dir(output, "artifact")
         backend.validate_spec(TargetSpec.from_json({**spec.to_json(), "shapes": {}}), Signature((), ()))
         bundle_only = bool(spec.options.get("emit")) and callable(getattr(backend, "emit_bundle", None))
+        if bundle_only and emit is None:
+            claim_output_dir(Path(str(spec.options["emit"])), "bundle", option="-O emit")
         status = None if bundle_only else backend.require_available()  # a bundle needs no toolchain here
         if status is not None and status.devices and spec.device not in status.devices:
             raise TargetUnavailable(f"target '{backend.name}' has no {spec.device} device here",
@@ -104,8 +110,8 @@ def register(app: typer.Typer) -> None:
         source.onnx_path = Path(source.onnx_path).resolve()
         frontend_seconds = time.perf_counter() - start
         out_dir = output or Path("artifacts") / f"{model_name(source)}-{backend.name}-{spec.precision.value}"
-        if out_dir.exists() and not out_dir.is_dir():
-            raise InputError(f"output {out_dir} exists and is not a directory", fix="choose another -o")
+        if not bundle_only:
+            claim_output_dir(out_dir, "artifact")  # the default directory, too, may hold someone's files
         before = _manifest_stamp(out_dir)
         with console.progress(f"compiling {model_name(source)} for {backend.name} ({spec.precision.value})"):
             artifact = backend.compile(source, spec, out_dir, force=force)

@@ -45,6 +45,17 @@ def print_accuracy(title: str, accuracy: dict[str, Any]) -> None:
                           "median rel", "cosine", "ref std", "result"], rows)
 
 
+def check_export_output(dst: Path, model: str) -> None:
+    """An .onnx file name, not a directory, not below a file, not the model being exported."""
+    from vlc.outdir import check_output_file
+
+    if dst.suffix.lower() != ".onnx":
+        raise InputError(f"output {dst} does not end in .onnx", fix="name the output file *.onnx")
+    check_output_file(dst)
+    if Path(model).is_file() and dst.is_file() and Path(model).samefile(dst):
+        raise InputError(f"-o {dst} is the model being exported", fix="write the normalized graph to another file")
+
+
 def copy_graph(src: Path, dst: Path) -> None:
     """Copy an ONNX file and all its external data to `dst` (the .onnx file last, atomically)."""
     from vlc.onnx_files import copy_onnx
@@ -70,11 +81,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Export a model to one normalized ONNX graph, with a parity check against PyTorch."""
         from vlc.frontend.pipeline import prepare
+        from vlc.outdir import current_umask
 
+        check_export_output(output, model)  # before the (slow) front end
         options = frontend_options(exporter, opset, passes, no_simplify, no_parity, weights)
         with console.progress(f"exporting {model}"):
             source = prepare(model, cache_dir=cache_dir, options=options)
         copy_graph(source.onnx_path, output)
+        output.chmod(0o666 & ~current_umask())  # a new file's mode, not the cache's or a temp file's 0600
         report = {**source.frontend, "output": str(output)}
         if json_out:
             console.emit_json(report)

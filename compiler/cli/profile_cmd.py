@@ -111,6 +111,11 @@ def register(app: typer.Typer) -> None:
         from vlc.inputs import artifact_inputs, check_batch, default_batch
 
         settings = timing_settings(warmup, iterations, duration, include_transfers=not no_transfers)
+        if record is not None:  # before any timing: a file name, or a results folder vlc may write
+            from vlc.outdir import check_output_file, claim_output_dir
+
+            check_output_file(record, option="--record") if record.suffix == ".json" else \
+                claim_output_dir(record, "results", option="--record")
         artifact, target = open_artifact(artifact_dir)
         batches = parse_batches(batch) if batch is not None else [default_batch(artifact)]
         for b in batches:  # every batch is checked before any is timed

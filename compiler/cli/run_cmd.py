@@ -47,8 +47,11 @@ def register(app: typer.Typer) -> None:
         """Run an artifact once and print its outputs' shapes and statistics."""
         from vlc.errors import InputError
         from vlc.inputs import array_stats, artifact_inputs, nonfinite_notes, save_outputs
+        from vlc.outdir import claim_output_dir
 
         artifact, target = open_artifact(artifact_dir)
+        if output is not None:
+            claim_output_dir(output, "run-outputs")  # before running: refuse someone else's folder early
         if inputs and batch is not None:
             raise InputError("--batch applies to generated inputs, not to --input files",
                              fix="drop --batch; the files' first axis is the batch")
@@ -59,7 +62,8 @@ def register(app: typer.Typer) -> None:
         with console.progress(f"running {artifact.path.name}"):
             outputs = target.run(artifact, feeds)
         seconds = time.perf_counter() - start
-        saved = [str(p) for p in save_outputs(outputs, output)] if output else []
+        saved = [str(p) for p in save_outputs(outputs, claim_output_dir(output, "run-outputs", create=True))] \
+            if output else []
         summary = {"artifact": str(artifact.path), "target": artifact.target,
                    "precision": artifact.manifest["precision"], "device": artifact.spec.device,
                    "inputs": {k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in feeds.items()},

@@ -138,6 +138,8 @@ def _normalize(loaded: ModelSource | Path, ref: str, options: FrontendOptions,
         model.metadata_props[META_REF] = ref
         model.metadata_props[META_INPUT_SPECS] = json.dumps([s.to_json() for s in loaded.inputs])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    from vlc.outdir import clean_orphans
+    clean_orphans(out_dir.parent, out_dir.name)  # temporaries of killed runs; a live run's stay
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         onnx_path = save_model(model, tmp / "model.onnx")

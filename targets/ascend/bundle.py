@@ -23,6 +23,7 @@ import vlc
 from vlc.accuracy import AccuracyReport, Tolerance, compare_outputs, default_tolerance
 from vlc.artifact import MANIFEST, MANIFEST_SCHEMA, graph_hash
 from vlc.errors import InputError
+from vlc.outdir import claim_output_dir, clean_orphans, make_dir, make_temp_dir, output_lock, replace_dir, write_marker
 from vlc.spec import TargetSpec
 from vlc.target import CompileSource, Target
 from vlc.targets.ascend.ais_bench import ENV_COMMAND, AisSummary, parse_console, parse_summary_json
@@ -67,18 +68,19 @@ def emit_bundle(source: CompileSource, spec: TargetSpec, out_dir: str | Path, *,
     spec = target.validate_spec(spec, signature)
     opts = parse_options(target.name, spec, signature)
     out = Path(out_dir)
-    if out.exists():
-        if not (out / BUNDLE).is_file():
-            raise InputError(f"{out} exists and is not a vlc Ascend bundle", fix="choose a new directory")
-        shutil.rmtree(out)
-    tmp = out.with_name(f".{out.name}.emitting")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        _write(source, spec, opts, signature, tmp)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    # an earlier bundle is replaced (atomically); anything else, or one holding the target
+    # machine's results, is refused
+    real = claim_output_dir(out, "bundle", option="directory")
+    make_dir(real.parent)
+    with output_lock(real):
+        clean_orphans(real.parent, real.name, locked=True, mkdtemp_names=False)
+        tmp = make_temp_dir(real.parent, f".{real.name}.emitting-")
+        try:
+            _write(source, spec, opts, signature, tmp)
+            write_marker(tmp, "bundle")
+            replace_dir(tmp, claim_output_dir(out, "bundle", option="directory"))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -27,9 +27,11 @@ def emit(
     from vlc.cli import console
     from vlc.cli.options import build_spec
     from vlc.frontend.pipeline import prepare
+    from vlc.outdir import claim_output_dir
     from vlc.plugin_manager import get_target
     from vlc.targets.ascend.bundle import emit_bundle
 
+    claim_output_dir(directory, "bundle", option="directory")  # before the (slow) front end
     tgt = get_target(target)
     spec = build_spec(tgt, precision, preset, shapes, batch, option)
     out = emit_bundle(prepare(model), spec, directory, target=tgt)
@@ -50,8 +52,13 @@ def import_(
     """Read a bundle's outputs and timings back: accuracy against ONNX Runtime, NPU compute time."""
     from vlc.cli import console
     from vlc.errors import InputError
+    from vlc.outdir import check_output_file, claim_output_dir
     from vlc.targets.ascend.bundle import import_results
 
+    if output is not None:
+        check_output_file(output)
+    if results_dir is not None:
+        claim_output_dir(results_dir, "results", option="--results")
     results = import_results(directory)
     bench = []
     if results_dir is not None:
@@ -76,6 +83,7 @@ def import_(
     if results_dir is not None:
         from vlc.records import write_record
 
+        claim_output_dir(results_dir, "results", option="--results", create=True)
         for record in bench:
             write_record(results_dir, record)
         console.info(f"wrote {len(bench)} record(s) to {results_dir}; `vlc report {results_dir}` merges them "
