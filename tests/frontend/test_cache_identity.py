@@ -104,6 +104,23 @@ def test_editing_the_factory_file_exports_again(tmp_path):
     assert old.min() == 0.0 and new.min() < 0.0  # relu vs tanh
 
 
+def test_editing_a_package_module_factory_exports_again(tmp_path, monkeypatch):
+    package = tmp_path / "zoo_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    factory = "import torch\n\ndef factory():\n    return torch.nn.Sequential(torch.nn.Linear(8, 4), {}), " \
+              "torch.randn(2, 8)\n"
+    (package / "nets.py").write_text(factory.format("torch.nn.ReLU()"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    first = prepare("zoo_pkg.nets:factory", tmp_path / "cache", FAST)
+    (package / "nets.py").write_text(factory.format("torch.nn.Tanh()"))
+    sys.modules.pop("zoo_pkg.nets", None)  # a new process would import the edited file
+    edited = prepare("zoo_pkg.nets:factory", tmp_path / "cache", FAST)
+    assert edited.frontend["reused"] is False and edited.onnx_path != first.onnx_path
+    feeds = {"input": np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)}
+    assert ort_run(edited.onnx_path, feeds).min() < 0.0 <= ort_run(first.onnx_path, feeds).min()
+
+
 def test_model_code_files_leave_out_installed_libraries(tmp_path):
     import torch
     from vlc.frontend.loader import load_model
