@@ -259,7 +259,8 @@ def write_record(results_dir: Path, record: BenchRecord) -> Path:
     """Write atomically (temporary file, then rename); the cell's earlier record is replaced."""
     validate(record.to_json(), where=f"record {record.key}")  # never write what we cannot read
     path = record_path(results_dir, record)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from vlc.outdir import make_dir
+    make_dir(path.parent)  # below a file (--record afile/sub): one line, not NotADirectoryError
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:

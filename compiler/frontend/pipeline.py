@@ -62,11 +62,28 @@ class FrontendOptions:
         return json.dumps(asdict(self), sort_keys=True, default=str)
 
 
+def _check_opset(opset: int, ref: str, *, exported: bool) -> None:
+    """--opset steers the PyTorch exporter; it must be an opset the installed onnx defines."""
+    import onnx
+
+    if not exported:
+        raise InputError(f"--opset {opset} applies to PyTorch exports only", where=ref,
+                         fix="drop --opset; an ONNX file keeps its own opset")
+    newest = onnx.defs.onnx_opset_version()
+    if not 7 <= opset <= newest:
+        raise InputError(f"--opset {opset} is not an ONNX opset (onnx {onnx.__version__} defines 7..{newest})",
+                         where=ref, fix=f"give --opset between 7 and {newest}, or leave it out")
+
+
 def prepare(ref: str, cache_dir: Path | None = None,
             options: FrontendOptions = FrontendOptions()) -> CompileSource:
     """Export, simplify and rewrite a model once; later calls with the same model reuse it."""
     cache_dir = default_cache_dir() if cache_dir is None else cache_dir
+    from vlc.outdir import make_dir
+    make_dir(Path(cache_dir))  # a file given as --cache-dir: one line, before any export
     loaded = load_model(ref, weights=options.weights)
+    if options.opset is not None:
+        _check_opset(options.opset, ref, exported=isinstance(loaded, ModelSource))
     identity = _identity(loaded, options)
     out_dir = Path(cache_dir) / f"{_safe(ref)}-{identity[:16]}"
     onnx_path = out_dir / "model.onnx"

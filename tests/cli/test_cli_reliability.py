@@ -17,6 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.cli.test_cli_errors import nothing_left, one_line_error
+from tests.conftest import model_ref
 
 GENERIC = "report it if it looks like a vlc bug"
 OUTPUT_NAMES = ("file", "allow_pickle", "y")  # the first two are parameters of numpy.savez
@@ -182,6 +183,25 @@ def test_ctrl_c_while_the_commands_load(tmp_path):
 
 # ---- 13: ordinary mistakes get their own line, not the generic one -----------------------------------
 
+def test_a_file_as_cache_dir_or_record_dir(vlc_cli, tmp_path, onnx_model, artifact):
+    (tmp_path / "afile").write_text("x")
+    no_generic_line(vlc_cli("compile", onnx_model, "-t", "onnxruntime", "-o", tmp_path / "a",
+                            "--cache-dir", tmp_path / "afile"), 2, "afile")
+    nothing_left(tmp_path, "a")
+    no_generic_line(vlc_cli("profile", artifact, "-n", "2", "--warmup", "1", "--record",
+                            tmp_path / "afile" / "sub"), 2, "afile")
+
+
+def test_output_paths_below_a_file_or_the_current_directory(vlc_cli, tmp_path, onnx_model, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    no_generic_line(vlc_cli("export", onnx_model, "-o", tmp_path / "afile" / "x.onnx"), 2, "afile")
+    results = _results(tmp_path, "box")
+    no_generic_line(vlc_cli("report", results, "-o", tmp_path / "afile" / "r.html"), 2, "afile")
+    monkeypatch.chdir(tmp_path)
+    no_generic_line(vlc_cli("compile", onnx_model, "-t", "onnxruntime", "-o", "."), 2, "current directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "results"]
+
+
 def test_model_references_without_a_factory_or_with_numpy_examples(vlc_cli, tmp_path):
     no_generic_line(vlc_cli("compile", ":factory", "-t", "onnxruntime", "-o", tmp_path / "a"), 2,
                     "model reference ':factory' needs a file or module and a factory name")
@@ -255,6 +275,16 @@ def test_a_batch_0_input_file_is_refused_like_batch_0(vlc_cli, tmp_path, artifac
     no_generic_line(vlc_cli("run", artifact, "--batch", "0"), 2, "must be >= 1")
 
 
+def test_opset_on_an_onnx_input_is_refused(vlc_cli, tmp_path, onnx_model):
+    no_generic_line(vlc_cli("compile", onnx_model, "-t", "onnxruntime", "--opset", "99999", "-o", tmp_path / "a"),
+                    2, "--opset 99999 applies to PyTorch exports only")
+    nothing_left(tmp_path, "a")
+    for opset in ("0", "99999"):  # a PyTorch model: only opsets the installed onnx defines
+        no_generic_line(vlc_cli("export", model_ref("mlp"), "--opset", opset, "-o", tmp_path / "e" / "m.onnx"),
+                        2, f"--opset {opset} is not an ONNX opset")
+    assert not (tmp_path / "e" / "m.onnx").exists()
+
+
 @pytest.mark.parametrize("option, phrase", [(["--atol", "-1"], "--atol -1.0 must be >= 0"),
                                             (["--rtol", "-1"], "--rtol -1.0 must be >= 0"),
                                             (["--min-cosine", "2"], "--min-cosine 2.0 is outside -1..1")])
@@ -284,3 +314,14 @@ def test_a_record_with_a_non_finite_latency_is_refused(vlc_cli, tmp_path, value)
     assert value in path.read_text()
     no_generic_line(vlc_cli("report", results, "-o", tmp_path / "r.html"), 2, "latency_ms.median",
                     "must be finite")
+
+
+# ---- tables: a cosine just below its threshold must not print as the threshold --------------------
+
+def test_tables_tell_a_cosine_from_its_threshold():
+    from vlc.cli.console import fmt
+
+    assert fmt(0.99998) == "0.99998" and fmt(0.999989) == "0.999989"
+    assert fmt(0.999989) != fmt(0.99999)
+    assert fmt(0.9999999999) != "1" and fmt(1.0) == "1"
+    assert (fmt(123.456), fmt(0.5), fmt(0.9512345)) == ("123.5", "0.5", "0.9512")  # elsewhere: 4 digits
