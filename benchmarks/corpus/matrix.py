@@ -106,7 +106,7 @@ def ort_outputs(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    return session.run(None, {n: feeds[n] for n in names})
+    return session.run(None, {n: np.asarray(feeds[n]) for n in names})  # scalars as 0-d arrays
 
 
 def reference_outputs(model: Path, feeds: dict[str, np.ndarray], work: Path) -> list[np.ndarray]:
