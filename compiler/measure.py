@@ -114,10 +114,10 @@ def onnx_cpu_outputs(model: "str | Path | onnx.ModelProto", feeds: Mapping[str, 
     import onnxruntime as ort
 
     options = cpu_options() if options is None else options
-    where = "the graph in memory" if not isinstance(model, (str, Path)) else str(model)
-    loaded = model if isinstance(model, (str, Path)) else model.SerializeToString()
+    on_disk = isinstance(model, (str, Path))
+    where = str(model) if on_disk else "the graph in memory"
     try:
-        session = ort.InferenceSession(str(loaded) if isinstance(loaded, Path) else loaded, options,
+        session = ort.InferenceSession(str(model) if on_disk else model.SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own exception types are not importable portably
         raise VlcError(f"onnxruntime cannot load {where} on the CPU: {first_line(exc)}",

@@ -104,13 +104,19 @@ def variation_warning(stats: LatencyStats, what: str) -> list[str]:
 
 
 def time_host_calls(fn: Callable[[], Any], settings: ProfileSettings,
-                    sync: Callable[[], None] = lambda: None) -> list[float]:
-    """Warm up, then time `fn` (followed by `sync`) per call with a monotonic clock; ms."""
+                    sync: Callable[[], None] = lambda: None,
+                    after: Callable[[float | None], None] | None = None) -> list[float]:
+    """Warm up, then time `fn` (followed by `sync`) per call with a monotonic clock; ms.
+
+    `after` runs outside the timed region after every call, with the call's milliseconds (None
+    during warm-up): where a runtime reads its own per-call breakdown (CUDA events)."""
     start = time.perf_counter()
     done = 0
     while done < settings.warmup or time.perf_counter() - start < settings.warmup_s:
         fn()
         sync()
+        if after is not None:
+            after(None)
         done += 1
     samples: list[float] = []
     deadline = None if settings.duration_s is None else time.perf_counter() + settings.duration_s
@@ -119,6 +125,8 @@ def time_host_calls(fn: Callable[[], Any], settings: ProfileSettings,
         fn()
         sync()
         samples.append((time.perf_counter() - t0) * 1000.0)
+        if after is not None:
+            after(samples[-1])
         if deadline is None:
             if len(samples) >= settings.iterations:
                 break

@@ -56,6 +56,15 @@ def test_host_profile_says_how_it_timed_and_syncs_after_every_call():
     assert not gpu.includes_transfers
 
 
+def test_the_timed_loop_reads_breakdowns_outside_the_timed_region():
+    """TensorRT reads its CUDA events in `after`: once per call, None while warming up."""
+    from vlc.timing import time_host_calls
+
+    seen: list[float | None] = []
+    samples = time_host_calls(lambda: None, ProfileSettings(warmup=3, iterations=5), after=seen.append)
+    assert seen[:3] == [None, None, None] and seen[3:] == samples and len(samples) == 5
+
+
 def test_onnxruntime_sessions_profile_themselves(mlp, ort_artifact):
     target, artifact = ort_artifact
     feeds = mlp.generate_inputs(3, seed=0)

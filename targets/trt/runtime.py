@@ -18,7 +18,7 @@ from vlc.artifact import Artifact
 from vlc.errors import CompileError, InputError, TargetUnavailable
 from vlc.targets.trt.backend import Backend
 from vlc.targets.trt.cuda import Gpu
-from vlc.timing import ProfileResult, ProfileSettings
+from vlc.timing import ProfileResult, ProfileSettings, time_host_calls
 
 _TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8",
                  "INT32": "int32", "INT64": "int64", "BOOL": "bool", "UINT8": "uint8"}
@@ -163,10 +163,11 @@ def profile_session(session: TrtSession, feeds: Mapping[str, np.ndarray], settin
             session.execute()
 
     events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
-    samples: dict[str, list[float]] = {"latency": [], "h2d": [], "compute": [], "d2h": [], "enqueue": []}
+    samples: dict[str, list[float]] = {"h2d": [], "compute": [], "d2h": [], "enqueue": []}
+    enqueue_ms = [0.0]
+    timed_from: list[float] = []  # when the first timed iteration started (trtexec's host walltime)
 
-    def iteration(record: bool) -> None:
-        start_ns = time.perf_counter_ns()
+    def iteration() -> None:
         with torch.cuda.stream(stream):
             events[0].record(stream)
             if settings.include_transfers:
@@ -175,36 +176,28 @@ def profile_session(session: TrtSession, feeds: Mapping[str, np.ndarray], settin
             events[1].record(stream)
             t0 = time.perf_counter()
             compute()
-            enqueue_ms = (time.perf_counter() - t0) * 1000.0
+            enqueue_ms[0] = (time.perf_counter() - t0) * 1000.0
             events[2].record(stream)
             if settings.include_transfers:
                 for n in session.outputs:
                     pinned_out[n].copy_(tensors[n], non_blocking=True)
             events[3].record(stream)
-        stream.synchronize()
-        latency_ms = (time.perf_counter_ns() - start_ns) / 1e6
-        if record:
-            samples["latency"].append(latency_ms)
-            if settings.include_transfers:
-                samples["h2d"].append(events[0].elapsed_time(events[1]))
-                samples["d2h"].append(events[2].elapsed_time(events[3]))
-            samples["compute"].append(events[1].elapsed_time(events[2]))
-            samples["enqueue"].append(enqueue_ms)
 
-    start = time.perf_counter()
-    done = 0
-    while done < settings.warmup or time.perf_counter() - start < settings.warmup_s:
-        iteration(False)
-        done += 1
-    start = time.perf_counter()
-    deadline = None if settings.duration_s is None else start + settings.duration_s
-    while True:
-        iteration(True)
-        n = len(samples["compute"])
-        if (deadline is None and n >= settings.iterations) or (
-                deadline is not None and time.perf_counter() >= deadline and n >= 2):
-            break
-    walltime = time.perf_counter() - start
+    def read_events(host_ms: float | None) -> None:
+        """After the stream synchronisation, outside the timed region: the CUDA-event breakdown."""
+        if host_ms is None:  # warm-up
+            return
+        if not timed_from:
+            timed_from.append(time.perf_counter() - host_ms / 1000.0)
+        if settings.include_transfers:
+            samples["h2d"].append(events[0].elapsed_time(events[1]))
+            samples["d2h"].append(events[2].elapsed_time(events[3]))
+        samples["compute"].append(events[1].elapsed_time(events[2]))
+        samples["enqueue"].append(enqueue_ms[0])
+
+    # vlc's one timing method: the host clock around each iteration up to the stream synchronisation
+    samples["latency"] = time_host_calls(iteration, settings, sync=stream.synchronize, after=read_events)
+    walltime = time.perf_counter() - timed_from[0]
 
     per_layer = None
     if settings.per_layer:
