@@ -21,6 +21,7 @@ inputs). Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -32,7 +33,7 @@ import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 SOURCES = ("onnx-package", "pytorch", "pypi", "handmade")
 
@@ -55,6 +56,7 @@ class Entry:
     inputs: list[dict[str, Any]] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     control_flow: list[str] = field(default_factory=list)
+    external_data: list[str] = field(default_factory=list)  # files beside it the model reads
 
 
 # --------------------------------------------------------------------------- onnx package
@@ -286,7 +288,7 @@ def _export(factory: Callable[[], Any], inputs: dict[str, Any], outputs: list[st
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     model = _Wrapped(factory().eval(), list(inputs), outputs)
     names, args = list(inputs), tuple(inputs.values())
-    with warnings.catch_warnings(), torch.no_grad():
+    with _output_to(dst.parent / (dst.name + ".export.log")), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
             batch = torch.export.Dim("batch", min=1, max=64)
@@ -301,6 +303,26 @@ def _export(factory: Callable[[], Any], inputs: dict[str, Any], outputs: list[st
             axes = {n: {0: "batch"} for n in names + outputs}
             torch.onnx.export(model, args, str(dst), dynamo=False, input_names=names,
                               output_names=outputs, dynamic_axes=axes, opset_version=17)
+
+
+@contextlib.contextmanager
+def _output_to(log: Path) -> Iterator[None]:
+    """Send the exporters' own stdout/stderr (guard dumps, graph prints) to a log file."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "w") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 # --------------------------------------------------------------------------- PyPI packages
@@ -382,6 +404,8 @@ def describe(entry: Entry, path: Path) -> Entry:
     entry.inputs = [_value_info(v) for v in model.graph.input if v.name not in inits]
     entry.outputs = [v.name for v in model.graph.output]
     entry.control_flow = sorted(_control_flow(model.graph))
+    entry.external_data = sorted({kv.value for t in model.graph.initializer
+                                  for kv in t.external_data if kv.key == "location"})
     return entry
 
 
@@ -424,10 +448,7 @@ def build(out: Path, sources: Iterable[str] = SOURCES, only: set[str] | None = N
             start = time.perf_counter()
             try:
                 if force or not dst.exists():
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = dst.with_suffix(".onnx.tmp")
-                    write(tmp)
-                    tmp.replace(dst)
+                    _write_atomically(write, dst)
                 entries.append(describe(entry, dst))
                 log(f"  {entry.name:32s} {entry.producer:20s} IR {entry.ir_version:2d} "
                     f"opset {entry.opset:2d}  {time.perf_counter() - start:5.1f} s")
@@ -436,6 +457,22 @@ def build(out: Path, sources: Iterable[str] = SOURCES, only: set[str] | None = N
                 log(f"  {entry.name:32s} FAILED {failures[entry.name]}")
     _write_manifest(out, entries, failures, only is None and set(sources) == set(SOURCES))
     return entries
+
+
+def _write_atomically(write: Callable[[Path], None], dst: Path) -> None:
+    """Write into a fresh folder under the file's own name, then move the files into place.
+
+    The file keeps the name it is written under, so external data an exporter writes beside it
+    (the dynamo exporter's `<name>.onnx.data`) is named as a user would find it.
+    """
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.stem}.", dir=dst.parent))
+    try:
+        write(tmp / dst.name)
+        for f in sorted(tmp.iterdir(), key=lambda f: f.name == dst.name):  # the .onnx last
+            f.replace(dst.parent / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write_manifest(out: Path, entries: list[Entry], failures: dict[str, str], full: bool) -> None:

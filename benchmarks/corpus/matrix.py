@@ -320,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "corpus")
     parser.add_argument("--label", default="matrix", help="result file stem")
     parser.add_argument("--timeout", type=int, default=300, help="seconds per vlc call")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the cells of models already in OUT/LABEL.json; run the others")
     args = parser.parse_args(argv)
     corpus = args.corpus or corpus_dir()
     entries = load_manifest(corpus)
@@ -332,8 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     # a fresh front-end cache per run: no graph normalized by an older vlc is reused
     env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", COLUMNS="400",
                VLC_CACHE=str(work_root / "cache"))
-    start, cells = time.perf_counter(), []
+    start, cells = time.perf_counter(), _resumed(args, paths)
+    done = {c.model for c in cells}
     for i, entry in enumerate(entries, 1):
+        if entry["name"] in done:
+            continue
         model_cells = run_model(entry, corpus, paths, work_root, args.timeout, env)
         cells += model_cells
         marks = " ".join(f"{c.path}:{'ok' if c.passed else 'FAIL'}" for c in model_cells)
@@ -345,6 +350,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _resumed(args: argparse.Namespace, paths: list[str]) -> list[Cell]:
+    path = args.out / f"{args.label}.json"
+    if not args.resume or not path.exists():
+        return []
+    cells = [Cell(**c) for c in json.loads(path.read_text())["cells"]]
+    complete = {m for m in {c.model for c in cells}
+                if {c.path for c in cells if c.model == m} >= set(paths)}
+    return [c for c in cells if c.model in complete and c.path in paths]
+
+
 def _write(args: argparse.Namespace, cells: list[Cell], paths: list[str], models: int,
            start: float, argv: list[str] | None) -> None:
     import vlc as vlc_pkg
@@ -352,7 +367,8 @@ def _write(args: argparse.Namespace, cells: list[Cell], paths: list[str], models
     meta = {"label": args.label, "models": models, "seconds": time.perf_counter() - start,
             "vlc_version": vlc_pkg.__version__,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "command": "python benchmarks/corpus/matrix.py " + " ".join(argv or sys.argv[1:])}
+            "command": "python benchmarks/corpus/matrix.py " + " ".join(argv or sys.argv[1:]),
+            "vlc_bin": vlc_bin()}
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {"meta": meta, "paths": paths, "matrix": table(cells, paths),
            "cells": [asdict(c) for c in cells]}
