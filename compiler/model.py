@@ -36,6 +36,10 @@ class InputSpec:
         return TensorSig(self.name, self.dtype, self.shape)
 
     def generate(self, batch: int, rng: np.random.Generator) -> np.ndarray:
+        # an array even for a scalar input (shape ()): ONNX Runtime refuses numpy scalars
+        return np.asarray(self._values(batch, rng))
+
+    def _values(self, batch: int, rng: np.random.Generator) -> Any:
         shape = TensorSig(self.name, self.dtype, self.shape).concrete(batch)
         if self.kind == "int":
             return rng.integers(int(self.low), int(self.high), size=shape).astype(self.dtype)
