@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
 
@@ -30,8 +30,12 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "vlc.targets.ascend.plugin",
     "vlc.frontend.builtin_passes",
     "vlc.ascend_patches.plugin",
-    "vlc.plugins.builtin",
 )
+
+# Built-in modules that implement only `register_plugins`, imported when op plugins are first
+# asked for: their patterns import onnx_ir and onnxscript (most of a second), which `vlc --help`
+# and `vlc targets` must not pay. tests/cli/test_startup.py checks they implement no other hook.
+DEFERRED_OP_PLUGINS: tuple[str, ...] = ("vlc.plugins.builtin",)
 
 load_errors: list[str] = []
 
@@ -47,6 +51,8 @@ def get_plugin_manager() -> pluggy.PluginManager:
             load_errors.append(f"{module_name}: {exc}")
             continue
         pm.register(module, name=module_name)
+    for module_name in DEFERRED_OP_PLUGINS:
+        pm.register(_DeferredOpPlugins(module_name), name=module_name)
     allowed = os.environ.get("VLC_PLUGINS")
     if allowed is None:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
@@ -54,6 +60,24 @@ def get_plugin_manager() -> pluggy.PluginManager:
         for name in filter(None, (n.strip() for n in allowed.split(","))):
             pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=name)
     return pm
+
+
+class _DeferredOpPlugins:
+    """Stands in for a built-in module implementing `register_plugins`; imports it on first call."""
+
+    def __init__(self, module_name: str) -> None:
+        self.module_name = module_name
+
+    @hookspecs.hookimpl
+    def register_plugins(self, register: Callable[[Any], None]) -> None:
+        try:
+            module = importlib.import_module(self.module_name)
+        except ImportError as exc:  # a missing optional dependency, reported like a built-in's
+            message = f"{self.module_name}: {exc}"
+            if message not in load_errors:
+                load_errors.append(message)
+            return
+        module.register_plugins(register=register)
 
 
 def _collect(hook_name: str) -> list[Any]:

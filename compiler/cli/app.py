@@ -9,15 +9,18 @@ import traceback
 import typer
 from typer.exceptions import Abort, TyperException
 
-from vlc.cli.console import err, escape, state
-from vlc.errors import VlcError
+from vlc.cli.console import err, escape, set_verbosity, state
+from vlc.errors import InputError, VlcError
 
 app = typer.Typer(
     name="vlc",
     help="Compile vision and vision-language models for TensorRT, Ascend, ONNX Runtime and PyTorch; "
          "run, profile, compare and report.",
     pretty_exceptions_enable=False,
-    add_completion=False,
+    # --install-completion / --show-completion for bash, zsh, fish and PowerShell
+    add_completion=True,
+    # -h everywhere: click passes the root context's settings down to every subcommand
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 # Built-in command modules; each defines `register(app)`. Third-party commands come through
@@ -40,9 +43,16 @@ COMMAND_MODULES = (
 def _root(
     ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, show_default=False,
+                                help="Print what vlc does on stderr: -v steps and choices, -vv details too."),
+    quiet: bool = typer.Option(False, "--quiet", "-q",
+                               help="Print only results and errors: no progress, notes or warnings."),
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
 ) -> None:
     state.debug = debug
+    if verbose and quiet:
+        raise InputError("-v/--verbose and -q/--quiet contradict each other", fix="give one of them")
+    set_verbosity(-1 if quiet else verbose)
     if version:
         import vlc
 
@@ -89,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: returns (and exits with) the process status."""
     args = sys.argv[1:] if argv is None else argv
     state.debug = "--debug" in args
+    set_verbosity(0)  # main() may run many times in one process; the root options set it again
     try:
         build_app()
         # not standalone: usage errors come back as exceptions and are printed as one line below

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
-import numpy as np
 import typer
 from vlc.cli import console
 from vlc.errors import AccuracyError, InputError
+
+if TYPE_CHECKING:  # numpy is imported by the command when it runs, not to print --help
+    import numpy as np
 
 
 def is_torch_ref(ref: str | None) -> bool:

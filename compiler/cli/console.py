@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from contextlib import contextmanager
@@ -13,7 +14,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-__all__ = ["out", "err", "state", "escape", "emit_json", "info", "table", "fmt", "progress"]
+__all__ = ["out", "err", "state", "escape", "emit_json", "info", "table", "fmt", "progress", "log",
+           "set_verbosity"]
 
 
 def _console(stderr: bool) -> Console:
@@ -33,9 +35,39 @@ err = _console(stderr=True)
 class State:
     debug: bool = False
     json: bool = False
+    verbosity: int = 0  # -1 quiet (-q), 0 normal, 1 verbose (-v), 2 and more: debug (-vv)
 
 
 state = State()
+
+# vlc's own logger: library code logs its steps and choices here; `vlc -v` shows INFO, `-vv`
+# DEBUG, on stderr. Notes and progress for people go through info() and progress() below.
+log = logging.getLogger("vlc")
+_LEVELS = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}
+
+
+class _ErrHandler(logging.Handler):
+    """Writes records through the stderr console, so they interleave with progress cleanly."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            err.print(f"{record.levelname.lower()}: {self.format(record)}", highlight=False, markup=False)
+        except Exception:  # noqa: BLE001  logging must never take the command down
+            self.handleError(record)
+
+
+_handler = _ErrHandler()
+log.addHandler(_handler)
+log.propagate = False  # the root logger's handlers (pytest's, a notebook's) stay untouched
+
+
+def set_verbosity(level: int) -> None:
+    """-q (-1), normal (0), -v (1), -vv (2): the level of the `vlc` logger and whether notes show."""
+    state.verbosity = level
+    log.setLevel(_LEVELS.get(level, logging.DEBUG))
+
+
+set_verbosity(0)
 
 
 def emit_json(data: Any) -> None:
@@ -43,8 +75,9 @@ def emit_json(data: Any) -> None:
 
 
 def info(text: str, *, markup: bool = False) -> None:
-    """Progress notes go to stderr so --json output on stdout stays parseable."""
-    err.print(text, highlight=False, markup=markup)
+    """Progress notes go to stderr so --json output on stdout stays parseable; -q hides them."""
+    if state.verbosity >= 0:
+        err.print(text, highlight=False, markup=markup)
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
@@ -82,8 +115,9 @@ def _short(value: float) -> str:
 @contextmanager
 def progress(description: str) -> Iterator[Progress]:
     """A transient spinner on stderr for steps that take more than a few seconds."""
+    log.info(description)  # -v: the step's name also when stderr is not a terminal
     with Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
                   TimeElapsedColumn(), console=err, transient=True,
-                  disable=not err.is_terminal) as bar:
+                  disable=not err.is_terminal or state.verbosity < 0) as bar:
         bar.add_task(description, total=None)
         yield bar

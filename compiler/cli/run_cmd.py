@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import numpy as np
 import typer
 from vlc.cli import console
+
+if TYPE_CHECKING:  # numpy is imported by the command when it runs, not to print --help
+    import numpy as np
 
 
 def open_artifact(path: Path) -> tuple[Any, Any]:

@@ -2,11 +2,50 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
+from importlib import metadata
+from pathlib import Path
+
 from vlc.artifact import Artifact, BuildDir
 from vlc.errors import CompileError, InputError, VlcError
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, CompileSource, OptionInfo, Session, Target, batch_range
+
+
+def _probe_torch() -> Availability | None:
+    """Availability without importing torch when the answer does not need it, else None."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return Availability(False, "PyTorch is not installed; pip install torch")
+    version_file = Path(spec.submodule_search_locations[0]) / "version.py"
+    if not version_file.is_file() or _built_cuda(version_file) is not None:
+        return None  # a CUDA build (or an unknown one): torch itself says whether a GPU works
+    try:
+        version = metadata.version("torch")
+    except metadata.PackageNotFoundError:  # a source tree on the path: ask torch
+        return None
+    return Availability(True, versions={"torch": version}, devices=["cpu"])
+
+
+def _built_cuda(version_file: Path) -> str | None:
+    """The CUDA version torch was built against, read from torch/version.py (written by its build)
+    without importing torch; None for a CPU build or an unreadable file."""
+    try:
+        tree = ast.parse(version_file.read_text())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        if isinstance(target, ast.Name) and target.id == "cuda" and node.value is not None:
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return None
+            return value if isinstance(value, str) else None
+    return None
 
 
 class TorchTarget(Target):
@@ -19,6 +58,11 @@ class TorchTarget(Target):
                                   "static shapes", str, "eager")}
 
     def available(self) -> Availability:
+        # Importing torch takes about a second; a CPU-only build can never offer CUDA, so its
+        # version comes from package metadata and torch is imported only for a CUDA build.
+        probed = _probe_torch()
+        if probed is not None:
+            return probed
         try:
             import torch
         except ImportError as exc:
