@@ -105,16 +105,22 @@ def _safe_location(location: str, onnx_path: Path) -> PurePosixPath:
 def copy_onnx(src: Path, dst: Path, *, keep_locations: bool = False) -> list[str]:
     """Copy an ONNX model to `dst` with all its external data; returns the copied files relative to dst's folder.
 
-    Data named after the model (`src.onnx.data`) is renamed after `dst`, so two models copied into one
-    folder do not share a data file; other locations (and all with `keep_locations`) stay as they are.
+    Data named after the model (`src.onnx.data`) is renamed after `dst`, and data at other locations
+    goes below `dst.onnx.data/`, so a copy only writes files named after its own output: two models
+    copied into one folder do not share a data file, and a user's file beside `dst` is never
+    overwritten. With `keep_locations` (a fresh directory of vlc's own) every location stays as it is.
     The .onnx file is written last and atomically: a reader never sees a graph whose data is not there yet.
     """
     src, dst = Path(src), Path(dst)
     renamed: dict[str, str] = {}
     for location, path in _external_data(src):
         rel = _safe_location(location, src)
-        new = dst.name + location[len(src.name):] \
-            if location.startswith(src.name) and not keep_locations else str(rel)
+        if keep_locations:
+            new = str(rel)
+        elif location.startswith(src.name):
+            new = dst.name + location[len(src.name):]
+        else:
+            new = f"{dst.name}.data/{rel}"
         renamed[location] = new
         target = dst.parent / new
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -96,7 +96,7 @@ def test_the_hashes_cover_the_external_data_of_listed_graphs(tmp_path):
     src = save_graph(tmp_path / "src" / "g.onnx", seed=0, location="weights/g.bin")
     key = {"source_hash": "s", "spec_key": "k", "vlc_version": "v"}
     with building(tmp_path / "art") as build:
-        copy_onnx(src, build.path / "model.onnx")
+        copy_onnx(src, build.path / "model.onnx", keep_locations=True)
         build.files["main"] = "model.onnx"
         finalize(build, tmp_path / "art", {"target": "onnxruntime", "cache": key})
     manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())

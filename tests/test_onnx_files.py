@@ -61,12 +61,23 @@ def test_locations_cover_initializers_and_constant_attributes(tmp_path):
 
 def test_copy_keeps_relative_locations_and_runs(tmp_path):
     src = save_external(tmp_path / "src" / "m.onnx", "weights/sub/m.bin")
-    copied = copy_onnx(src, tmp_path / "dst" / "model.onnx")
+    copied = copy_onnx(src, tmp_path / "dst" / "model.onnx", keep_locations=True)
     assert copied == ["model.onnx", "weights/sub/m.bin"]
     assert (tmp_path / "dst" / "weights" / "sub" / "m.bin").is_file()
     expected = run(src, X)
     assert expected.std() > 0.5
     (src.parent / "weights" / "sub" / "m.bin").unlink()  # the copy must not read the original's data
+    np.testing.assert_array_equal(run(tmp_path / "dst" / "model.onnx", X), expected)
+
+
+def test_copy_writes_only_files_named_after_its_output(tmp_path):
+    """Data at another location goes below dst.onnx.data/: a user's file beside dst stays as it is."""
+    src = save_external(tmp_path / "src" / "m.onnx", "ext.bin")
+    expected = run(src, X)
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "dst" / "ext.bin").write_text("the user's own file")
+    assert copy_onnx(src, tmp_path / "dst" / "model.onnx") == ["model.onnx", "model.onnx.data/ext.bin"]
+    assert (tmp_path / "dst" / "ext.bin").read_text() == "the user's own file"
     np.testing.assert_array_equal(run(tmp_path / "dst" / "model.onnx", X), expected)
 
 

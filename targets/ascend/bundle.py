@@ -21,8 +21,9 @@ import numpy as np
 
 import vlc
 from vlc.accuracy import AccuracyReport, Tolerance, compare_outputs, default_tolerance
-from vlc.artifact import MANIFEST, MANIFEST_SCHEMA, graph_hash
+from vlc.artifact import MANIFEST, MANIFEST_SCHEMA, SOURCE_GRAPH, graph_hash
 from vlc.errors import InputError
+from vlc.onnx_files import copy_onnx
 from vlc.outdir import claim_output_dir, clean_orphans, make_dir, make_temp_dir, output_lock, replace_dir, write_marker
 from vlc.spec import TargetSpec
 from vlc.target import CompileSource, Target
@@ -141,11 +142,14 @@ def _write(source: CompileSource, spec: TargetSpec, opts: Any, signature: Any, r
             f"{PROFILE_WARMUP} warm-up runs).", ais_setup + [
                 "mkdir -p results/profile", f"uname -n > results/profile/{HOST_FILE}",
                 f"uname -sr > results/profile/{OS_FILE}", *profile_lines])
+    # The fp32 source graph travels with the bundle (never a path into this machine's cache), so
+    # `vlc compare --reference onnx` and `vlc ascend import` work wherever the bundle is copied.
+    copy_onnx(source.onnx_path, root / SOURCE_GRAPH)
     meta = {
         "schema": BUNDLE_SCHEMA, "vlc_version": vlc.__version__, "target": opts.target, "model": source.name,
         "soc_version": opts.soc_version, "cann": opts.cann, "precision": spec.precision.value,
         "precision_flag": list(opts.precision_flag), "spec": spec.to_json(),
-        "signature": signature.to_json(), "source": {"ref": source.ref, "onnx": str(source.onnx_path),
+        "signature": signature.to_json(), "source": {"ref": source.ref, "onnx": SOURCE_GRAPH,
                                                      "hash": graph_hash(source.onnx_path)},
         "builds": entries, "gears": list(opts.gears), "check": report.to_json(), "notes": notes,
         "profile": {"loop": PROFILE_LOOP, "warmup": PROFILE_WARMUP},
@@ -158,7 +162,7 @@ def _write(source: CompileSource, spec: TargetSpec, opts: Any, signature: Any, r
     manifest = {"schema": MANIFEST_SCHEMA, "target": opts.target, "preset": spec.preset,
                 "precision": spec.precision.value, "spec": spec.to_json(), "signature": signature.to_json(),
                 "batch_range": [min(min(e["batches"]) for e in entries), max(max(e["batches"]) for e in entries)],
-                "source": {"ref": source.ref, "onnx": str(source.onnx_path)}, "files": {"main": BUNDLE},
+                "source": {"ref": source.ref, "onnx": SOURCE_GRAPH}, "files": {"main": BUNDLE},
                 "tool_versions": {}, "extra": {"bundle": True, "soc_version": opts.soc_version},
                 "vlc_version": vlc.__version__, "created": meta["created"]}
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

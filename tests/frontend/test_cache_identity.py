@@ -69,6 +69,24 @@ def test_editing_forward_exports_again(tmp_path):
     assert not np.allclose(old, new, atol=1e-3)
 
 
+def test_an_edit_of_the_same_size_within_one_second_runs_the_new_code(tmp_path):
+    """The model file is compiled from its source, never from a .pyc that is valid by mtime and size."""
+    model_file = write_model(tmp_path / "same.py", "torch.relu(self.fc(x))")
+    stat = model_file.stat()
+    ref = f"{model_file}:factory"
+    first = prepare(ref, tmp_path / "cache", FAST)
+    import py_compile
+
+    py_compile.compile(str(model_file))  # a cached .pyc, as any earlier import of the file leaves
+    write_model(model_file, "torch.tanh(self.fc(x))")  # same length as relu
+    os.utime(model_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same second, same size
+    assert model_file.stat().st_size == stat.st_size
+    edited = prepare(ref, tmp_path / "cache", FAST)
+    feeds = {"x": np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)}
+    old, new = ort_run(first.onnx_path, feeds), ort_run(edited.onnx_path, feeds)
+    assert old.min() == 0.0 and new.min() < 0.0  # relu vs tanh
+
+
 def test_editing_a_class_in_another_file_exports_again(tmp_path, monkeypatch):
     # the factory's file stays the same: only the rule "the file of every class in the tree" sees this
     (tmp_path / "netlib.py").write_text("import torch\n\nclass Block(torch.nn.Module):\n"

@@ -34,6 +34,10 @@ def test_compile_emit_writes_a_bundle_without_a_toolchain(tmp_path, no_toolkit, 
     assert " --soc_version=Ascend310P3 " in (bundle / "compile.sh").read_text()
     assert sorted(p.name for p in (bundle / "inputs").iterdir()) == ["bs1", "bs2", "bs4"]
     assert not (tmp_path / "artifacts").exists()
+    # a bundle is copied to the target machine: it names no path of this one, and carries its source graph
+    for name in ("bundle.json", "manifest.json"):
+        assert str(tmp_path / "cache") not in (bundle / name).read_text(), name
+    assert meta["source"]["onnx"] == "source.onnx" and (bundle / "source.onnx").is_file()
 
     assert main(argv) == 0  # again, in words: the earlier bundle is replaced
     assert "deploy bundle written" in capsys.readouterr().out
