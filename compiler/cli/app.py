@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "vlc.cli.bench_cmd",
     "vlc.cli.report_cmd",
     "vlc.cli.plugins_cmd",
+    "vlc.cli.debug_cmd",
 )
 
 

@@ -1,0 +1,18 @@
+"""Accuracy debugging: where in the graph a candidate (fp16, int8, a compiled artifact) leaves
+its reference.
+
+    report = debug_accuracy("model.onnx", "artifacts/ort-fp16")
+    report.first_divergent.node, report.first_divergent.op_type
+
+Both graphs run in ONNX Runtime on the CPU with their intermediate tensors exposed in windows
+(`layerwise`); what cannot be exposed is narrowed down by bisection (`bisect`).
+"""
+
+from vlc.debug.bisect import BisectResult, bisect_first_divergent, bisect_graphs
+from vlc.debug.graph import GraphRunner
+from vlc.debug.layerwise import DEFAULT_WINDOW, LayerwiseReport, TensorComparison, compare_layerwise, judge
+from vlc.debug.session import debug_accuracy, debug_inputs, debug_tolerance
+
+__all__ = ["BisectResult", "bisect_first_divergent", "bisect_graphs", "GraphRunner", "DEFAULT_WINDOW",
+           "LayerwiseReport", "TensorComparison", "compare_layerwise", "judge", "debug_accuracy",
+           "debug_inputs", "debug_tolerance"]

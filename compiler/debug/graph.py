@@ -1,0 +1,214 @@
+"""The graphs under comparison: their nodes in topological order, which reference tensor each
+candidate tensor stands for, and ONNX Runtime runs with chosen intermediate tensors exposed."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from vlc.errors import InputError
+
+# Names the precision pass (vlc.frontend.precision.lowp) gives the copies of a tensor X it casts:
+# X__to_fp32 / X__to_lowp (a Cast at a region crossing) and X__lowp (the low-precision original
+# of a graph output, or a converted constant). Each holds X's values, so it stands for X.
+CAST_SUFFIXES = ("__to_fp32", "__to_lowp", "__lowp")
+_SKIP_OPS = {"Constant"}  # a constant's value is the same on both sides by construction
+
+
+@dataclass(frozen=True)
+class Node:
+    """A reference node, as the report names it."""
+
+    index: int  # position in topological order
+    name: str
+    op_type: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+def topological_nodes(graph: Any) -> list[Node]:
+    """The graph's top-level nodes in topological order (the file's order where it is valid:
+    files from other producers are not always sorted)."""
+    produced = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
+    order: list[int] = []
+    state: dict[int, int] = {}  # 1 visiting, 2 done
+
+    def visit(start: int) -> None:
+        stack = [(start, iter(graph.node[start].input))]
+        state[start] = 1
+        while stack:
+            i, inputs = stack[-1]
+            for name in inputs:
+                j = produced.get(name)
+                if j is not None and j not in state:
+                    state[j] = 1
+                    stack.append((j, iter(graph.node[j].input)))
+                    break
+            else:
+                stack.pop()
+                state[i] = 2
+                order.append(i)
+
+    for i in range(len(graph.node)):
+        if i not in state:
+            visit(i)
+    nodes = []
+    for k, i in enumerate(order):
+        n = graph.node[i]
+        nodes.append(Node(k, n.name or f"{n.op_type}_{i}", n.op_type, tuple(x for x in n.input if x),
+                          tuple(o for o in n.output if o)))
+    return nodes
+
+
+def _elem_types(proto: Any) -> dict[str, int]:
+    """Element types shape inference can tell (weights are not needed for it)."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # noqa: BLE001 - a graph the inferencer rejects: types are learnt from the run
+        inferred = proto
+    g = inferred.graph
+    return {v.name: v.type.tensor_type.elem_type for v in list(g.value_info) + list(g.output)
+            if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type}
+
+
+
+def _is_float_type(elem_type: int | None) -> bool:
+    from onnx import TensorProto
+
+    return elem_type is None or elem_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16,
+                                              TensorProto.DOUBLE)
+
+
+def compared_tensors(proto: Any, nodes: Sequence[Node]) -> list[tuple[Node, str]]:
+    """(node, output) of every float node output worth comparing, in topological order."""
+    types = _elem_types(proto)
+    return [(node, out) for node in nodes if node.op_type not in _SKIP_OPS
+            for out in node.outputs if _is_float_type(types.get(out))]
+
+
+def candidate_names(reference: Sequence[str], candidate: Any) -> dict[str, str]:
+    """For each reference tensor, the candidate tensor holding its values.
+
+    A tensor quantized by a QuantizeLinear -> DequantizeLinear pair is read after the pair (what
+    the candidate's consumers compute with); otherwise the tensor of the same name, else its
+    cast copy from the precision pass. Reference tensors without a counterpart are left out."""
+    produced = dict.fromkeys(o for n in candidate.graph.node for o in n.output if o)  # in graph order
+    by_input: dict[str, list[Any]] = {}
+    for n in candidate.graph.node:
+        for i in n.input:
+            by_input.setdefault(i, []).append(n)
+    aliases: dict[str, str] = {}
+    for name in produced:  # the earliest copy wins: the one the others are cast from
+        for suffix in CAST_SUFFIXES:
+            if name.endswith(suffix):
+                aliases.setdefault(name[: -len(suffix)], name)
+    found: dict[str, str] = {}
+    for ref in reference:
+        own = ref if ref in produced else aliases.get(ref)
+        if own is None:
+            continue
+        found[ref] = _dequantized(own, by_input) or _dequantized(ref, by_input) or own
+    return found
+
+
+def _dequantized(name: str, by_input: Mapping[str, list[Any]]) -> str | None:
+    """The output of DequantizeLinear(QuantizeLinear(name)), if the candidate has that pair."""
+    for q in by_input.get(name, []):
+        if q.op_type != "QuantizeLinear" or q.input[0] != name:
+            continue
+        for dq in by_input.get(q.output[0], []):
+            if dq.op_type == "DequantizeLinear" and dq.input[0] == q.output[0]:
+                return dq.output[0]
+    return None
+
+
+class GraphRunner:
+    """Runs one ONNX graph in ONNX Runtime on the CPU with a chosen set of tensors as its outputs.
+
+    Every run is a fresh session of the graph with only those outputs, so the memory a run holds
+    is bounded by what it exposes. Weights stay where they are: a graph with external data is
+    written (without its weights) into a temporary folder beside links to its data files."""
+
+    def __init__(self, onnx_path: Path):
+        import onnx
+
+        from vlc.onnx_files import external_data_locations
+
+        self.path = Path(onnx_path)
+        self.runs = 0
+        try:
+            locations = external_data_locations(self.path)
+        except Exception as exc:  # noqa: BLE001 - protobuf's several types for a broken file
+            raise InputError(f"cannot read {self.path} as an ONNX model: {type(exc).__name__}",
+                             fix="pass a valid .onnx file") from None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        if locations:
+            self.proto = onnx.load(str(self.path), load_external_data=False)
+            self._tmp = tempfile.TemporaryDirectory(prefix="vlc-debug-")
+            for location in locations:
+                link = Path(self._tmp.name) / location
+                link.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink((self.path.parent / location).resolve(), link)
+        else:
+            self.proto = onnx.load(str(self.path))
+        self.outputs = [o.name for o in self.proto.graph.output]
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> "GraphRunner":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def run(self, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The values of `names` (any tensors the graph computes) on `feeds`."""
+        import onnx
+
+        from vlc.measure import onnx_cpu_outputs
+
+        graph = self.proto.graph
+        kept = list(graph.output)
+        del graph.output[:]
+        graph.output.extend(onnx.ValueInfoProto(name=n) for n in dict.fromkeys(names))
+        try:
+            self.runs += 1
+            if self._tmp is None:
+                return onnx_cpu_outputs(self.proto, feeds, options=debug_options())
+            path = Path(self._tmp.name) / f"window-{self.runs}.onnx"
+            onnx.save(self.proto, str(path))
+            try:
+                return onnx_cpu_outputs(path, feeds, options=debug_options())
+            finally:
+                path.unlink(missing_ok=True)
+        finally:
+            del graph.output[:]
+            graph.output.extend(kept)
+
+
+def debug_options() -> Any:
+    """CPU session options for layer-wise runs: basic optimizations only, so each node computes
+    what it says (fusions differ with the set of exposed tensors and would change the numbers
+    from one window to the next)."""
+    import onnxruntime as ort
+
+    from vlc.measure import cpu_options
+
+    options = cpu_options()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return options
+
+
+def windows(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

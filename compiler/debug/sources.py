@@ -1,0 +1,141 @@
+"""What `vlc debug accuracy` compares: an ONNX file, an artifact directory or a model ref, each
+resolved to the ONNX graph that runs, its precision and how to generate its inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from vlc.errors import InputError, first_line
+from vlc.model import InputSpec
+
+InputGenerator = Callable[[int, int], dict[str, np.ndarray]]
+
+# Where each target keeps the ONNX graph it runs (or built its compiled file from), in order.
+_GRAPH_KEYS = {"onnxruntime": ("main",), "trt": ("graph",)}
+# Targets whose compiled file hides its intermediate tensors: only the graph it was built from
+# can be opened in ONNX Runtime; the compiled file itself needs bisection through its runtime.
+_OPAQUE = {"trt": "TensorRT engine", "ascend": "Ascend .om model"}
+
+
+@dataclass
+class DebugGraph:
+    """One side of a comparison: the ONNX graph run in ONNX Runtime and what it stands for."""
+
+    label: str  # as the user typed it
+    onnx_path: Path
+    kind: str  # "onnx", "artifact" or "model"
+    precision: str  # fp32, fp16, bf16 or int8 (the tolerance follows it)
+    notes: list[str] = field(default_factory=list)
+    input_specs: list[InputSpec] | None = None
+    generator: InputGenerator | None = None
+    artifact: Any = None  # the Artifact, for an artifact directory
+
+
+def graph_precision(proto: Any) -> str:
+    """The precision an ONNX graph computes in: int8 with Q/DQ nodes, fp16/bf16 with such
+    initializers or casts, else fp32."""
+    from onnx import TensorProto
+
+    ops = {n.op_type for n in proto.graph.node}
+    if "QuantizeLinear" in ops or "DequantizeLinear" in ops or "QLinearConv" in ops:
+        return "int8"
+    types = {t.data_type for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "Cast":
+            types.update(a.i for a in node.attribute if a.name == "to")
+    if TensorProto.FLOAT16 in types:
+        return "fp16"
+    if TensorProto.BFLOAT16 in types:
+        return "bf16"
+    return "fp32"
+
+
+def _load_proto(path: Path) -> Any:
+    import onnx
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises several types for a file that is not ONNX
+        raise InputError(f"cannot read {path} as an ONNX model: {first_line(exc, with_type=True)}",
+                         fix="pass an .onnx file, an artifact directory or a model ref") from None
+
+
+def _specs_in_graph(proto: Any) -> list[InputSpec] | None:
+    """Input specs vlc's front end wrote into the graph, if any."""
+    import json
+
+    from vlc.frontend.pipeline import META_INPUT_SPECS
+
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if META_INPUT_SPECS not in meta:
+        return None
+    try:
+        return [InputSpec.from_json(s) for s in json.loads(meta[META_INPUT_SPECS])]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _onnx_file(text: str, path: Path) -> DebugGraph:
+    proto = _load_proto(path)
+    return DebugGraph(text, path, "onnx", graph_precision(proto), input_specs=_specs_in_graph(proto))
+
+
+def artifact_graph(artifact: Any) -> tuple[Path, list[str]]:
+    """The ONNX graph an artifact runs (onnxruntime) or was compiled from (trt, ascend), with a
+    note when the compiled file itself hides its intermediates."""
+    files = artifact.manifest.get("files", {})
+    keys = list(_GRAPH_KEYS.get(artifact.target, ()))
+    if artifact.target == "ascend":
+        keys += sorted(k for k in files if k.startswith("onnx_"))
+    for key in keys:
+        if key in files and (artifact.path / files[key]).is_file():
+            notes = []
+            if artifact.target in _OPAQUE:
+                notes.append(f"the {_OPAQUE[artifact.target]} in {artifact.path} cannot expose its "
+                             f"intermediate tensors; comparing the graph it was built from ({files[key]}) "
+                             "in ONNX Runtime")
+            return artifact.path / files[key], notes
+    raise InputError(f"the {artifact.target} artifact {artifact.path} keeps no ONNX graph that runs, so its "
+                     "intermediate tensors cannot be exposed",
+                     fix="pass the ONNX graph or model ref it was compiled from instead; bisection needs a "
+                         "target that can mark outputs")
+
+
+def _artifact(text: str, path: Path) -> DebugGraph:
+    from vlc.artifact import Artifact
+    from vlc.inputs import source_generator
+
+    artifact = Artifact.load(path)
+    graph, notes = artifact_graph(artifact)
+    source = artifact.manifest.get("source", {})
+    specs = [InputSpec.from_json(s) for s in source.get("input_specs", [])] or None
+    return DebugGraph(text, graph, "artifact", str(artifact.manifest.get("precision", "fp32")), notes,
+                      input_specs=specs, generator=source_generator(source.get("ref")), artifact=artifact)
+
+
+def _model_ref(text: str, cache_dir: Path | None) -> DebugGraph:
+    from vlc.frontend.pipeline import prepare
+
+    source = prepare(text, cache_dir)
+    generator = source.model.generate_inputs if source.model is not None else None
+    return DebugGraph(text, Path(source.onnx_path), "model", "fp32", input_specs=list(source.input_specs),
+                      generator=generator)
+
+
+def resolve(text: str, *, cache_dir: Path | None = None) -> DebugGraph:
+    """An ONNX file, an artifact directory (with manifest.json) or a model ref, as a DebugGraph."""
+    path = Path(text)
+    if path.is_dir():
+        return _artifact(text, path)
+    if path.suffix.lower() == ".onnx":
+        if not path.is_file():
+            raise InputError(f"ONNX file {path} does not exist", fix="check the path")
+        return _onnx_file(text, path)
+    if path.is_file():
+        raise InputError(f"{path} is neither an .onnx file nor an artifact directory",
+                         fix="pass an .onnx file, a directory written by `vlc compile`, or a model ref")
+    return _model_ref(text, cache_dir)
