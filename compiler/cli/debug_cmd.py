@@ -24,6 +24,7 @@ def table_rows(report: Any, limit: int) -> list[Any]:
         return list(nodes)
     keep: set[int] = {round(i * (len(nodes) - 1) / max(1, limit - 2 * _CONTEXT - 2)) for i in
                       range(max(1, limit - 2 * _CONTEXT - 1))}
+    keep.add(len(nodes) - 1)  # the graph's output end
     first = report.first_divergent
     if first is not None:
         at = nodes.index(first)
@@ -70,8 +71,9 @@ def accuracy(
                                      "generated with spread."),
     batch: int = typer.Option(1, "--batch", "-b", help="Batch of generated inputs."),
     seed: int = typer.Option(0, "--seed", help="Seed of generated inputs."),
-    window: Optional[int] = typer.Option(None, "--window", help="Tensors exposed per run of each graph; bounds "
-                                         "memory (default 64; with --bisect, 1)."),
+    window: Optional[int] = typer.Option(None, "--window", help="Tensors exposed per run of each graph at "
+                                         "most; bounds memory (default 64, fewer when they would hold over "
+                                         "1 GiB; with --bisect, 1)."),
     bisect: bool = typer.Option(False, "--bisect", help="Find the first divergent tensor by bisection (O(log n) "
                                 "runs marking --window tensors each) instead of comparing every tensor."),
     atol: Optional[float] = typer.Option(None, "--atol", help="Absolute tolerance (default per precision)."),

@@ -209,6 +209,15 @@ def debug_options() -> Any:
     return options
 
 
-def windows(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def windows(items: Sequence[Any], size: int, *, budget: int | None = None,
+            sizes: list[int] | None = None) -> Iterator[Sequence[Any]]:
+    """Consecutive windows of at most `size` items. With a byte `budget`, a window also holds no
+    more items than the budget allows at the largest tensor seen so far: the caller appends each
+    run's largest tensor size (bytes) to `sizes`, since sizes are only known once a graph has run."""
+    start = 0
+    while start < len(items):
+        count = size
+        if budget is not None and sizes:
+            count = max(1, min(size, budget // max(1, max(sizes))))
+        yield items[start:start + count]
+        start += count

@@ -12,7 +12,10 @@ import numpy as np
 from vlc.accuracy import Tolerance, compare_outputs, no_spread
 from vlc.debug.graph import GraphRunner, Node, candidate_names, compared_tensors, topological_nodes, windows
 
-DEFAULT_WINDOW = 64  # tensors exposed per run: a few hundred MB of activations on big models
+DEFAULT_WINDOW = 64  # tensors exposed per run at most
+# Bytes of exposed tensors one run of one graph may hold: windows shrink below DEFAULT_WINDOW
+# when a graph's tensors are large (big batches, high resolutions), so big models fit.
+WINDOW_BYTES = 1 << 30
 # A reference with no spread (all one value) or a single element has no meaningful cosine; it is
 # judged element-wise, and when the tolerance sets no atol/rtol (int8), by this share of its size.
 DEGENERATE_RTOL = 1e-2
@@ -189,9 +192,9 @@ class _Errors:
 def compare_layerwise(reference: GraphRunner, candidate: GraphRunner, feeds: Mapping[str, np.ndarray],
                       tolerance: Tolerance, *, window: int = DEFAULT_WINDOW,
                       labels: tuple[str, str] = ("reference", "candidate"),
-                      only: set[str] | None = None) -> LayerwiseReport:
+                      only: set[str] | None = None, window_bytes: int | None = WINDOW_BYTES) -> LayerwiseReport:
     """Compare every matched intermediate tensor (or those in `only`), exposing at most `window`
-    per run of each graph."""
+    per run of each graph, and fewer when they would hold more than `window_bytes`."""
     if window < 1:
         from vlc.errors import InputError
 
@@ -201,9 +204,11 @@ def compare_layerwise(reference: GraphRunner, candidate: GraphRunner, feeds: Map
     errors = _Errors(p.nodes)
     runs_before = reference.runs + candidate.runs
     tensors = p.tensors if only is None else [(n, t) for n, t in p.tensors if t in only]
-    for chunk in windows(tensors, window):
+    sizes: list[int] = []
+    for chunk in windows(tensors, window, budget=window_bytes, sizes=sizes):
         ref_values = reference.run(feeds, [t for _, t in chunk])
         cand_values = candidate.run(feeds, [p.matched[t] for _, t in chunk])
+        sizes.append(max(np.asarray(v).nbytes for v in [*ref_values.values(), *cand_values.values()]))
         for node, tensor in chunk:
             report.nodes.append(_compare_one(node, tensor, p.matched[tensor], ref_values[tensor],
                                              cand_values[p.matched[tensor]], tolerance, errors))

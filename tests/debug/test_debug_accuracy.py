@@ -335,3 +335,24 @@ def test_an_onnxruntime_artifact_is_compared_through_the_graph_it_runs(vlc_cli, 
     report = debug_accuracy(model_ref("cnn"), str(out), batch=2)
     assert report.tolerance.min_cosine == 0.999
     assert len(report.nodes) >= 5 and report.first_divergent is None, report.first_divergent
+
+
+def test_windows_shrink_to_the_byte_budget(transformer_pair):
+    from vlc.debug.graph import GraphRunner
+    from vlc.debug.layerwise import compare_layerwise
+    from vlc.accuracy import default_tolerance
+
+    src, bad, name = transformer_pair
+    ref, cand = resolve(str(src)), resolve(str(bad))
+    feeds = __import__("vlc.debug", fromlist=["debug_inputs"]).debug_inputs(ref, cand, batch=2)
+    with CountingRunner(src) as ref_run, CountingRunner(bad) as cand_run:
+        unbounded = compare_layerwise(ref_run, cand_run, feeds, default_tolerance("fp32"), window=64,
+                                      window_bytes=None)
+        assert max(ref_run.marked) == 64
+        ref_run.marked.clear()
+        # a budget of four of the largest tensors: no window after the first exposes more than four
+        largest = max(int(np.prod(c.shape)) * 4 for c in unbounded.nodes)
+        bounded = compare_layerwise(ref_run, cand_run, feeds, default_tolerance("fp32"), window=64,
+                                    window_bytes=4 * largest)
+    assert ref_run.marked[0] == 64 and max(ref_run.marked[1:]) <= 4
+    assert bounded.first_divergent.node == unbounded.first_divergent.node == name
