@@ -30,7 +30,8 @@ install_wheels() {
 
 install_vlc() {
     python3 -c "import vlc.targets.torch" 2>/dev/null && return 0
-    python3 -m pip install -q --no-deps --no-build-isolation -e .
+    python3 -m pip install -q --no-deps --no-build-isolation -e . \
+        || python3 -m pip install -q --no-deps --no-build-isolation .
 }
 
 activate() {
