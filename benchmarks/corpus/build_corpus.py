@@ -31,9 +31,10 @@ import tempfile
 import time
 import warnings
 import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 SOURCES = ("onnx-package", "pytorch", "pypi", "handmade")
 
@@ -112,7 +113,7 @@ def _revive_light(src: Path, dst: Path) -> None:
     initializer, so every output is constant and no comparison can tell right from wrong. The
     corpus keeps the graph and its IR 3 form (weights are initializers listed as graph inputs)
     and gives each weight values of its shape with spread: scales near 1, biases near 0,
-    variances positive, matrices and kernels ~ N(0, 2 / fan_in).
+    variances positive, matrices and kernels ~ N(0, 1 / fan_in) (activations stay within fp16).
     """
     import numpy as np
     import onnx
@@ -155,14 +156,13 @@ def _weight(name: str, shape: tuple[int, ...], rng: Any) -> Any:
             return (1 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
         return (0.1 * rng.standard_normal(shape)).astype(np.float32)
     fan_in = int(np.prod(shape[1:]))
-    return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+    return (rng.standard_normal(shape) * np.sqrt(1.0 / fan_in)).astype(np.float32)
 
 
 def _node_cases() -> list[Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import numpy as np
-
         from onnx.backend.test.case.node import collect_testcases
         with np.errstate(all="ignore"):
             cases = collect_testcases(None)
@@ -186,10 +186,10 @@ def _families(T: Any) -> dict[str, tuple[Callable[[], Any], dict[str, Any], list
     img = torch.randn(1, 3, 32, 32, generator=g)
     ids = torch.randint(0, 99, (1, 8), generator=g)
     mask = torch.ones(1, 8, dtype=torch.int64)
-    text = dict(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                intermediate_size=64, max_position_embeddings=16)
-    vision = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1,
-                  num_attention_heads=2, intermediate_size=64)
+    text = {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "intermediate_size": 64, "max_position_embeddings": 16}
+    vision = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "intermediate_size": 64}
     px = {"pixel_values": img}
     return {
         "vit": (lambda: _vit_like(T, "ViTForImageClassification", "ViTConfig"), px, ["logits"]),
@@ -376,7 +376,9 @@ def _download(wheels: Path, requirement: str) -> Path:
 # --------------------------------------------------------------------------- handmade
 
 def handmade_models(out: Path, only: set[str] | None) -> Iterable[tuple[Entry, Callable[[Path], None]]]:
-    from corpus_handmade import HANDMADE  # sibling module: build() puts this folder on sys.path
+    from corpus_handmade import (
+        HANDMADE,  # sibling module: build() puts this folder on sys.path
+    )
 
     for name, builder in HANDMADE.items():
         entry = Entry(name, "onnx-helper", f"benchmarks/corpus/corpus_handmade.py:{builder.__name__}")

@@ -6,7 +6,8 @@ AveragePool whose kernel exceeds its input. Weights are seeded and spread, so nu
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -30,9 +30,10 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
-from build_corpus import corpus_dir, load_manifest  # noqa: E402
+from build_corpus import corpus_dir, load_manifest
 
 PATHS = ("frontend", "ort-compile", "ort-run", "ort-compare", "trt-fp32", "trt-fp16",
          "ascend-emit", "ascend-check")
@@ -85,7 +86,7 @@ def vlc(args: list[str], timeout: int, env: dict[str, str]) -> str:
     """Run `vlc ARGS`; raise CellFailure with its one-line error unless it exits 0."""
     try:
         proc = subprocess.run([vlc_bin(), *args], capture_output=True, text=True, timeout=timeout,
-                              env=env, cwd=tempfile.gettempdir())
+                              env=env, cwd=tempfile.gettempdir(), check=False)
     except subprocess.TimeoutExpired:
         raise CellFailure(f"timed out after {timeout} s: vlc {' '.join(args[:3])}") from None
     out = proc.stdout + proc.stderr
@@ -286,10 +287,10 @@ def table(cells: list[Cell], paths: list[str]) -> list[list[str]]:
 def markdown(cells: list[Cell], paths: list[str], meta: dict[str, Any]) -> str:
     rows = table(cells, paths)
     passed = sum(c.passed for c in cells)
-    lines = [f"# Corpus matrix ({meta['label']})", "",
-             f"{passed}/{len(cells)} cells pass ({100 * passed / max(len(cells), 1):.1f}%), "
-             f"{meta['models']} models, {meta['seconds']:.0f} s, vlc {meta['vlc_version']}, "
-             f"{meta['date']}.", "", f"Command: `{meta['command']}`", "",
+    summary = (f"{passed}/{len(cells)} cells pass ({100 * passed / max(len(cells), 1):.1f}%), "
+               f"{meta['models']} models, {meta['seconds']:.0f} s, vlc {meta['vlc_version']}, "
+               f"{meta['date']}.")
+    lines = [f"# Corpus matrix ({meta['label']})", "", summary, "", f"Command: `{meta['command']}`", "",
              "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
     failing = [c for c in cells if not c.passed]

@@ -18,8 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks" / "corpus"))
 
-import build_corpus  # noqa: E402
-import matrix  # noqa: E402
+import build_corpus
+import matrix
 
 # One per producer family that needs no download: IR 3 zoo classic, IR 3 / opset 6 PyTorch
 # converter output, an onnx node case with a scalar bool input and an If, hand-made int32 and
@@ -41,7 +41,7 @@ def corpus(tmp_path_factory):
 
 
 def test_manifest_describes_each_model(corpus):
-    out, entries = corpus
+    out, _ = corpus
     models = {m["name"]: m for m in build_corpus.load_manifest(out)}
     assert models["zoo-squeezenet"]["ir_version"] == 3
     assert models["pt-batchnorm2d"]["opset"] == 6
