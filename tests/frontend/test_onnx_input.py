@@ -141,3 +141,14 @@ def test_minus_one_dims_compile_and_run_with_any_batch(tmp_path, vlc_cli):
     got = np.load(tmp_path / "o" / "y.npy")
     want, = _run(src, {"x": x})
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_minus_one_dims_take_shapes_and_build_trt_fp16(tmp_path, vlc_cli):
+    """--shapes sets every -1 axis (it was 'changes fixed axis 0 (size -1)'), and the fp16 check's
+    generated inputs get those sizes (it was 'negative dimensions are not allowed')."""
+    src = tmp_path / "p2o.onnx"
+    onnx.save(_paddle_style(), str(src))
+    code, out, err = vlc_cli("compile", str(src), "--target", "trt-rtx", "--preset", "a10",
+                             "--precision", "fp16", "--shapes", "x:1x3x16x24,2x3x16x24,4x3x16x24",
+                             "-o", str(tmp_path / "trt"), "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0, out + err
