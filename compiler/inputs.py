@@ -1,19 +1,25 @@
 """Model inputs from files or generators, and outputs to files.
 
 Input files: `.npy` (the input's name is the file stem, or `name=path.npy`), `.npz` (keys are
-input names), `.pb` (an ONNX TensorProto; its name field, else the file stem), and
-directories of such files. Names are checked against the signature here; dtypes and shapes
-are checked by the target (Signature.validate_inputs) so every path reports them alike.
+input names), `.pb` (an ONNX TensorProto; its name field, else the file stem), Polygraphy's input
+`.json` (given as a file), and directories of .npy/.npz/.pb files. Names are checked against the
+signature here; dtypes and shapes are checked by the target (Signature.validate_inputs) so every
+path reports them alike.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
+import json
+import logging
 import os
 import re
 import zipfile
 from functools import cache
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Mapping, Sequence
 
 import numpy as np
 from vlc.errors import InputError, first_line
@@ -27,13 +33,21 @@ def _check_npy_size(path: Path) -> None:
     """A truncated .npy whose header claims a huge shape would make numpy allocate it all before
     noticing (a MemoryError of terabytes); compare the header with the file's size first."""
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        if version not in ((1, 0), (2, 0)):
-            return  # a newer header: numpy checks it itself
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        shape, _, dtype = read_header(f)
-        data_bytes = os.fstat(f.fileno()).st_size - f.tell()
+        _check_npy_header(f, os.fstat(f.fileno()).st_size, path)
+
+
+def _check_npy_header(f: BinaryIO, total_bytes: int, path: Path) -> None:
+    """Refuse an .npy stream whose header claims more data than its `total_bytes` hold."""
+    start = f.tell()
+    version = np.lib.format.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        f.seek(start)
+        return  # a newer header: numpy checks it itself
+    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                   else np.lib.format.read_array_header_2_0)
+    shape, _, dtype = read_header(f)
+    data_bytes = total_bytes - f.tell()
+    f.seek(start)
     if dtype.hasobject:
         return  # refused by allow_pickle=False with its own message
     needed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
@@ -89,6 +103,80 @@ def _read_pb(path: Path) -> tuple[str, np.ndarray]:
                          fix="use .npy, .npz, or .pb files written by onnx.numpy_helper.from_array") from None
 
 
+# Polygraphy's JSON (polygraphy.json: `polygraphy run --save-inputs`, `polygraphy data`): a list of
+# feed dicts {input name: array}, each array {"array": base64 of its .npy bytes, "polygraphy_class":
+# "ndarray"} (older files: {"__polygraphy_encoded_ndarray": <marker>, "array": ...}).
+# Read and written here without importing Polygraphy, which only the TensorRT extras install.
+_PG_CLASS, _PG_LEGACY = "polygraphy_class", "__polygraphy_encoded_"
+_PG_FIX = "write inputs with `polygraphy run --save-inputs FILE.json`, vlc --save-inputs, or as .npy/.npz"
+_log = logging.getLogger("vlc.inputs")
+
+
+def _pg_type(value: Any) -> str | None:
+    """The Polygraphy type an encoded JSON object stands for ('ndarray', 'Tensor', ...), or None."""
+    if not isinstance(value, dict):
+        return None
+    if isinstance(value.get(_PG_CLASS), str):
+        return value[_PG_CLASS]
+    legacy = [k[len(_PG_LEGACY):] for k in value if isinstance(k, str) and k.startswith(_PG_LEGACY)]
+    return legacy[0] if legacy else None
+
+
+def _pg_array(value: Any, name: str, path: Path) -> np.ndarray:
+    kind = _pg_type(value)
+    if kind != "ndarray" or not isinstance(value.get("array"), str):
+        what = f"a Polygraphy {kind}" if kind else f"a JSON {type(value).__name__}"
+        raise InputError(f"input '{name}' in {path} is {what}, not an encoded NumPy array",
+                         fix=_PG_FIX + (" (save torch tensors as NumPy arrays)" if kind == "Tensor" else ""))
+    try:
+        data = base64.b64decode(value["array"].encode(), validate=True)
+    except (binascii.Error, ValueError):
+        data = value["array"].encode("latin-1", errors="replace")  # Polygraphy's oldest encoding
+    try:
+        stream = io.BytesIO(data)
+        _check_npy_header(stream, len(data), path)
+        loaded = np.load(stream, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):  # older Polygraphy wrapped each array in an .npz
+            with loaded:
+                arrays = [loaded[k] for k in loaded.files]
+            if not arrays:
+                raise ValueError("empty archive")
+            loaded = arrays[0]
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"input '{name}' in {path} is not a valid encoded array ({first_line(exc, limit=200)})",
+                         fix=_PG_FIX) from None
+    return loaded
+
+
+def _read_json(path: Path) -> dict[str, np.ndarray]:
+    """The feed dict of a Polygraphy input file; of several iterations, the first (logged)."""
+    try:
+        data = json.loads(path.read_text())
+    except PermissionError:
+        raise InputError(f"cannot read file {path}: permission denied", fix="check the file's permissions") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"cannot read file {path}: not JSON ({first_line(exc, limit=200)})", fix=_PG_FIX) from None
+    feeds = data if isinstance(data, list) else [data]
+    if not feeds or not all(isinstance(f, dict) and _pg_type(f) is None for f in feeds):
+        raise InputError(f"{path} is not a Polygraphy input file: expected a list of feed dicts "
+                         "{input name: encoded array}", fix=_PG_FIX)
+    if len(feeds) > 1:
+        _log.warning("%s holds %d iterations of inputs; using the first", path, len(feeds))
+    return {str(name): _pg_array(value, str(name), path) for name, value in feeds[0].items()}
+
+
+def polygraphy_json(feeds: Mapping[str, np.ndarray]) -> str:
+    """One feed dict as Polygraphy input JSON (`polygraphy run --load-inputs FILE` reads it)."""
+    def encode(array: np.ndarray) -> dict[str, str]:
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(array), allow_pickle=False)
+        return {"array": base64.b64encode(buffer.getvalue()).decode(), _PG_CLASS: "ndarray"}
+
+    return json.dumps([{name: encode(array) for name, array in feeds.items()}], indent=4) + "\n"
+
+
 def _read_file(path: Path, name: str | None) -> dict[str, np.ndarray]:
     suffix = path.suffix.lower()
     if suffix == ".npy":
@@ -104,8 +192,14 @@ def _read_file(path: Path, name: str | None) -> dict[str, np.ndarray]:
     if suffix == ".pb":
         stored, array = _read_pb(path)
         return {name or stored or path.stem: array}
+    if suffix == ".json":
+        if name is not None:
+            raise InputError(f"{name}={path} names one input but a Polygraphy JSON file names its own",
+                             fix="pass the .json without a name")
+        return _read_json(path)
     raise InputError(f"input file {path} has an unknown type '{path.suffix}'",
-                     fix="use .npy (name from the file stem or name=file.npy), .npz, .pb, or a directory")
+                     fix="use .npy (name from the file stem or name=file.npy), .npz, .pb, Polygraphy .json, "
+                         "or a directory")
 
 
 def load_inputs(paths: Sequence[str | Path], signature: Signature) -> dict[str, np.ndarray]:
@@ -151,7 +245,9 @@ def _load_named(paths: Sequence[str | Path], known: Sequence[str], *, what: str
             arrays = {}
             for f in files:
                 for key, array in _read_file(f, None).items():
-                    if key in arrays:  # e.g. x.npy beside an .npz that also holds x
+                    if key in arrays and _same(arrays[key][0], array):
+                        continue  # x.npy beside the inputs.npz of the same folder (--save-inputs, -o)
+                    if key in arrays:  # e.g. x.npy beside an .npz that holds another x
                         raise InputError(f"{what} '{key}' is given twice in {path} ({arrays[key][1]} and {f})",
                                          fix=f"keep one file per {what} in the directory")
                     arrays[key] = (array, str(f))
@@ -169,6 +265,10 @@ def _load_named(paths: Sequence[str | Path], known: Sequence[str], *, what: str
                          fix=f"the model's {what}s are: {', '.join(known)} (name files after them, "
                              "or use name=file.npy)")
     return {k: feeds[k] for k in known if k in feeds}, origin
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
 InputGenerator = Callable[[int, int], dict[str, np.ndarray]]
@@ -203,24 +303,38 @@ def output_file_name(name: str) -> str:
 
 def save_outputs(outputs: Mapping[str, np.ndarray], out_dir: str | Path) -> list[Path]:
     """One .npy per output (name made file-safe) plus outputs.npz keyed by the real names."""
+    return save_arrays(outputs, out_dir, "outputs", option="-o")
+
+
+def save_inputs(feeds: Mapping[str, np.ndarray], out_dir: str | Path) -> list[Path]:
+    """The inputs a run used: one .npy each, inputs.npz, and inputs.json in Polygraphy's format;
+    `vlc run -i DIR`, `-i DIR/inputs.json` and `polygraphy run --load-inputs` read them back."""
+    written = save_arrays(feeds, out_dir, "inputs", option="--save-inputs")
+    (Path(out_dir) / "inputs.json").write_text(polygraphy_json(feeds))
+    return [*written, Path(out_dir) / "inputs.json"]
+
+
+def save_arrays(arrays: Mapping[str, np.ndarray], out_dir: str | Path, archive: str, *, option: str
+                ) -> list[Path]:
+    """One .npy per array (name made file-safe) plus ARCHIVE.npz keyed by the real names."""
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create output directory {out_dir}: {first_line(exc, limit=200)}",
-                         fix="choose a writable directory with -o") from None
+                         fix=f"choose a writable directory with {option}") from None
     written: list[Path] = []
     used: set[str] = set()
-    for name, array in outputs.items():
+    for name, array in arrays.items():
         file_name = output_file_name(name)
         stem, n = file_name[:-4], 1
-        while file_name in used or file_name == "outputs.npy":
+        while file_name in used or file_name == f"{archive}.npy":
             file_name, n = f"{stem}_{n}.npy", n + 1
         used.add(file_name)
         np.save(out_dir / file_name, np.asarray(array))
         written.append(out_dir / file_name)
-    write_npz(out_dir / "outputs.npz", outputs)
-    written.append(out_dir / "outputs.npz")
+    write_npz(out_dir / f"{archive}.npz", arrays)
+    written.append(out_dir / f"{archive}.npz")
     return written
 
 
@@ -339,9 +453,14 @@ def artifact_inputs(artifact: Any, *, files: Sequence[str | Path] | None = None,
                     seed: int = 0) -> dict[str, np.ndarray]:
     """Inputs for an artifact: read from `files`, or generated for `batch` (checked first)."""
     if files:
+        _log.info("inputs from %s", ", ".join(map(str, files)))
         return load_inputs(files, artifact.signature)
     batch = default_batch(artifact) if batch is None else batch
     check_batch(artifact, batch)
     source = artifact.manifest.get("source", {})
     specs = [InputSpec.from_json(s) for s in source.get("input_specs", [])]
-    return generate_inputs(specs, artifact.signature, batch, seed, generator=source_generator(source.get("ref")))
+    generator = source_generator(source.get("ref"))
+    _log.info("inputs generated for batch %d, seed %d, %s", batch, seed,
+              "by the model's own generator" if generator else
+              "from its input specs" if specs else "from the signature")
+    return generate_inputs(specs, artifact.signature, batch, seed, generator=generator)

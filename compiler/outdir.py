@@ -37,6 +37,7 @@ KINDS = {
     "bench-artifacts": "a vlc bench artifact folder (vlc bench --artifacts)",
     "results": "a vlc results folder (vlc bench --results)",
     "run-outputs": "a vlc outputs folder (vlc run -o)",
+    "inputs": "a vlc inputs folder (vlc run/profile --save-inputs)",
 }
 
 # what the scripts of a deploy bundle write on the target machine: never replaced silently

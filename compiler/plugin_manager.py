@@ -7,6 +7,7 @@ plugins (an empty value loads none); built-ins always load.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from functools import cache
 from typing import TYPE_CHECKING, Any, Callable
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from vlc.target import Target
 
 ENTRY_POINT_GROUP = "vlc"
+log = logging.getLogger("vlc.plugins")
 
 # Modules that implement hooks for the built-in targets, passes and plugins.
 DEFAULT_PLUGINS: tuple[str, ...] = (
@@ -49,6 +51,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
             module = importlib.import_module(module_name)
         except ImportError as exc:  # a built-in with a missing optional dependency
             load_errors.append(f"{module_name}: {exc}")
+            log.info("built-in plugin %s not loaded: %s", module_name, exc)
             continue
         pm.register(module, name=module_name)
     for module_name in DEFERRED_OP_PLUGINS:
@@ -59,6 +62,8 @@ def get_plugin_manager() -> pluggy.PluginManager:
     else:
         for name in filter(None, (n.strip() for n in allowed.split(","))):
             pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=name)
+    for name, distribution in pm.list_plugin_distinfo():
+        log.debug("plugin %s from %s %s", pm.get_name(name), distribution.project_name, distribution.version)
     return pm
 
 
@@ -70,6 +75,7 @@ class _DeferredOpPlugins:
 
     @hookspecs.hookimpl
     def register_plugins(self, register: Callable[[Any], None]) -> None:
+        log.debug("importing %s for its op plugins", self.module_name)
         try:
             module = importlib.import_module(self.module_name)
         except ImportError as exc:  # a missing optional dependency, reported like a built-in's
@@ -94,6 +100,7 @@ def targets() -> dict[str, "Target"]:
             raise InputError(f"two plugins register target '{target.name}'",
                              fix="uninstall one of them or limit loading with VLC_PLUGINS")
         found[target.name] = target
+    log.debug("targets: %s", ", ".join(f"{n} ({type(t).__module__})" for n, t in found.items()))
     return found
 
 

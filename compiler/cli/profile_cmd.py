@@ -91,7 +91,8 @@ def write_records(path: Path, records: list[Any]) -> list[Path]:
 def register(app: typer.Typer) -> None:
     @app.command("profile")
     def profile(
-        artifact_dir: Path = typer.Argument(..., metavar="ARTIFACT", help="Directory written by `vlc compile`."),
+        artifact_dir: Path = typer.Argument(..., metavar="ARTIFACT", help="Directory written by `vlc compile`, "
+                                            "or an .onnx file (profiled through onnxruntime as it is)."),
         batch: Optional[str] = typer.Option(None, "--batch", "-b", help="Batch sizes to sweep, e.g. 1,8,32 "
                                             "(default: the compiled opt batch)."),
         warmup: int = typer.Option(10, "--warmup", help="Warm-up iterations per batch."),
@@ -104,10 +105,13 @@ def register(app: typer.Typer) -> None:
                                               "list) or a results directory that `vlc report` reads."),
         machine: Optional[str] = typer.Option(None, "--machine", help="Machine name in the records "
                                               "(default: the host name)."),
+        save_inputs: Optional[Path] = typer.Option(None, "--save-inputs", metavar="DIR",
+                                                   help="Save the inputs of each batch in DIR/batch-N "
+                                                        "(.npy each, inputs.npz, Polygraphy's inputs.json)."),
         json_out: bool = typer.Option(False, "--json", help="Print the records as JSON."),
     ) -> None:
         """Measure latency (min/mean/median/p90/p95/p99) and throughput over a batch sweep."""
-        from vlc.cli.run_cmd import open_artifact
+        from vlc.cli.run_cmd import open_artifact, save_input_files
         from vlc.inputs import artifact_inputs, check_batch, default_batch
 
         settings = timing_settings(warmup, iterations, duration, include_transfers=not no_transfers)
@@ -116,6 +120,10 @@ def register(app: typer.Typer) -> None:
 
             check_output_file(record, option="--record") if record.suffix == ".json" else \
                 claim_output_dir(record, "results", option="--record")
+        if save_inputs is not None:
+            from vlc.outdir import claim_output_dir
+
+            save_inputs = claim_output_dir(save_inputs, "inputs", option="--save-inputs", create=True)
         artifact, target = open_artifact(artifact_dir)
         batches = parse_batches(batch) if batch is not None else [default_batch(artifact)]
         for b in batches:  # every batch is checked before any is timed
@@ -128,6 +136,8 @@ def register(app: typer.Typer) -> None:
                 for b in batches:
                     bar.update(bar.task_ids[0], description=f"profiling {artifact.path.name}, batch {b}")
                     feeds = artifact_inputs(artifact, batch=b, seed=seed)
+                    if save_inputs is not None:
+                        save_input_files(feeds, save_inputs / f"batch-{b}")
                     result = target.profile(artifact, feeds, settings, session=session)
                     results.append(result)
                     records.append(artifact_record(artifact, result, settings, env, machine or env["host"]))
