@@ -17,9 +17,10 @@ import logging
 import os
 import re
 import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Mapping, Sequence
+from typing import Any, BinaryIO
 
 import numpy as np
 from vlc.errors import InputError, first_line
