@@ -1,4 +1,4 @@
-"""`vlc run ARTIFACT`: run a compiled artifact once on given or generated inputs."""
+"""`vlc run ARTIFACT`: run a compiled artifact (or a bare .onnx file) once on given or generated inputs."""
 
 from __future__ import annotations
 
