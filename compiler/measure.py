@@ -15,6 +15,8 @@ No backend session is imported here: the references call PyTorch and ONNX Runtim
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -173,6 +175,11 @@ def fill_timing(record: BenchRecord, result: ProfileResult, count: FlopCount | N
     record.warnings = list(result.warnings)
     if result.extra.get("timing"):
         record.settings["timing"] = result.extra["timing"]
+    # the session's own facts about the measurement (torch mode, compile time, where inputs were);
+    # larger structures (per-operator tables, layer lists) stay out of the record
+    facts = {k: v for k, v in result.extra.items() if k != "timing" and _scalar_fact(v)}
+    if facts:
+        record.settings["measured"] = facts
     if result.breakdown:
         record.settings["breakdown_ms"] = data["breakdown_ms"]
     if count is None:
@@ -186,6 +193,10 @@ def fill_timing(record: BenchRecord, result: ProfileResult, count: FlopCount | N
     record.achieved_tflops, record.utilisation = utilisation(count.per_sample, record.throughput_per_s, peak)
     record.peak_tflops = peak.tflops
     record.peak_source = peak.source
+
+
+def _scalar_fact(value: Any) -> bool:
+    return isinstance(value, (str, int, bool)) or (isinstance(value, float) and math.isfinite(value))
 
 
 def accuracy_of(report: AccuracyReport, reference: str) -> Accuracy:

@@ -152,6 +152,7 @@ def test_make_record_says_what_was_measured(tmp_path):
     env = {"host": "box", "vlc_version": "9.9.9", "cpu": {"model": "Test CPU"}}
     result = host_profile(lambda: None, ProfileSettings(warmup=0, iterations=3), 2, device="cpu",
                           includes_transfers=True)
+    result.extra.update({"torch_mode": "compile", "compile_seconds": 1.5, "per_operator": [{"op": "MatMul"}]})
     record = measure.make_record(model="mlp@test", target="onnxruntime", precision="fp32", batch=2, machine="box",
                                  status="ok", source_hash="ab" * 32, env=env,
                                  settings=measure.profile_settings(ProfileSettings(iterations=3), seed=1),
@@ -159,6 +160,8 @@ def test_make_record_says_what_was_measured(tmp_path):
     assert record.settings["vlc_version"] == "9.9.9" and record.settings["timing"] == "host clock"
     assert record.settings["iterations"] == 3 and record.settings["seed"] == 1
     assert record.device_name == "Test CPU" and record.latency_ms["count"] == 3
+    # the session's facts about the measurement reach the record; large tables do not
+    assert record.settings["measured"] == {"torch_mode": "compile", "compile_seconds": 1.5}
     assert "FLOPs could not be counted from the ONNX graph" in record.warnings
     path = write_record(tmp_path, record)
     assert path.parent.name == "mlp@test" and read_record(path).settings == record.settings
