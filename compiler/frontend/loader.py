@@ -39,7 +39,33 @@ def check_onnx_file(path: Path) -> Path:
                          fix="pass a file written by an ONNX exporter") from None
     if not model.graph.node and not model.graph.output:
         raise InputError(f"{path} holds no ONNX graph", fix="pass a file written by an ONNX exporter")
+    _refuse_dangling_inputs(model, path)
     return path
+
+
+def _refuse_dangling_inputs(model: Any, path: Path) -> None:
+    """A node that reads a tensor nothing provides: named in the user's file, before any rewriting.
+
+    Names may come from any graph level (a subgraph reads its outer scopes), so every name
+    provided anywhere in the model counts; ordering is not checked (runtimes sort nodes)."""
+    graphs, provided = [model.graph], set()
+    for graph in graphs:
+        provided.update(v.name for v in graph.input)
+        provided.update(t.name for t in graph.initializer)
+        provided.update(t.values.name for t in graph.sparse_initializer)
+        for node in graph.node:
+            provided.update(node.output)
+            for attribute in node.attribute:
+                graphs.extend([attribute.g] if attribute.HasField("g") else attribute.graphs)
+    for graph in graphs:
+        for index, node in enumerate(graph.node):
+            for name in node.input:
+                if name and name not in provided:
+                    label = f"'{node.name}' " if node.name else ""
+                    raise InputError(f"{path}: node {index} {label}({node.op_type}) reads '{name}', which no "
+                                     "node, initializer or graph input provides",
+                                     where=f"graph '{graph.name}'" if graph.name else None,
+                                     fix=f"re-export the model from its source, or add '{name}' as a graph input")
 
 
 def load_model(ref: str, *, weights: str | Path | None = None) -> ModelSource | Path:

@@ -160,7 +160,7 @@ def _normalize(loaded: ModelSource | Path, ref: str, options: FrontendOptions,
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         onnx_path = save_model(model, tmp / "model.onnx")
-        report["checker"] = check_and_infer(onnx_path)
+        report["checker"] = check_and_infer(onnx_path, ref, from_onnx=isinstance(loaded, Path))
         if options.parity and isinstance(loaded, ModelSource):
             parity = parity_check(loaded, onnx_path, options.parity_batch)
             report["parity"] = parity.to_json()
@@ -184,8 +184,11 @@ def stage(name: str, model: Any, start: float, report: dict[str, Any]) -> None:
                              "seconds": round(time.perf_counter() - start, 3)})
 
 
-def check_and_infer(onnx_path: Path) -> dict[str, Any]:
-    """onnx.checker plus strict-free shape inference written back into the file."""
+def check_and_infer(onnx_path: Path, ref: str, *, from_onnx: bool) -> dict[str, Any]:
+    """onnx.checker plus strict-free shape inference written back into the file.
+
+    A failure names the model the user gave (the file checked is a temporary one) and the
+    options that change what the front end writes for that kind of model."""
     import onnx
 
     external = bool(external_data_locations(onnx_path))
@@ -200,8 +203,10 @@ def check_and_infer(onnx_path: Path) -> dict[str, Any]:
             onnx.save(inferred, str(onnx_path))
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         first = str(exc).strip().splitlines()[0][:300]
-        raise ExportError(f"the normalized graph fails onnx.checker: {first}", where=str(onnx_path),
-                          fix="report the model; try --exporter torchscript or fewer --passes") from None
+        fix = ("try --no-simplify or --passes '' to keep the file closer to the original" if from_onnx
+               else "try --exporter torchscript, --no-simplify or fewer --passes")
+        raise ExportError(f"the normalized graph of {ref} fails onnx.checker: {first}",
+                          fix=f"{fix}; report the model if it still fails") from None
     return {"onnx_checker": "passed", "shape_inference": "done"}
 
 

@@ -325,3 +325,18 @@ def test_tables_tell_a_cosine_from_its_threshold():
     assert fmt(0.999989) != fmt(0.99999)
     assert fmt(0.9999999999) != "1" and fmt(1.0) == "1"
     assert (fmt(123.456), fmt(0.5), fmt(0.9512345)) == ("123.5", "0.5", "0.9512")  # elsewhere: 4 digits
+
+
+def test_a_dangling_input_is_named_in_the_users_file(vlc_cli, tmp_path):
+    """reliability 14 (F7): a node reading a tensor nothing provides is one line about the user's file
+    and node, not a checker error about a deleted temporary file with a PyTorch-only fix."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "ghost"], ["y"], name="add")], "g", [x], [y])
+    path = tmp_path / "dangle.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    line = one_line_error(vlc_cli("compile", path, "-t", "onnxruntime", "-o", tmp_path / "out",
+                                  "--cache-dir", tmp_path / "cache"),
+                          2, str(path), "'add' (Add) reads 'ghost'", "add 'ghost' as a graph input")
+    assert "torchscript" not in line and ".vlc" not in line and "cache" not in line
+    assert not (tmp_path / "out").exists()
