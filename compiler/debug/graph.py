@@ -3,8 +3,6 @@ candidate tensor stands for, and ONNX Runtime runs with chosen intermediate tens
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -133,37 +131,29 @@ class GraphRunner:
     """Runs one ONNX graph in ONNX Runtime on the CPU with a chosen set of tensors as its outputs.
 
     Every run is a fresh session of the graph with only those outputs, so the memory a run holds
-    is bounded by what it exposes. Weights stay where they are: a graph with external data is
-    written (without its weights) into a temporary folder beside links to its data files."""
+    is bounded by what it exposes. Weights stay where they are: a graph with external data is held
+    without them, and ONNX Runtime reads them from the model's own directory."""
 
     def __init__(self, onnx_path: Path):
         import onnx
 
-        from vlc.onnx_files import external_data_locations
+        from vlc.onnx_files import external_data_files
 
         self.path = Path(onnx_path)
         self.runs = 0
         try:
-            locations = external_data_locations(self.path)
+            external = bool(external_data_files(self.path))  # one line when a data file is missing
+            self.proto = onnx.load(str(self.path), load_external_data=not external)
+        except InputError:
+            raise
         except Exception as exc:  # noqa: BLE001 - protobuf's several types for a broken file
             raise InputError(f"cannot read {self.path} as an ONNX model: {type(exc).__name__}",
                              fix="pass a valid .onnx file") from None
-        self._tmp: tempfile.TemporaryDirectory | None = None
-        if locations:
-            self.proto = onnx.load(str(self.path), load_external_data=False)
-            self._tmp = tempfile.TemporaryDirectory(prefix="vlc-debug-")
-            for location in locations:
-                link = Path(self._tmp.name) / location
-                link.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink((self.path.parent / location).resolve(), link)
-        else:
-            self.proto = onnx.load(str(self.path))
+        self.weights_dir = self.path.resolve().parent if external else None
         self.outputs = [o.name for o in self.proto.graph.output]
 
     def close(self) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        self.proto = None
 
     def __enter__(self) -> "GraphRunner":
         return self
@@ -181,16 +171,13 @@ class GraphRunner:
         kept = list(graph.output)
         del graph.output[:]
         graph.output.extend(onnx.ValueInfoProto(name=n) for n in dict.fromkeys(names))
+        options = debug_options()
+        if self.weights_dir is not None:
+            options.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                             str(self.weights_dir))
         try:
             self.runs += 1
-            if self._tmp is None:
-                return onnx_cpu_outputs(self.proto, feeds, options=debug_options())
-            path = Path(self._tmp.name) / f"window-{self.runs}.onnx"
-            onnx.save(self.proto, str(path))
-            try:
-                return onnx_cpu_outputs(path, feeds, options=debug_options())
-            finally:
-                path.unlink(missing_ok=True)
+            return onnx_cpu_outputs(self.proto, feeds, options=options)
         finally:
             del graph.output[:]
             graph.output.extend(kept)

@@ -14,11 +14,10 @@ from vlc.model import InputSpec
 
 InputGenerator = Callable[[int, int], dict[str, np.ndarray]]
 
-# Where each target keeps the ONNX graph it runs (or built its compiled file from), in order.
-_GRAPH_KEYS = {"onnxruntime": ("main",), "trt": ("graph",)}
-# Targets whose compiled file hides its intermediate tensors: only the graph it was built from
-# can be opened in ONNX Runtime; the compiled file itself needs bisection through its runtime.
-_OPAQUE = {"trt": "TensorRT engine", "ascend": "Ascend .om model"}
+# Where an artifact keeps the ONNX graph its compiled file was built from: TensorRT's "graph",
+# Ascend's "onnx_<build>" (an onnxruntime artifact runs its ONNX "main" itself).
+_BUILT_FROM = ("graph",)
+_BUILT_FROM_PREFIX = "onnx_"
 
 
 @dataclass
@@ -85,24 +84,36 @@ def _onnx_file(text: str, path: Path) -> DebugGraph:
 
 
 def artifact_graph(artifact: Any) -> tuple[Path, list[str]]:
-    """The ONNX graph an artifact runs (onnxruntime) or was compiled from (trt, ascend), with a
-    note when the compiled file itself hides its intermediates."""
+    """The ONNX graph an artifact runs (onnxruntime), or the graph its compiled file was built from
+    (a TensorRT engine, an Ascend .om) with a note saying that file hides its intermediates."""
     files = artifact.manifest.get("files", {})
-    keys = list(_GRAPH_KEYS.get(artifact.target, ()))
-    if artifact.target == "ascend":
-        keys += sorted(k for k in files if k.startswith("onnx_"))
-    for key in keys:
-        if key in files and (artifact.path / files[key]).is_file():
-            notes = []
-            if artifact.target in _OPAQUE:
-                notes.append(f"the {_OPAQUE[artifact.target]} in {artifact.path} cannot expose its "
-                             f"intermediate tensors; comparing the graph it was built from ({files[key]}) "
-                             "in ONNX Runtime")
-            return artifact.path / files[key], notes
+    main = str(files.get("main", ""))
+    if main.lower().endswith(".onnx") and (artifact.path / main).is_file():
+        return artifact.path / main, []
+    names = [files[k] for k in (*_BUILT_FROM, *sorted(k for k in files if k.startswith(_BUILT_FROM_PREFIX)))
+             if k in files]
+    precision = (artifact.manifest.get("extra") or {}).get("precision") or {}
+    if isinstance(precision, dict) and precision.get("output"):
+        names.append(str(precision["output"]))  # the precision pass's graph, before plugin fusion
+    existing = [n for n in dict.fromkeys(names) if (artifact.path / n).is_file()]
+    # a graph with fused plugin operators does not run in ONNX Runtime: take one without them
+    runnable = [n for n in existing if _standard_ops(artifact.path / n)] or existing
+    if runnable:
+        return artifact.path / runnable[0], [
+            f"{main} ({artifact.target}) cannot expose its intermediate tensors; comparing the graph it "
+            f"was built from ({runnable[0]}) in ONNX Runtime"]
     raise InputError(f"the {artifact.target} artifact {artifact.path} keeps no ONNX graph that runs, so its "
                      "intermediate tensors cannot be exposed",
-                     fix="pass the ONNX graph or model ref it was compiled from instead; bisection needs a "
-                         "target that can mark outputs")
+                     fix="pass the ONNX graph or model ref it was compiled from instead")
+
+
+def _standard_ops(path: Path) -> bool:
+    """Whether every node is an ONNX (or ONNX Runtime contrib) operator."""
+    try:
+        proto = _load_proto(path)
+    except InputError:
+        return False
+    return all(n.domain in ("", "ai.onnx", "com.microsoft") for n in proto.graph.node)
 
 
 def _artifact(text: str, path: Path) -> DebugGraph:

@@ -356,3 +356,42 @@ def test_windows_shrink_to_the_byte_budget(transformer_pair):
                                     window_bytes=4 * largest)
     assert ref_run.marked[0] == 64 and max(ref_run.marked[1:]) <= 4
     assert bounded.first_divergent.node == unbounded.first_divergent.node == name
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorrt_rtx") is None,
+                    reason="tensorrt_rtx is not installed (pip install tensorrt-rtx-cu13)")
+def test_an_engine_artifact_is_compared_through_the_graph_it_was_built_from(vlc_cli, tmp_path):
+    out = tmp_path / "cnn-trt"
+    code, _, err = vlc_cli("compile", model_ref("cnn"), "--target", "trt-rtx", "--precision", "fp16", "-o", out)
+    assert code == 0, err
+    side = resolve(str(out))
+    assert side.onnx_path.suffix == ".onnx" and side.onnx_path.parent == out
+    assert any("cannot expose its intermediate tensors" in n for n in side.notes)
+    code, data, err = vlc_cli("debug", "accuracy", model_ref("cnn"), out, "--batch", "2", "--json")
+    assert code == 0, err
+    data = json.loads(data)
+    assert data["first_divergent"] is None and data["compared"] >= 5
+    assert any("cannot expose" in n for n in data["notes"])
+
+
+def test_input_files_are_the_feeds(vlc_cli, cnn_pair, tmp_path):
+    src, bad, name = cnn_pair
+    image = np.random.default_rng(7).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "image.npy", image)
+    code, out, err = vlc_cli("debug", "accuracy", src, bad, "--input", tmp_path / "image.npy", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["first_divergent"]["node"] == name
+    assert data["first_divergent"]["shape"][0] == 3  # the file's batch, not a generated one
+
+
+def test_graphs_with_external_data_run_in_place(cnn_pair, tmp_path):
+    src, bad, name = cnn_pair
+    for path, dst in ((src, tmp_path / "ref" / "model.onnx"), (bad, tmp_path / "bad" / "model.onnx")):
+        (dst.parent / "weights").mkdir(parents=True)
+        onnx.save(onnx.load(str(path)), str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location="weights/data.bin")
+        assert (dst.parent / "weights" / "data.bin").is_file()
+    report = debug_accuracy(str(tmp_path / "ref" / "model.onnx"), str(tmp_path / "bad" / "model.onnx"), batch=2,
+                            window=3)
+    _assert_first(report, name)
