@@ -18,8 +18,8 @@ from typing import Any, Iterator
 
 import vlc
 from vlc.errors import InputError
-from vlc.outdir import claim_output_dir, clean_orphans, make_dir, make_temp_dir, output_lock, replace_dir, write_marker
 from vlc.onnx_files import copy_onnx, external_data_locations, file_sha256, onnx_sha256
+from vlc.outdir import claim_output_dir, clean_orphans, make_dir, make_temp_dir, output_lock, replace_dir, write_marker
 from vlc.signature import Signature
 from vlc.spec import TargetSpec
 
