@@ -6,15 +6,17 @@ its reference.
 
 Both graphs run in ONNX Runtime on the CPU with their intermediate tensors exposed in windows
 (`layerwise`); what cannot be exposed is narrowed down by bisection (`bisect`). For int8,
-`int8_sensitivity` ranks the quantized nodes by what quantizing each one alone costs.
+`int8_sensitivity` ranks the quantized nodes by what quantizing each one alone costs and
+`plan_int8` keeps the least sensitive ones in int8 while the outputs meet a cosine gate.
 """
 
 from vlc.debug.bisect import BisectResult, bisect_first_divergent, bisect_graphs
 from vlc.debug.graph import GraphRunner
 from vlc.debug.layerwise import DEFAULT_WINDOW, LayerwiseReport, TensorComparison, compare_layerwise, judge
-from vlc.debug.sensitivity import NodeSensitivity, int8_sensitivity
+from vlc.debug.sensitivity import Int8Plan, NodeSensitivity, int8_sensitivity, plan_int8
 from vlc.debug.session import debug_accuracy, debug_inputs, debug_tolerance
 
 __all__ = ["BisectResult", "bisect_first_divergent", "bisect_graphs", "GraphRunner", "DEFAULT_WINDOW",
            "LayerwiseReport", "TensorComparison", "compare_layerwise", "judge", "debug_accuracy",
-           "debug_inputs", "debug_tolerance", "NodeSensitivity", "int8_sensitivity"]
+           "debug_inputs", "debug_tolerance", "NodeSensitivity", "int8_sensitivity",
+           "Int8Plan", "plan_int8"]

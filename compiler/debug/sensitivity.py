@@ -1,7 +1,7 @@
 """int8 sensitivity per node: how far the model's outputs move when only that node is quantized.
 
-The scales come from one calibrated Q/DQ graph (vlc's int8 pass); each node's Q/DQ inputs are
-copied, alone, into the fp32 graph, which then runs in ONNX Runtime on the CPU against the plain
+The scales come from one calibrated Q/DQ graph (vlc's int8 pass); each node's Q/DQ (on its inputs
+and its outputs, as the int8 graph has them) is copied, alone, into the fp32 graph, which then runs in ONNX Runtime on the CPU against the plain
 fp32 graph. Nodes whose quantization costs the most accuracy are the ones to keep in float; the
 cheapest ones (in error per FLOP) go to int8 first.
 """
@@ -37,11 +37,23 @@ class NodeSensitivity:
         return {**asdict(self), "sensitivity": self.sensitivity}
 
 
-def _quantized_inputs(qdq: Any, op_types: Sequence[str]) -> dict[str, list[tuple[int, list[Any]]]]:
-    """For each quantized node (by name): (input index, [Q?, DQ]) of every input read through a
-    DequantizeLinear, with the QuantizeLinear before it for activations."""
+@dataclass
+class _NodeQuant:
+    """How the int8 graph quantizes one node: Q/DQ chains on its inputs ([Q, DQ] for an
+    activation, [DQ] for a weight) and Q/DQ pairs on its outputs, each by position."""
+
+    inputs: list[tuple[int, list[Any]]]
+    outputs: list[tuple[int, Any, Any]]
+
+
+def _quantized_nodes(qdq: Any, op_types: Sequence[str]) -> dict[str, _NodeQuant]:
+    """Each node of `op_types` (by name) that reads a DequantizeLinear, with its Q/DQ."""
     producer = {o: n for n in qdq.graph.node for o in n.output}
-    found: dict[str, list[tuple[int, list[Any]]]] = {}
+    readers: dict[str, list[Any]] = {}
+    for n in qdq.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    found: dict[str, _NodeQuant] = {}
     for node in qdq.graph.node:
         if node.op_type not in op_types or not node.name:
             continue
@@ -52,8 +64,16 @@ def _quantized_inputs(qdq: Any, op_types: Sequence[str]) -> dict[str, list[tuple
                 continue
             q = producer.get(dq.input[0])
             chains.append((i, [q, dq] if q is not None and q.op_type == "QuantizeLinear" else [dq]))
-        if chains:
-            found[node.name] = chains
+        if not chains:
+            continue
+        pairs = []
+        for j, out in enumerate(node.output):
+            for q in readers.get(out, []):
+                dq = next((d for d in readers.get(q.output[0], []) if d.op_type == "DequantizeLinear"), None)
+                if q.op_type == "QuantizeLinear" and q.input[0] == out and dq is not None:
+                    pairs.append((j, q, dq))
+                    break
+        found[node.name] = _NodeQuant(chains, pairs)
     return found
 
 
@@ -69,33 +89,46 @@ def _worst(actual: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]
 
 
 class _Variant:
-    """The fp32 graph with one node's Q/DQ inputs spliced in, undone on exit (the weights are not
-    copied per node)."""
+    """The fp32 graph with the chosen nodes quantized as the int8 graph quantizes them (their input
+    chains and output pairs spliced in), undone on exit: the weights are not copied per variant."""
 
-    def __init__(self, model: Any, qdq: Any, node_name: str, chains: list[tuple[int, list[Any]]]):
-        self.model, self.qdq, self.node_name, self.chains = model, qdq, node_name, chains
+    def __init__(self, model: Any, qdq: Any, chosen: Mapping[str, _NodeQuant]):
+        self.model, self.qdq, self.chosen = model, qdq, chosen
 
     def __enter__(self) -> Any:
         g = self.model.graph
         self.nodes = list(g.node)
         self.init_count = len(g.initializer)
         self.opsets = [(o.domain, o.version) for o in self.model.opset_import]
-        at = next(i for i, n in enumerate(self.nodes) if n.name == self.node_name)
-        target = type(self.nodes[at])()
-        target.CopyFrom(self.nodes[at])
         have = {i.name for i in g.initializer}
         inits = {i.name: i for i in self.qdq.graph.initializer}
-        inserted = []
-        for index, chain in self.chains:
-            for n in chain:
-                inserted.append(n)
-                for name in n.input:
-                    if name in inits and name not in have:
-                        g.initializer.append(inits[name])
-                        have.add(name)
-            target.input[index] = chain[-1].output[0]
+
+        def take(node: Any) -> Any:
+            for name in node.input:
+                if name in inits and name not in have:
+                    g.initializer.append(inits[name])
+                    have.add(name)
+            return node
+
+        spliced = []
+        for node in self.nodes:
+            quant = self.chosen.get(node.name)
+            if quant is None:
+                spliced.append(node)
+                continue
+            target = type(node)()
+            target.CopyFrom(node)
+            for index, chain in quant.inputs:
+                spliced.extend(take(n) for n in chain)
+                target.input[index] = chain[-1].output[0]
+            after = []
+            for j, q, dq in quant.outputs:  # X -> X__preq, then Q -> DQ writes X: every reader sees int8
+                out = target.output[j]
+                target.output[j] = f"{out}__preq"
+                after += [_retarget(take(q), f"{out}__preq", f"{out}__q"), _retarget(take(dq), f"{out}__q", out)]
+            spliced += [target, *after]
         del g.node[:]
-        g.node.extend(self.nodes[:at] + inserted + [target] + self.nodes[at + 1:])
+        g.node.extend(_unique_outputs(spliced))
         qdq_default = next((o.version for o in self.qdq.opset_import if o.domain in ("", "ai.onnx")), None)
         for o in self.model.opset_import:
             if o.domain in ("", "ai.onnx") and qdq_default:
@@ -110,6 +143,26 @@ class _Variant:
         del self.model.opset_import[:]
         for domain, version in self.opsets:
             self.model.opset_import.add(domain=domain, version=version)
+
+
+def _retarget(node: Any, source: str, output: str) -> Any:
+    """A copy of a Q or DQ node reading `source` and writing `output`."""
+    copy = type(node)()
+    copy.CopyFrom(node)
+    copy.input[0], copy.output[0], copy.name = source, output, f"{output}__{node.op_type}"
+    return copy
+
+
+def _unique_outputs(nodes: list[Any]) -> list[Any]:
+    """Drop repeated Q/DQ nodes (the same pair read by two spliced nodes): a tensor has one producer."""
+    seen: set[str] = set()
+    kept = []
+    for n in nodes:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.output[0] in seen:
+            continue
+        seen.update(n.output)
+        kept.append(n)
+    return kept
 
 
 def _node_flops(model: Any, batch: int) -> dict[str, float]:
@@ -145,7 +198,7 @@ def int8_sensitivity(fp32_path: str | Path, qdq_path: str | Path, feeds: Mapping
     from vlc.measure import onnx_cpu_outputs
 
     model, qdq = onnx.load(str(fp32_path)), onnx.load(str(qdq_path))
-    chains = _quantized_inputs(qdq, op_types)
+    chains = _quantized_nodes(qdq, op_types)
     names = {n.name for n in model.graph.node}
     if not chains:
         raise InputError(f"{qdq_path} has no {'/'.join(op_types)} node reading a DequantizeLinear",
@@ -158,8 +211,65 @@ def int8_sensitivity(fp32_path: str | Path, qdq_path: str | Path, feeds: Mapping
     flops = _node_flops(model, batch)
     op_of = {n.name: n.op_type for n in model.graph.node}
     results = []
-    for name, node_chains in chains.items():
-        with _Variant(model, qdq, name, node_chains) as variant:
+    for name, quant in chains.items():
+        with _Variant(model, qdq, {name: quant}) as variant:
             cosine, rel = _worst(onnx_cpu_outputs(variant, feeds), reference)
         results.append(NodeSensitivity(name, op_of[name], cosine, rel, flops.get(name)))
     return sorted(results, key=lambda s: (-s.sensitivity, s.node))
+
+
+@dataclass
+class Int8Plan:
+    """Which quantized nodes stay in int8 so that the outputs keep `min_cosine` against fp32."""
+
+    int8_nodes: list[str]
+    excluded: list[str]  # kept in float, most sensitive first
+    cosine: float  # worst output cosine with exactly `int8_nodes` in int8
+    min_cosine: float
+    int8_flops_share: float | None  # share of the quantizable nodes' FLOPs left in int8
+    runs: int  # ONNX Runtime runs of spliced graphs, the per-node ones included
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan_int8(fp32_path: str | Path, qdq_path: str | Path, feeds: Mapping[str, np.ndarray], *,
+              min_cosine: float = 0.98, op_types: Sequence[str] = QUANTIZED_OPS) -> Int8Plan:
+    """Quantize the least sensitive nodes first and keep as many in int8 as the gate allows.
+
+    The nodes are ranked by `int8_sensitivity`; the longest prefix of the least sensitive ones whose
+    joint int8 outputs keep `min_cosine` is found by bisection on its length (more nodes in int8 do
+    not make the outputs better), so O(log n) runs beside the n per-node ones."""
+    import onnx
+
+    from vlc.measure import onnx_cpu_outputs
+
+    ranked = int8_sensitivity(fp32_path, qdq_path, feeds, op_types=op_types)
+    order = [s.node for s in reversed(ranked)]  # least sensitive first
+    model, qdq = onnx.load(str(fp32_path)), onnx.load(str(qdq_path))
+    chains = _quantized_nodes(qdq, op_types)
+    reference = onnx_cpu_outputs(model, feeds)
+    runs = len(ranked)
+    cosines: dict[int, float] = {0: 1.0}
+
+    def cosine_with(k: int) -> float:
+        nonlocal runs
+        if k not in cosines:
+            with _Variant(model, qdq, {n: chains[n] for n in order[:k]}) as variant:
+                cosines[k] = _worst(onnx_cpu_outputs(variant, feeds), reference)[0]
+            runs += 1
+        return cosines[k]
+
+    lo, hi = 0, len(order)  # lo passes; find the largest k that passes
+    if cosine_with(hi) >= min_cosine:
+        lo = hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if cosine_with(mid) >= min_cosine:
+            lo = mid
+        else:
+            hi = mid
+    flops = {s.node: s.flops for s in ranked}
+    counted = [f for f in flops.values() if f]
+    share = (sum(flops[n] or 0 for n in order[:lo]) / sum(counted)) if counted else None
+    return Int8Plan(order[:lo], list(reversed(order[lo:])), cosine_with(lo), min_cosine, share, runs)

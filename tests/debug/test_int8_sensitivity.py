@@ -18,10 +18,10 @@ SPECS = [InputSpec("image", ("batch", 3, 16, 16), kind="normal", low=0.0, high=1
 
 
 class OutlierCNN(nn.Module):
-    """conv1's channel 0 is an outlier (bias 500): a per-tensor int8 scale over conv2's input is
-    then so coarse that the other channels round to zero. conv2 ignores channel 0 (zero weights),
-    so in float the outlier costs nothing; quantizing conv2's input loses everything else. Later
-    biases are zero so that the output follows the signal."""
+    """conv2's weights hold one outlier per output channel (50, the rest ~0.1), on input channel 0,
+    which conv1 makes zero (ReLU of -1): in float the outlier costs nothing, but each channel's int8
+    scale is then so coarse that its other weights round to zero. Later biases are zero, so the
+    output follows the signal."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -31,9 +31,9 @@ class OutlierCNN(nn.Module):
         self.head = nn.Linear(8, 10)
         with torch.no_grad():
             self.conv1.weight[0].zero_()
-            self.conv1.bias[0] = 500.0
-            self.conv2.weight[:, 0].zero_()
-            for layer in (self.conv2, self.conv3, self.head):  # outputs follow the signal, not biases
+            self.conv1.bias[0] = -1.0
+            self.conv2.weight[:, 0, 1, 1] = 50.0
+            for layer in (self.conv2, self.conv3, self.head):
                 layer.bias.zero_()
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -105,3 +105,38 @@ def test_one_node_spliced_in_matches_quantizing_that_node_alone(graphs, tmp_path
                             default_tolerance("int8")).outputs[0].cosine
     spliced = next(s for s in int8_sensitivity(src, qdq, feeds) if s.node == "/conv2/Conv")
     assert spliced.cosine == pytest.approx(built, abs=1e-4)
+
+
+def test_the_plan_keeps_the_hard_layer_in_float_and_the_rest_in_int8(graphs, tmp_path):
+    """The gate fails with every node in int8; the plan excludes only the hard layer, and a real
+    build excluding it (ONNX Runtime's quantizer, same calibration) passes the gate too."""
+    import onnx
+
+    from vlc.accuracy import compare_outputs, default_tolerance
+    from vlc.debug import plan_int8
+    from vlc.frontend.precision.calibration import CalibrationData
+    from vlc.frontend.precision.quantize import quantize_int8
+    from vlc.measure import onnx_cpu_outputs
+    from vlc.signature import onnx_signature
+
+    src, qdq = graphs
+    feeds = {"image": np.random.default_rng(5).standard_normal((2, 3, 16, 16)).astype(np.float32)}
+    reference = onnx_cpu_outputs(src, feeds)
+    all_int8 = compare_outputs(onnx_cpu_outputs(qdq, feeds), reference, default_tolerance("int8")).outputs[0]
+    assert all_int8.cosine < 0.98
+
+    plan = plan_int8(src, qdq, feeds, min_cosine=0.98)
+    assert plan.excluded == ["/conv2/Conv"]
+    assert set(plan.int8_nodes) == {"/conv1/Conv", "/conv3/Conv", "/head/Gemm"}
+    assert plan.cosine >= 0.98
+    conv_flops = {s.node: s.flops for s in int8_sensitivity(src, qdq, feeds)}
+    expected = sum(conv_flops[n] for n in plan.int8_nodes) / sum(conv_flops.values())
+    assert plan.int8_flops_share == pytest.approx(expected) and 0.3 < plan.int8_flops_share < 0.9
+    assert plan.runs <= len(conv_flops) + 4
+
+    built = tmp_path / "planned.int8.onnx"
+    calibration = CalibrationData.generate(SPECS).bind(onnx_signature(src))
+    quantize_int8(src, built, calibration, nodes_to_exclude=plan.excluded)
+    real = compare_outputs(onnx_cpu_outputs(built, feeds), reference, default_tolerance("int8")).outputs[0]
+    assert real.cosine >= 0.98 and real.cosine == pytest.approx(plan.cosine, abs=1e-3)
+    assert onnx.load(str(built)) is not None
