@@ -84,6 +84,7 @@ class BenchRecord:
     bundle: str | None = None
     warnings: list[str] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
+    node: str = ""  # the Ray node id a campaign cell ran on (several can share a host); empty when local
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 
@@ -151,6 +152,7 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "utilisation": (_OPT_NUM, False), "peak_source": (_OPT_STR, False),
     "settings": ((dict,), False), "artifact": ((dict,), False), "bundle": (_OPT_STR, False),
     "warnings": ((list,), False), "environment": ((dict,), False), "created": ((str,), False),
+    "node": ((str,), False),
 }
 _LATENCY_KEYS = ("count", "min", "max", "mean", "median", "p90", "p95", "p99", "std")
 # null when the timer does not report them (ais_bench's console summary: min/max/mean/median/p99)

@@ -36,6 +36,8 @@ COMMAND_MODULES = (
     "vlc.cli.report_cmd",
     "vlc.cli.plugins_cmd",
     "vlc.cli.debug_cmd",
+    "vlc.cli.campaign_cmd",
+    "vlc.cli.worker_cmd",
 )
 
 

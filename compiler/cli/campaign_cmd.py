@@ -1,0 +1,110 @@
+"""`vlc campaign run FILE [--cluster ADDRESS] [--report]`: one campaign file, every machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vlc.cli import console
+from vlc.errors import VlcError
+
+
+class CellsFailed(VlcError):
+    """Some cells failed; their records say why. Everything else was measured and written."""
+
+    exit_code = 1
+
+
+def _progress_printer(bar: object, title: str):
+    task = bar.task_ids[0]  # type: ignore[attr-defined]
+    logged = [0]
+
+    def progress(text: str, done: int, total: int) -> None:
+        bar.update(task, description=f"{title} [{done}/{total}]: {text}",  # type: ignore[attr-defined]
+                   total=total or None, completed=done)
+        if done > logged[0] and not console.err.is_terminal:  # logs: one line per finished record
+            logged[0] = done
+            console.info(f"[{done}/{total}] {text}")
+
+    return progress
+
+
+def write_report(results: Path, output: Path, *, baseline: Optional[str], published: bool) -> Path:
+    """`vlc report RESULTS -o OUTPUT` of the campaign's results."""
+    from vlc.outdir import check_output_file
+    from vlc.records import load_records
+    from vlc.report.build import build
+    from vlc.report.render import check_output, write
+
+    check_output(output)
+    check_output_file(output)
+    loaded = load_records([results])
+    doc = build(loaded.records, baseline=baseline, published=published, plots=True,
+                sources=[str(results)], notes=loaded.replaced)
+    return write(doc, output)[0]
+
+
+def register(app: typer.Typer) -> None:
+    campaign_app = typer.Typer(help="Cross-hardware campaigns: one TOML file of runs, every machine, one report.",
+                               no_args_is_help=True)
+    app.add_typer(campaign_app, name="campaign")
+
+    @campaign_app.command("run")
+    def run(
+        file: Path = typer.Argument(..., help="Campaign file (TOML): results, report options, run tables."),
+        cluster: Optional[str] = typer.Option(None, "--cluster", help="Ray cluster address (HEAD:PORT, from "
+                                              "`vlc worker start --head`); each cell runs on a node offering "
+                                              "its run's `requires`. Default: every cell on this machine."),
+        report: bool = typer.Option(False, "--report", help="Write the campaign's report at the end (the "
+                                    "file's `report`, default report.html beside the results)."),
+        json_out: bool = typer.Option(False, "--json", help="Print a JSON summary of the records."),
+    ) -> None:
+        """Run every run table of FILE: here through `vlc bench`, or one Ray task per cell on a cluster."""
+        from vlc.campaign import load_campaign, run_cluster, run_local
+        from vlc.cli.bench_cmd import _claim_outputs, _mark_outputs
+
+        campaign = load_campaign(file)
+        if cluster is not None:
+            from vlc.campaign.runner import import_ray
+
+            import_ray()  # the install hint before anything else
+        outputs = _claim_outputs(campaign.results, campaign.artifacts, None)
+        if cluster is not None:
+            outputs = outputs[:1]  # artifacts are built on the nodes, not here
+        title = f"campaign {file.name}" + (f" on {cluster}" if cluster else "")
+        with console.progress(title) as bar:
+            progress = _progress_printer(bar, title)
+            try:
+                summary = run_local(campaign, progress) if cluster is None else run_cluster(campaign, cluster, progress)
+            finally:
+                _mark_outputs(outputs)
+        records = summary.written + summary.skipped
+        if json_out:
+            console.emit_json({"results": str(summary.results), "written": len(summary.written),
+                               "skipped": len(summary.skipped),
+                               "cells": [{"model": r.model, "target": r.target, "precision": r.precision,
+                                          "batch": r.batch, "machine": r.machine, "node": r.node,
+                                          "status": r.status, "median_ms": r.median_ms, "reason": r.reason,
+                                          "skipped": r in summary.skipped} for r in records]})
+        else:
+            rows = [[r.model, r.target, r.precision, r.batch, r.machine, r.status, r.median_ms,
+                     "—" if r.accuracy is None else ("pass" if r.accuracy.passed else "FAIL"),
+                     ("earlier run" if r in summary.skipped else "") or r.reason]
+                    for r in records]
+            console.table(f"campaign {file.name}: median latency in ms per call",
+                          ["model", "target", "precision", "batch", "machine", "status", "median ms",
+                           "accuracy", "note"], rows)
+            console.out.print(f"{len(summary.written)} record(s) written to {summary.results}, "
+                              f"{len(summary.skipped)} already done", highlight=False)
+        if report:
+            output = campaign.report or campaign.results.parent / "report.html"
+            with console.progress(f"building the report from {summary.results}"):
+                written = write_report(summary.results, output, baseline=campaign.baseline,
+                                       published=campaign.published)
+            console.info(f"wrote {written}")
+        if summary.failed:
+            raise CellsFailed(f"{len(summary.failed)} of {len(summary.written)} record(s) failed",
+                              where=str(summary.results),
+                              fix="the 'failed' rows say why; fix it and rerun: finished cells are skipped")
