@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-
 from vlc.cli import console
 
 debug_app = typer.Typer(help="Find where accuracy is lost.", no_args_is_help=True)

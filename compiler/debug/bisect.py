@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-
 from vlc.accuracy import Tolerance
 from vlc.debug.graph import GraphRunner, Node
 from vlc.debug.layerwise import judge, plan

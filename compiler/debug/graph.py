@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
-
 from vlc.errors import InputError
 
 # Names the precision pass (vlc.frontend.precision.lowp) gives the copies of a tensor X it casts:
@@ -136,7 +135,6 @@ class GraphRunner:
 
     def __init__(self, onnx_path: Path):
         import onnx
-
         from vlc.onnx_files import external_data_files
 
         self.path = Path(onnx_path)
@@ -164,7 +162,6 @@ class GraphRunner:
     def run(self, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
         """The values of `names` (any tensors the graph computes) on `feeds`."""
         import onnx
-
         from vlc.measure import onnx_cpu_outputs
 
         graph = self.proto.graph
@@ -188,7 +185,6 @@ def debug_options() -> Any:
     what it says (fusions differ with the set of exposed tensors and would change the numbers
     from one window to the next)."""
     import onnxruntime as ort
-
     from vlc.measure import cpu_options
 
     options = cpu_options()

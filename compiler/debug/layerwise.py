@@ -8,9 +8,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-
 from vlc.accuracy import Tolerance, compare_outputs, no_spread
-from vlc.debug.graph import GraphRunner, Node, candidate_names, compared_tensors, topological_nodes, windows
+from vlc.debug.graph import (
+    GraphRunner,
+    Node,
+    candidate_names,
+    compared_tensors,
+    topological_nodes,
+    windows,
+)
 
 DEFAULT_WINDOW = 64  # tensors exposed per run at most
 # Bytes of exposed tensors one run of one graph may hold: windows shrink below DEFAULT_WINDOW

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-
 from vlc.accuracy import compare_outputs, default_tolerance
 from vlc.errors import InputError
 
@@ -194,7 +193,6 @@ def int8_sensitivity(fp32_path: str | Path, qdq_path: str | Path, feeds: Mapping
     fp32 graph: its outputs' cosine and relative error against fp32 on `feeds`. Most sensitive
     first."""
     import onnx
-
     from vlc.measure import onnx_cpu_outputs
 
     model, qdq = onnx.load(str(fp32_path)), onnx.load(str(qdq_path))
@@ -241,7 +239,6 @@ def plan_int8(fp32_path: str | Path, qdq_path: str | Path, feeds: Mapping[str, n
     joint int8 outputs keep `min_cosine` is found by bisection on its length (more nodes in int8 do
     not make the outputs better), so O(log n) runs beside the n per-node ones."""
     import onnx
-
     from vlc.measure import onnx_cpu_outputs
 
     ranked = int8_sensitivity(fp32_path, qdq_path, feeds, op_types=op_types)

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-
 from vlc.accuracy import Tolerance, default_tolerance, tolerance_with
 from vlc.debug.graph import GraphRunner
 from vlc.debug.layerwise import DEFAULT_WINDOW, LayerwiseReport, compare_layerwise

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-
 from vlc.errors import InputError, first_line
 from vlc.model import InputSpec
 

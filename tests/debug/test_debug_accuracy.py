@@ -6,6 +6,7 @@ checks that exactly that node is named first, with every tensor before it within
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import sys
@@ -14,10 +15,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
 from conftest import ROOT, model_ref
-from vlc.debug import GraphRunner, bisect_first_divergent, bisect_graphs, debug_accuracy
+from onnx import TensorProto, helper, numpy_helper
+from vlc.accuracy import default_tolerance
+from vlc.debug import (
+    GraphRunner,
+    bisect_first_divergent,
+    bisect_graphs,
+    debug_accuracy,
+    debug_inputs,
+)
+from vlc.debug.layerwise import compare_layerwise
 from vlc.debug.sources import resolve
 from vlc.frontend.pipeline import prepare
 
@@ -122,9 +130,7 @@ def test_bisection_marking_one_output_per_run_finds_the_same_node(pair, request)
     src, bad, name = request.getfixturevalue(pair)
     full = debug_accuracy(str(src), str(bad), batch=2)
     ref, cand = resolve(str(src)), resolve(str(bad))
-    feeds = __import__("vlc.debug", fromlist=["debug_inputs"]).debug_inputs(ref, cand, batch=2)
-    from vlc.accuracy import default_tolerance
-
+    feeds = debug_inputs(ref, cand, batch=2)
     with CountingRunner(src) as ref_run, CountingRunner(bad) as cand_run:
         found = bisect_graphs(ref_run, cand_run, feeds, default_tolerance("fp32"), max_outputs=1)
     assert found.tensor == full.first_divergent.output
@@ -338,13 +344,9 @@ def test_an_onnxruntime_artifact_is_compared_through_the_graph_it_runs(vlc_cli, 
 
 
 def test_windows_shrink_to_the_byte_budget(transformer_pair):
-    from vlc.debug.graph import GraphRunner
-    from vlc.debug.layerwise import compare_layerwise
-    from vlc.accuracy import default_tolerance
-
     src, bad, name = transformer_pair
     ref, cand = resolve(str(src)), resolve(str(bad))
-    feeds = __import__("vlc.debug", fromlist=["debug_inputs"]).debug_inputs(ref, cand, batch=2)
+    feeds = debug_inputs(ref, cand, batch=2)
     with CountingRunner(src) as ref_run, CountingRunner(bad) as cand_run:
         unbounded = compare_layerwise(ref_run, cand_run, feeds, default_tolerance("fp32"), window=64,
                                       window_bytes=None)
@@ -358,7 +360,7 @@ def test_windows_shrink_to_the_byte_budget(transformer_pair):
     assert bounded.first_divergent.node == unbounded.first_divergent.node == name
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorrt_rtx") is None,
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
                     reason="tensorrt_rtx is not installed (pip install tensorrt-rtx-cu13)")
 def test_an_engine_artifact_is_compared_through_the_graph_it_was_built_from(vlc_cli, tmp_path):
     out = tmp_path / "cnn-trt"

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
-
 from vlc.debug.sensitivity import int8_sensitivity
 from vlc.frontend.precision import convert
 from vlc.model import InputSpec
@@ -88,7 +85,6 @@ def test_one_node_spliced_in_matches_quantizing_that_node_alone(graphs, tmp_path
     """The splice stands for a real int8 build of that one node: ONNX Runtime's quantizer with every
     other node excluded, calibrated on the same data, gives the same outputs."""
     import onnx
-
     from vlc.accuracy import compare_outputs, default_tolerance
     from vlc.frontend.precision.calibration import CalibrationData
     from vlc.frontend.precision.quantize import quantize_int8
@@ -111,7 +107,6 @@ def test_the_plan_keeps_the_hard_layer_in_float_and_the_rest_in_int8(graphs, tmp
     """The gate fails with every node in int8; the plan excludes only the hard layer, and a real
     build excluding it (ONNX Runtime's quantizer, same calibration) passes the gate too."""
     import onnx
-
     from vlc.accuracy import compare_outputs, default_tolerance
     from vlc.debug import plan_int8
     from vlc.frontend.precision.calibration import CalibrationData
