@@ -3,6 +3,7 @@ candidate tensor stands for, and ONNX Runtime runs with chosen intermediate tens
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -131,7 +132,11 @@ class GraphRunner:
 
     Every run is a fresh session of the graph with only those outputs, so the memory a run holds
     is bounded by what it exposes. Weights stay where they are: a graph with external data is held
-    without them, and ONNX Runtime reads them from the model's own directory."""
+    without them, and ONNX Runtime reads them from the model's own directory. A graph whose weights
+    are inside the file and larger than SPILL_BYTES has them written once to a temporary folder, so
+    a run serializes the graph, not its weights."""
+
+    SPILL_BYTES = 64 << 20
 
     def __init__(self, onnx_path: Path):
         import onnx
@@ -148,10 +153,26 @@ class GraphRunner:
             raise InputError(f"cannot read {self.path} as an ONNX model: {type(exc).__name__}",
                              fix="pass a valid .onnx file") from None
         self.weights_dir = self.path.resolve().parent if external else None
+        self._spilled: tempfile.TemporaryDirectory | None = None
+        if not external and self.proto.ByteSize() > self.SPILL_BYTES:
+            self._spill()
         self.outputs = [o.name for o in self.proto.graph.output]
+
+    def _spill(self) -> None:
+        import onnx
+
+        self._spilled = tempfile.TemporaryDirectory(prefix="vlc-debug-")
+        folder = Path(self._spilled.name)
+        onnx.save(self.proto, str(folder / "model.onnx"), save_as_external_data=True,
+                  all_tensors_to_one_file=True, location="weights.bin")
+        self.proto = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+        self.weights_dir = folder
 
     def close(self) -> None:
         self.proto = None
+        if self._spilled is not None:
+            self._spilled.cleanup()
+            self._spilled = None
 
     def __enter__(self) -> "GraphRunner":
         return self

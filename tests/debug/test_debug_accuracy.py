@@ -397,3 +397,18 @@ def test_graphs_with_external_data_run_in_place(cnn_pair, tmp_path):
     report = debug_accuracy(str(tmp_path / "ref" / "model.onnx"), str(tmp_path / "bad" / "model.onnx"), batch=2,
                             window=3)
     _assert_first(report, name)
+
+
+def test_weights_inside_a_large_graph_are_written_out_once(cnn_pair, monkeypatch):
+    src, bad, name = cnn_pair
+    held = debug_accuracy(str(src), str(bad), batch=2, window=3)
+    monkeypatch.setattr(GraphRunner, "SPILL_BYTES", 0)
+    with GraphRunner(src) as runner:
+        assert runner.weights_dir is not None and (runner.weights_dir / "weights.bin").is_file()
+        assert all(i.data_location == onnx.TensorProto.EXTERNAL for i in runner.proto.graph.initializer
+                   if i.dims and np.prod(i.dims) * 4 >= 1024)
+        folder = runner.weights_dir
+    assert not folder.exists()  # removed with the runner
+    spilled = debug_accuracy(str(src), str(bad), batch=2, window=3)
+    assert [(c.output, c.max_abs) for c in spilled.nodes] == [(c.output, c.max_abs) for c in held.nodes]
+    _assert_first(spilled, name)
