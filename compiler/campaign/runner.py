@@ -166,7 +166,7 @@ class ClusterCampaign:
     # ---- records --------------------------------------------------------------------------------
     def _record(self, shipped: ShippedModel, cell: Cell, batch: int, status: str, *, machine: str = UNPLACED,
                 reason: str) -> BenchRecord:
-        from vlc import environment as environ
+        import vlc
         from vlc.measure import profile_settings
 
         settings = profile_settings(cell.settings, seed=cell.seed, graph="normalized")
@@ -176,7 +176,7 @@ class ClusterCampaign:
         return make_record(model=shipped.name, target=cell.label, precision=cell.precision, batch=batch,
                            machine=machine, status=status, source_hash=shipped.source_hash,
                            model_ref=shipped.ref, device=cell.device or "", device_name="no node",
-                           env=environ.collect(), settings=settings, reason=reason)
+                           env={"vlc_version": vlc.__version__}, settings=settings, reason=reason)
 
     def _write(self, record: BenchRecord, text: str) -> None:
         write_record(self.campaign.results, record)

@@ -21,6 +21,7 @@ key 'batches' must be a list of positive integers, got [0]`).
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,7 +188,7 @@ def _run(path: Path, index: int, data: Any) -> RunSpec:
 
 def _path(base: Path, text: str) -> Path:
     path = Path(text).expanduser()
-    return path if path.is_absolute() else base / path
+    return path if path.is_absolute() else Path(os.path.normpath(base / path))  # results, not examples/../results
 
 
 def parse_campaign(text: str, path: Path) -> Campaign:

@@ -8,13 +8,6 @@ from typing import Optional
 import typer
 
 from vlc.cli import console
-from vlc.errors import VlcError
-
-
-class CellsFailed(VlcError):
-    """Some cells failed; their records say why. Everything else was measured and written."""
-
-    exit_code = 1
 
 
 def _progress_printer(bar: object, title: str):
@@ -105,6 +98,8 @@ def register(app: typer.Typer) -> None:
                                        published=campaign.published)
             console.info(f"wrote {written}")
         if summary.failed:
+            from vlc.cli.bench_cmd import CellsFailed
+
             raise CellsFailed(f"{len(summary.failed)} of {len(summary.written)} record(s) failed",
                               where=str(summary.results),
                               fix="the 'failed' rows say why; fix it and rerun: finished cells are skipped")
