@@ -403,21 +403,28 @@ def array_stats(array: np.ndarray) -> dict[str, Any]:
 
 @cache
 def source_generator(ref: str | None) -> InputGenerator | None:
-    """The example's own input generator when `ref` names an example (e.g. token ids in range)."""
-    if not ref or ref.lower().endswith(".onnx") or ":" in ref:
+    """The model's own input generator when `ref` names a PyTorch model (an example, file.py:factory
+    or package.module:factory): the same inputs the build checked its precision on (token ids in
+    range, masks that keep a token), so `vlc run`/`compare` judge an artifact on the same data."""
+    if not ref or ref.lower().endswith(".onnx"):
         return None
-    try:
-        from vlc import examples
-    except ImportError:
-        return None
-    name = ref.partition("@")[0]
-    names = getattr(examples, "names", None)
-    if names is None or name not in names():
-        return None
+    if ":" not in ref:
+        try:
+            from vlc import examples
+        except ImportError:
+            return None
+        names = getattr(examples, "names", None)
+        if names is None or ref.partition("@")[0] not in names():
+            return None
     from vlc.frontend.loader import load_model
     from vlc.model import ModelSource
 
-    source = load_model(ref)
+    try:
+        source = load_model(ref)
+    except InputError as exc:  # e.g. an artifact copied to a machine without the model's file
+        _log.warning("inputs from the artifact's input specs: its model %s cannot be loaded here (%s)",
+                     ref, exc.line())
+        return None
     return source.generate_inputs if isinstance(source, ModelSource) else None
 
 

@@ -90,10 +90,11 @@ class OnnxRuntimeTarget(Target):
             copied = copy_graph(source.onnx_path, build.path, MAIN)
             build.log(f"copied {source.onnx_path} -> {MAIN} ({len(copied) - 1} external data file(s))")
         else:
-            from vlc.frontend.precision import convert
+            from vlc.frontend.precision import convert, model_inputs
 
             islands = fp32_islands(spec.options, spec.device)
             report = convert(source.onnx_path, spec.precision, main, input_specs=source.input_specs,
+                             **model_inputs(source, spec.precision),
                              **({} if islands is None else {"keep_fp32_ops": islands}))
             build.extra["precision"] = report.to_json() if hasattr(report, "to_json") else None
             build.log(f"converted {source.onnx_path} to {spec.precision.value} -> {MAIN}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -45,11 +45,29 @@ CHECK_SEED = 0
 CHECK_BATCH = 2
 
 
+def model_inputs(source: Any, precision: Precision | str) -> dict[str, Any]:
+    """convert()'s check (and int8 calibration) inputs from a compile's one input source.
+
+    `source` is a CompileSource. With a PyTorch model behind it, its own generator gives them
+    (token ids within the embedding tables, masks that keep a token, images with their real
+    distribution); otherwise convert() derives them from the input specs. Checking on other data
+    than the artifact is compared on later would pass builds that `vlc compare` then fails."""
+    if source.model is None:
+        return {}
+    inputs: dict[str, Any] = {"check_feeds": source.model.generate_inputs(CHECK_BATCH, seed=CHECK_SEED),
+                              "check_note": f"{source.model.name}'s input generator (batch {CHECK_BATCH}, "
+                                            f"seed {CHECK_SEED})"}
+    if Precision(precision) is Precision.INT8:
+        inputs["calibration"] = CalibrationData.generate(source.model)
+    return inputs
+
+
 def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
             calibration: CalibrationData | None = None, method: str = "minmax",
             percentile: float = 99.999, input_specs: list[InputSpec] | None = None,
             check_feeds: Mapping[str, np.ndarray] | None = None, check_batch: int = CHECK_BATCH,
             seed: int = CHECK_SEED, tolerance: Tolerance | None = None, strict: bool = True,
+            check_note: str = "given feeds",
             keep_fp32_ops: Iterable[str] | None = None,
             quantize_ops: Iterable[str] = DEFAULT_QUANT_OPS, per_channel: bool = True) -> ConversionReport:
     """Write `onnx_path` converted to `precision` at `out_path` and check it against fp32.
@@ -151,13 +169,14 @@ def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
         raise InputError(f"precision {precision.value} has no graph conversion")
 
     _check(report, onnx_path, check_model, precision, signature, check_feeds, input_specs,
-           check_batch, seed, tolerance)
+           check_batch, seed, tolerance, check_note)
     report.seconds = round(time.perf_counter() - start, 3)
     if strict and not report.passed:
-        err = AccuracyError(f"the {precision.value} graph misses its tolerance against fp32: "
-                            f"{_failures(report)}", where=str(out_path),
-                            fix="keep more ops in fp32 (keep_fp32_ops), use representative calibration "
-                                "data or another method, or pass strict=False to keep it anyway")
+        # no `where`: out_path is a file in a build directory that is removed with the failed build
+        err = AccuracyError(f"the {precision.value} graph misses its tolerance against fp32 "
+                            f"({report.check.get('inputs', 'check inputs')}): {_failures(report)}",
+                            fix="calibrate on representative data, keep more operators in fp32, or use "
+                                "another --precision (the target's -O options: `vlc targets --json`)")
         err.report = report  # type: ignore[attr-defined]
         raise err
     return report
@@ -177,7 +196,7 @@ def _save(model, path: Path) -> None:  # noqa: ANN001
 
 def _check(report: ConversionReport, source: Path, converted, precision: Precision, signature,  # noqa: ANN001
            feeds: Mapping[str, np.ndarray] | None, input_specs: list[InputSpec] | None,
-           batch: int, seed: int, tolerance: Tolerance | None) -> None:
+           batch: int, seed: int, tolerance: Tolerance | None, check_note: str = "given feeds") -> None:
     import onnxruntime
 
     from vlc.frontend.precision.check import run_onnx
@@ -188,7 +207,7 @@ def _check(report: ConversionReport, source: Path, converted, precision: Precisi
         where = f"generated inputs (batch {batch}, seed {seed}, " \
                 f"{'model input specs' if input_specs is not None else 'generic specs from the signature'})"
     else:
-        where = "given feeds"
+        where = check_note
     signature.validate_inputs(feeds, where="conversion check inputs")
     tolerance = tolerance or default_tolerance(precision)
     reference = run_onnx(source, feeds)

@@ -191,3 +191,50 @@ def test_an_artifact_of_another_target_is_refused(tmp_path, target):
     artifact = target.compile(source_of(write_mlp(tmp_path / "m.onnx")), TargetSpec("onnxruntime"), tmp_path / "a")
     with pytest.raises(InputError, match="built for target 'onnxruntime', not 'torch'"):
         get_target("torch").run(artifact, feeds(1))
+
+
+GENERATED_MODEL = '''
+import numpy as np
+import torch
+
+from vlc.model import BATCH, InputSpec, ModelSource
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        return torch.tanh(self.fc(x) / 40.0)
+
+
+def factory():
+    def generate(batch, seed):  # what the model really sees: far from the spec's normal(0, 1)
+        rng = np.random.default_rng(seed)
+        return {"x": (100.0 + 30.0 * rng.standard_normal((batch, 8))).astype(np.float32)}
+
+    return ModelSource(name="shifted", ref="", module=Net().eval(),
+                       inputs=[InputSpec("x", (BATCH, 8), "float32", "normal", 0.0, 1.0)],
+                       output_names=["y"], generator=generate)
+'''
+
+
+def test_precision_check_and_compare_see_the_models_own_inputs(tmp_path, vlc_cli):
+    """One input source: the fp16 build checks on the model's generator, and `vlc compare` of the
+    artifact uses the same generator, so both report the same numbers for the same batch and seed."""
+    model = tmp_path / "shifted.py"
+    model.write_text(GENERATED_MODEL)
+    art = tmp_path / "art"
+    code, _, err = vlc_cli("compile", f"{model}:factory", "-t", "onnxruntime", "-p", "fp16", "-o", art,
+                           "--cache-dir", tmp_path / "cache")
+    assert code == 0, err
+    check = Artifact.load(art).manifest["extra"]["precision"]
+    assert "shifted's input generator" in check["check"]["inputs"]
+    built = check["accuracy"]["outputs"][0]
+    code, out, err = vlc_cli("compare", art, "--reference", "onnx", "--batch", "2", "--seed", "0", "--json")
+    assert code == 0, err
+    compared = json.loads(out)["outputs"][0]
+    assert compared["ref_std"] == pytest.approx(built["ref_std"], rel=1e-5)
+    assert compared["max_abs"] == pytest.approx(built["max_abs"], rel=1e-3, abs=1e-7)
