@@ -277,7 +277,61 @@ def _utilisation_table(view: ModelView, group: list[Column], groups: list[list[C
                  _header(view, group), rows, notes)
 
 
-def figures(view: ModelView, datasets: list[pub.Dataset]) -> list[Figure]:
+def _threads(record: BenchRecord) -> str:
+    """Threads the cell ran with: the target option when set, else the runtime's default."""
+    options = record.settings.get("target_options") or {}
+    for name in ("intra_op_threads", "threads", "num_threads"):
+        if options.get(name):
+            return str(options[name])
+    cpu = record.environment.get("cpu", {})
+    cores = cpu.get("usable_cores") or cpu.get("logical_cores")
+    return f"default ({cores} cores)" if cores else "default"
+
+
+def measurement_table(view: ModelView) -> Table | None:
+    """How each measured cell was timed and how much its calls spread: the numbers behind the
+    latency table's median, so two columns can be told apart from noise."""
+    rows = []
+    for column in view.columns:
+        for r in view.measured(column):
+            lat, settings = r.latency_ms or {}, r.settings
+            timed = (f"{settings['duration_s']:g} s" if settings.get("duration_s") else
+                     str(settings.get("iterations", "—")))
+            rows.append([Cell(view.labels[column]), Cell(str(r.batch)), Cell(str(lat.get("count", "—"))),
+                         Cell(timed), Cell(str(settings.get("warmup", "—"))), Cell(_threads(r)),
+                         Cell(ms(lat["median"])), Cell(ms(lat["p90"]) if lat.get("p90") is not None else "—"),
+                         Cell(ms(lat["p99"])), Cell(ms(lat["std"]) if lat.get("std") is not None else "—"),
+                         Cell(f"{lat['cv']:.1%}" if lat.get("cv") is not None else "—",
+                              "fail" if (lat.get("cv") or 0) > CV_WARN else ""),
+                         Cell({True: "yes", False: "no"}.get(r.includes_transfers, "—")),
+                         Cell(settings.get("timing", "—"))])
+    if not rows:
+        return None
+    return Table(f"{view.model}: how each cell was timed, and the spread of its calls",
+                 ["target / precision / device", "batch", "timed calls", "asked", "warm-up", "threads", "p50",
+                  "p90", "p99", "std", "CV", "transfers", "clock"], rows,
+                 [f"CV: standard deviation / mean of the timed calls; above {CV_WARN:.1%} (marked) the median "
+                  "is less certain. 'asked': the iterations or seconds the run asked for; threads: the "
+                  "target's thread option, else its runtime's default."], align="lrrrrlrrrrrll")
+
+
+def speedups(view: ModelView, baseline: Column) -> list[tuple[Column, list[tuple[int, float]]]]:
+    """(column, [(batch, baseline median / median)]) for every measured column but the baseline."""
+    out = []
+    for column in view.columns:
+        if column == baseline:
+            continue
+        points = []
+        for r in view.measured(column):
+            base = view.cell(r.batch, baseline)
+            if base is not None and base.status == "ok" and base.latency_ms and r.latency_ms:
+                points.append((r.batch, base.latency_ms["median"] / r.latency_ms["median"]))
+        if points:
+            out.append((column, points))
+    return out
+
+
+def figures(view: ModelView, datasets: list[pub.Dataset], baseline: Column | None = None) -> list[Figure]:
     from vlc.report import plots
 
     series: list[plots.Series] = []
@@ -295,11 +349,21 @@ def figures(view: ModelView, datasets: list[pub.Dataset]) -> list[Figure]:
     if not latency_rows:
         return []
     stem = "".join(ch if ch.isalnum() else "-" for ch in view.model.lower()).strip("-")
-    return [Figure(f"{stem}-throughput", plots.throughput_plot(f"{view.model}: throughput", series),
-                   f"{view.model}: throughput against batch size"
-                   + (" (dashed: published, not measured by vlc)" if datasets else "")),
-            Figure(f"{stem}-latency", plots.latency_plot(f"{view.model}: latency", latency_rows),
-                   f"{view.model}: latency percentiles against batch size")]
+    out = []
+    bars = speedups(view, baseline) if baseline is not None else []
+    if bars:  # what a hardware comparison leads with: how much faster than the baseline, per batch
+        name = view.labels[baseline]  # type: ignore[index]
+        out.append(Figure(f"{stem}-speedup", plots.speedup_plot(
+            f"{view.model}: speed-up against {name}",
+            [(view.labels[c], points, f"{c.target}/{c.precision}") for c, points in bars]),
+            f"{view.model}: speed-up against {name} at each batch size (baseline median / median; "
+            "above 1 is faster)"))
+    return out + [
+        Figure(f"{stem}-throughput", plots.throughput_plot(f"{view.model}: throughput", series),
+               f"{view.model}: throughput against batch size"
+               + (" (dashed lines and hollow markers: published, not measured by vlc)" if datasets else "")),
+        Figure(f"{stem}-latency", plots.latency_plot(f"{view.model}: latency", latency_rows),
+               f"{view.model}: latency percentiles against batch size")]
 
 
 # ---- cross-model tables -------------------------------------------------------------------------
@@ -350,6 +414,52 @@ def accuracy_table(views: list[ModelView], datasets: list[pub.Dataset]) -> Table
                   "inputs (reference 'torch': the PyTorch model; 'onnxruntime-fp32': the fp32 ONNX graph in "
                   "ONNX Runtime), with the default tolerance of the cell's precision."],
                  row_css=row_css, align="lllrrrrll")
+
+
+def _tolerance(tolerance: dict) -> str:
+    parts = [f"{name} {tolerance[name]:g}" for name in ("atol", "rtol", "min_cosine")
+             if isinstance(tolerance.get(name), (int, float))]
+    return ", ".join(parts) or "—"
+
+
+def output_accuracy_table(views: list[ModelView]) -> Table | None:
+    """Accuracy per output (worst over the batches checked) with the tolerance it was held to:
+    a model with several outputs can pass on one and fail on another."""
+    rows = []
+    for view in views:
+        for column in view.columns:
+            worst: dict[str, dict] = {}
+            tolerance: dict = {}
+            for r in view.records:
+                if column_of(r) != column or r.accuracy is None:
+                    continue
+                tolerance = r.accuracy.tolerance or tolerance
+                for o in r.accuracy.outputs:
+                    w = worst.setdefault(o.get("name", "?"), {"max_abs": None, "cosine": None, "mismatched": 0,
+                                                              "total": 0, "passed": True, "reason": ""})
+                    if isinstance(o.get("max_abs"), (int, float)) and o["max_abs"] == o["max_abs"]:
+                        w["max_abs"] = max(w["max_abs"] or 0.0, o["max_abs"])
+                    if isinstance(o.get("cosine"), (int, float)) and o["cosine"] == o["cosine"]:
+                        w["cosine"] = o["cosine"] if w["cosine"] is None else min(w["cosine"], o["cosine"])
+                    if (o.get("mismatched") or 0) >= w["mismatched"]:
+                        w["mismatched"], w["total"] = o.get("mismatched") or 0, o.get("total") or 0
+                    w["passed"] = w["passed"] and bool(o.get("passed", True))
+                    w["reason"] = w["reason"] or o.get("reason", "")
+            for name, w in worst.items():
+                rows.append([Cell(view.model), Cell(view.labels[column]), Cell(name), Cell(sci(w["max_abs"])),
+                             Cell(f"{w['cosine']:.6f}" if w["cosine"] is not None else "—"),
+                             Cell(f"{w['mismatched']} of {w['total']}" if w["total"] else "—"),
+                             Cell(_tolerance(tolerance)),
+                             Cell("pass" if w["passed"] else "FAIL", "pass" if w["passed"] else "fail"),
+                             Cell(w["reason"][:200])])
+    if not rows:
+        return None
+    return Table("Accuracy per output, worst over the batch sizes checked",
+                 ["model", "target / precision / device", "output", "max abs", "cosine (min)",
+                  "elements outside tolerance", "tolerance", "pass", "notes"], rows,
+                 ["An element is outside the tolerance when |out - ref| > atol + rtol x |ref|; an output "
+                  "passes when its cosine to the reference is at least min_cosine and its elements are "
+                  "within the tolerance (vlc.accuracy)."], align="lllrrrlll")
 
 
 def not_measured_table(views: list[ModelView]) -> Table | None:
@@ -460,11 +570,15 @@ def build(records: list[BenchRecord], *, baseline: str | None = None, published:
         elif spec is not None:
             section.paragraphs.append(f"No speed-up table: --baseline '{spec.text}' was not measured for this model.")
         section.tables += utilisation_tables(view)
+        if (measured := measurement_table(view)) is not None:
+            section.tables.append(measured)
         section.tables += [pub.table(d) for d in datasets]
         if plots:
-            section.figures = figures(view, datasets)
+            section.figures = figures(view, datasets, chosen)
         sections.append(section)
-    sections.append(Section("Accuracy", tables=[accuracy_table(views, all_datasets)]))
+    per_output = output_accuracy_table(views)
+    sections.append(Section("Accuracy", tables=[accuracy_table(views, all_datasets)]
+                            + ([per_output] if per_output is not None else [])))
     if (missing := not_measured_table(views)) is not None:
         sections.append(Section("Not measured", ["Cells that this machine could not run, that failed, or "
                                                  "for which a deploy bundle was written instead."], [missing]))
@@ -478,7 +592,8 @@ def build(records: list[BenchRecord], *, baseline: str | None = None, published:
     sections.append(Section("How these numbers were taken", [
         "Each record is one (model, target, precision, batch size, machine) cell written by `vlc bench`: "
         "the model exported once, compiled per target and precision, checked against the reference model, "
-        "then timed after warm-up with synchronisation (see the settings in each record).",
+        "then timed after warm-up with synchronisation (each model's timing table gives the calls timed, "
+        "warm-up, threads and spread of every cell).",
         "Speed-ups are ratios of median latencies at the same batch size. Achieved TFLOP/s = FLOPs per "
         "sample x throughput; share of peak divides by the dense peak of the device at the cell's precision "
         "(table in vlc/report/device_peaks.json, with sources; the CPU peak is an estimate).",

@@ -128,7 +128,7 @@ def test_published_figures_are_marked_as_not_measured(html_report):
 def test_html_is_self_contained_with_inline_plots(html_report):
     html = html_report.read_text()
     doc = parse(html)
-    assert len(doc.images) == 4  # throughput and latency for two models
+    assert len(doc.images) == 6  # speed-up against the baseline, throughput and latency for two models
     for src in doc.images:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
@@ -139,7 +139,7 @@ def test_markdown_report_writes_png_files_beside_it(tmp_path):
     written = make_report(MACHINES, tmp_path / "out" / "report.md", baseline="trt/fp32/a10")
     text = written[0].read_text()
     pngs = written[1:]
-    assert len(pngs) == 4 and all(p.parent == written[0].parent and p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    assert len(pngs) == 6 and all(p.parent == written[0].parent and p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
     for png in pngs:
         assert f"]({png.name})" in text
     assert "| batch | torch / fp32 / A10 |" in text
@@ -193,7 +193,7 @@ def test_html_report_renders_in_headless_chromium(html_report, tmp_path):
     assert len(doc.tables) >= 10
     assert doc.table("clip_vit_b32_image: latency and throughput — a10-box")["rows"][2][0] == "8"
     assert doc.table("Published reference rows: CLIP ViT-B/32")["class"] == "published"
-    assert len(doc.images) == 4
+    assert len(doc.images) == 6  # speed-up, throughput and latency for two models
 
 
 def test_different_graphs_of_one_model_are_pointed_out():
