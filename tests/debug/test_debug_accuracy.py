@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import ROOT, model_ref
+from tests.conftest import ROOT, model_ref
 from onnx import TensorProto, helper, numpy_helper
 from vlc.accuracy import default_tolerance
 from vlc.debug import (
