@@ -56,6 +56,7 @@ class Artifact:
     path: Path
     manifest: dict[str, Any]
     note: str | None = None  # why an existing artifact in this place was not reused (not stored)
+    transient_of: Path | None = None  # the bare .onnx file a temporary artifact was built from (run/profile)
 
     @property
     def target(self) -> str:

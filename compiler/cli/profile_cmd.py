@@ -70,7 +70,7 @@ def artifact_record(artifact: Any, result: Any, settings: Any, env: dict[str, An
         source_hash=manifest.get("cache", {}).get("source_hash", "") or "unknown",
         model_ref=str(manifest.get("source", {}).get("ref") or ""), device=artifact.spec.device, env=env,
         settings=profile_settings(settings, command="vlc profile", extra=result.to_json()["extra"]),
-        artifact={"path": str(artifact.path), "preset": manifest.get("preset"), "spec": manifest.get("spec"),
+        artifact={"path": str(artifact.transient_of or artifact.path), "preset": manifest.get("preset"), "spec": manifest.get("spec"),
                   "tool_versions": manifest.get("tool_versions"), "cache": manifest.get("cache")},
         result=result, flops=artifact_flops(artifact, result.batch))
 

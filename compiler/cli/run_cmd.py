@@ -59,6 +59,7 @@ def onnx_file_artifact(path: Path) -> tuple[Any, Any]:
         source = prepare(str(path.resolve()), cache_dir=scratch / "cache",
                          options=FrontendOptions(simplify=False, passes=(), parity=False))
         artifact = target.compile(source, spec, scratch / "artifact")
+    artifact.transient_of = path  # records name the file, not a directory removed at exit
     console.info(f"{path}: running it through onnxruntime (fp32, cpu), built in a temporary directory; "
                  f"to keep an artifact: vlc compile {path} -t onnxruntime -o DIR")
     return artifact, target

@@ -114,7 +114,10 @@ def test_run_a_bare_onnx_file(vlc_cli, onnx_file, tmp_path):
 def test_profile_a_bare_onnx_file(vlc_cli, onnx_file):
     code, out, err = vlc_cli("profile", onnx_file, "-b", "1,4", "-n", "3", "--warmup", "1", "--json")
     assert code == 0, err
-    assert [r["batch"] for r in json.loads(out)] == [1, 4]
+    records = json.loads(out)
+    assert [r["batch"] for r in records] == [1, 4]
+    # the artifact was built in a temporary directory: records name the file that was measured
+    assert {r["artifact"]["path"] for r in records} == {str(onnx_file)}
 
 
 @pytest.mark.parametrize("name, target", [("model.engine", "-t trt"), ("model.plan", "-t trt"),
