@@ -240,12 +240,27 @@ class ClusterCampaign:
                 self._failed(shipped, cell, f"its node left the cluster: {why}")
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """One line when nothing listens at HOST:PORT (Ray itself would retry for minutes)."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto", ray:// client addresses: Ray resolves those itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise InputError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}",
+                         fix="start a head with `vlc worker start --head` and pass the address it prints") from None
+
+
 def run_cluster(campaign: Campaign, address: str, progress: Progress = lambda text, done, total: None
                 ) -> CampaignSummary:
     """Each cell as a Ray task on a node offering its run's `requires` (a cluster at `address`)."""
     ray = import_ray()
     connected_here = not ray.is_initialized()
     if connected_here:
+        check_reachable(address)
         try:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
                      configure_logging=False)

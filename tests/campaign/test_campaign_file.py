@@ -155,3 +155,17 @@ def test_worker_start_probes_targets_into_resources(vlc_cli, monkeypatch):
 def test_worker_start_mistakes(vlc_cli, args, expected):
     code, _, err = vlc_cli("worker", "start", *args, "--dry-run")
     assert code != 0 and expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_unreachable_cluster_is_one_line(tmp_path, vlc_cli):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'vlc[cluster]')")
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    good = tmp_path / "c.toml"
+    good.write_text(RUN)
+    code, _, err = vlc_cli("campaign", "run", good, "--cluster", f"127.0.0.1:{port}")
+    assert code != 0 and f"cannot reach the Ray cluster at 127.0.0.1:{port}" in err
+    assert len(err.strip().splitlines()) == 1
