@@ -63,9 +63,12 @@ def register(app: typer.Typer) -> None:
             from vlc.campaign.runner import import_ray
 
             import_ray()  # the install hint before anything else
-        outputs = _claim_outputs(campaign.results, campaign.artifacts, None)
-        if cluster is not None:
-            outputs = outputs[:1]  # artifacts are built on the nodes, not here
+        if cluster is None:
+            outputs = _claim_outputs(campaign.results, campaign.artifacts, None)
+        else:  # artifacts are built on the nodes, in their own cache: only the results are written here
+            from vlc.outdir import claim_output_dir
+
+            outputs = [(claim_output_dir(campaign.results, "results", option="results"), "results")]
         title = f"campaign {file.name}" + (f" on {cluster}" if cluster else "")
         with console.progress(title) as bar:
             progress = _progress_printer(bar, title)

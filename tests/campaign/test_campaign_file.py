@@ -121,7 +121,7 @@ def test_worker_start_probes_targets_into_resources(vlc_cli, monkeypatch):
     from standin_env import STANDINS, standin_path
 
     code, out, err = vlc_cli("worker", "start", "--head", "--dry-run", "--resources", '{"vlc/a10": 2}',
-                             "--machine", "lab-1", "--num-cpus", "1")
+                             "--machine", "lab-1", "--num-cpus", "1", "--", "--temp-dir=/tmp/vlc-ray")
     assert code == 0, err
     plan = json.loads(out)
     offered = plan["resources"]
@@ -133,6 +133,7 @@ def test_worker_start_probes_targets_into_resources(vlc_cli, monkeypatch):
     assert ("vlc/trt-sm86" in offered) == rtx["available"]  # TensorRT-RTX builds for 8.6 (A10)
     command = plan["command"]
     assert command[1:3] == ["start", "--head"] and "--num-cpus=1" in command
+    assert command[-1] == "--temp-dir=/tmp/vlc-ray"  # after `--`: passed to `ray start` as given
     assert json.loads(next(c for c in command if c.startswith("--resources="))[len("--resources="):]) == offered
     assert plan["machine"] == "lab-1"
 
