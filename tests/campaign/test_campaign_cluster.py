@@ -38,7 +38,8 @@ def cluster():
         **NODE, "include_dashboard": False, "resources": {"vlc/onnxruntime": 1},
         "env_vars": {MACHINE_ENV: "cpu-box"}})
     try:
-        torch_node = c.add_node(**NODE, resources={"vlc/torch": 1}, env_vars={MACHINE_ENV: "torch-box"})
+        torch_node = c.add_node(**NODE, resources={"vlc/torch": 1, "vlc/trt-sm86": 1},
+                                env_vars={MACHINE_ENV: "torch-box"})
         npu_node = c.add_node(**NODE, resources={"vlc/ascend310p": 1}, env_vars={
             MACHINE_ENV: "npu-box", "PATH": standin_path(), "VLC_AIS_BENCH": str(STANDINS / "ais_bench_cli"),
             "STANDIN_CANN": "8"})
@@ -110,13 +111,23 @@ def test_cells_land_on_their_nodes_and_resume_after_an_interrupted_driver(cluste
 
 
 def test_no_matching_node_is_recorded_unavailable(cluster, write_campaign, vlc_cli):
-    path = write_campaign(run_table(["onnxruntime"], requires={"vlc/trt-sm86": 1}, batches=(1,)),
-                          run_table(["onnxruntime"], requires={"vlc/onnxruntime": 1}, batches=(2,)))
+    path = write_campaign(run_table(["onnxruntime"], requires={"vlc/trt-sm90": 1}, batches=(1,)),
+                          run_table(["onnxruntime"], requires={"vlc/onnxruntime": 1}, batches=(2,)),
+                          run_table(["trt-rtx"], requires={"vlc/trt-sm86": 1}, batches=(4,), precisions=("fp16",)))
     code, out, err = vlc_cli("campaign", "run", path, "--cluster", cluster.address)
     assert code == 0, err
     records = {r.batch: r for r in load_records([load_campaign(path).results]).records}
-    assert records[1].status == "unavailable" and "no live node of the cluster offers vlc/trt-sm86=1" in records[1].reason
+    assert records[1].status == "unavailable" and "no live node of the cluster offers vlc/trt-sm90=1" in records[1].reason
+    assert records[1].machine == "unplaced"
     assert records[2].status == "ok" and records[2].machine == "cpu-box"
+    trt = records[4]  # on the node offering vlc/trt-sm86, whatever that node has
+    assert trt.machine == "torch-box" and trt.node == cluster.nodes["torch-box"] and trt.target == "trt-rtx"
+    from vlc.targets.trt.cuda import gpus
+
+    if not gpus()[0]:
+        assert trt.status == "unavailable" and "finds no 'cuda' device" in trt.reason
+    else:
+        assert trt.status == "ok" and trt.device == "cuda"
 
 
 def test_a_node_lost_mid_campaign(cluster, write_campaign):
