@@ -290,6 +290,8 @@ def markdown(cells: list[Cell], paths: list[str], meta: dict[str, Any]) -> str:
     summary = (f"{passed}/{len(cells)} cells pass ({100 * passed / max(len(cells), 1):.1f}%), "
                f"{meta['models']} models, {meta['seconds']:.0f} s, vlc {meta['vlc_version']}, "
                f"{meta['date']}.")
+    if meta.get("vlc_bin") and not str(meta["vlc_bin"]).startswith(str(REPO)):
+        summary += f" vlc run as `{meta['vlc_bin']}`."
     lines = [f"# Corpus matrix ({meta['label']})", "", summary, "", f"Command: `{meta['command']}`", "",
              "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
@@ -299,6 +301,14 @@ def markdown(cells: list[Cell], paths: list[str], meta: dict[str, Any]) -> str:
     lines += [f"| {c.model} | {c.producer} | {c.path} | {c.error.replace('|', '/')}"
               f"{' (traceback)' if c.traceback else ''} |" for c in failing]
     return "\n".join(lines) + "\n"
+
+
+def rewrite_markdown(json_path: Path) -> None:
+    """LABEL.md again from LABEL.json (after a resumed run, or to change the layout)."""
+    doc = json.loads(json_path.read_text())
+    cells = [Cell(**c) for c in doc["cells"]]
+    meta = dict(doc["meta"], models=len({c.model for c in cells}))
+    json_path.with_suffix(".md").write_text(markdown(cells, doc["paths"], meta))
 
 
 def print_matrix(cells: list[Cell], paths: list[str]) -> None:
