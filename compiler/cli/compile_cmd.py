@@ -41,6 +41,20 @@ def _manifest_stamp(out_dir: Path) -> tuple[int, int] | None:
     return stat.st_ino, stat.st_mtime_ns
 
 
+def precision_line(manifest: dict[str, Any]) -> str | None:
+    """What the precision pass checked: the worst numbers against fp32 and on which inputs."""
+    report = (manifest.get("extra") or {}).get("precision") or {}
+    outputs = (report.get("accuracy") or {}).get("outputs") or []
+    finite = [o for o in outputs if isinstance(o.get("cosine"), (int, float))]
+    if not finite:
+        return None
+    cosine = min(o["cosine"] for o in finite)
+    max_abs = max(o["max_abs"] for o in finite)
+    inputs = (report.get("check") or {}).get("inputs", "generated inputs")
+    return (f"{report.get('precision', '')} vs fp32 on {inputs}: min cosine {cosine:.6f}, max abs "
+            f"{max_abs:.3g}: {'pass' if report.get('passed') else 'FAIL'}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("compile")
     def compile_(
@@ -140,3 +154,9 @@ def register(app: typer.Typer) -> None:
         if summary["batch_range"]:
             lo, hi = summary["batch_range"]
             console.out.print(f"batch range: {lo}..{hi}", highlight=False)
+        if (line := precision_line(artifact.manifest)) is not None:
+            console.out.print(line, highlight=False)
+            if "FAIL" in line:
+                console.info(f"[yellow]warning[/]: the {summary['precision']} graph misses its tolerance "
+                             "against fp32 and was kept (strict_precision=false); `vlc debug accuracy` "
+                             "shows where it diverges", markup=True)

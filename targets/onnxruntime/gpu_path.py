@@ -127,6 +127,7 @@ def check_gpu_options(options: Mapping[str, Any], device: str) -> None:
     fp32_islands(options, device)
     attention_kernel(options)
     conv_algo_search(options)
+    option_bool(options, "strict_precision", True)
 
 
 def apply_fusions(onnx_path: Path, passes: tuple[str, ...]) -> dict[str, int]:

@@ -15,7 +15,7 @@ from vlc.target import Availability, CompileSource, OptionInfo, Session, Target
 from vlc.targets.onnxruntime.gpu_path import (CudaSessions, apply_fusions, attention_kernel,
                                               check_gpu_options, conv_algo_search, cpu_safe_options,
                                               cuda_graph_on, disabled_optimizers, fp32_islands,
-                                              fusion_passes)
+                                              fusion_passes, option_bool)
 
 MAIN = "model.onnx"
 OPTIMIZED = "model.optimized.onnx"
@@ -53,6 +53,10 @@ class OnnxRuntimeTarget(Target):
                                 str, "default"),
         "conv_algo": OptionInfo("how cuDNN picks convolution algorithms on cuda: heuristic, exhaustive "
                                 "(time them all) or default", str, "heuristic"),
+        "calibration": OptionInfo("int8: directory of .npz feeds (or .npy for single-input models); "
+                                  "default: the model's own input generator", str, None),
+        "strict_precision": OptionInfo("fail the build when the fp16/int8 graph misses its tolerance against "
+                                       "fp32 (false: keep it, the manifest says it failed)", bool, True),
     }
 
     precisions = (Precision.FP32, Precision.FP16, Precision.INT8)  # fp16/int8: the shared precision pass
@@ -90,11 +94,14 @@ class OnnxRuntimeTarget(Target):
             copied = copy_graph(source.onnx_path, build.path, MAIN)
             build.log(f"copied {source.onnx_path} -> {MAIN} ({len(copied) - 1} external data file(s))")
         else:
-            from vlc.frontend.precision import convert, model_inputs
+            from vlc.frontend.precision import CalibrationData, convert, model_inputs
 
             islands = fp32_islands(spec.options, spec.device)
+            inputs = model_inputs(source, spec.precision)
+            if spec.precision is Precision.INT8 and (folder := spec.options.get("calibration")):
+                inputs["calibration"] = CalibrationData.from_dir(folder)
             report = convert(source.onnx_path, spec.precision, main, input_specs=source.input_specs,
-                             **model_inputs(source, spec.precision),
+                             strict=option_bool(spec.options, "strict_precision", True), **inputs,
                              **({} if islands is None else {"keep_fp32_ops": islands}))
             build.extra["precision"] = report.to_json() if hasattr(report, "to_json") else None
             build.log(f"converted {source.onnx_path} to {spec.precision.value} -> {MAIN}")

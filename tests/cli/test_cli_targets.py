@@ -23,7 +23,8 @@ def test_targets_json_lists_the_builtin_targets(vlc_cli):
     assert ort_target["available"] and ort_target["versions"]["onnxruntime"] == ort.__version__
     assert "fp32" in ort_target["precisions"] and "tf32" not in ort_target["precisions"]
     assert set(ort_target["options"]) == {"graph_optimization_level", "intra_op_threads", "providers",
-                                          "fusions", "cuda_graph", "islands", "attention", "conv_algo"}
+                                          "fusions", "cuda_graph", "islands", "attention", "conv_algo",
+                                          "calibration", "strict_precision"}
     assert ort_target["devices"][0] == "cpu"
     assert isinstance(data["load_errors"], list)
 

@@ -238,3 +238,73 @@ def test_precision_check_and_compare_see_the_models_own_inputs(tmp_path, vlc_cli
     compared = json.loads(out)["outputs"][0]
     assert compared["ref_std"] == pytest.approx(built["ref_std"], rel=1e-5)
     assert compared["max_abs"] == pytest.approx(built["max_abs"], rel=1e-3, abs=1e-7)
+
+
+OUTLIER_MODEL = '''
+import numpy as np
+import torch
+
+from vlc.model import BATCH, InputSpec, ModelSource
+
+
+class Net(torch.nn.Module):
+    """Reads only features 1..7; feature 0 carries an outlier that sets the int8 input scale."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(8, 4)
+        with torch.no_grad():
+            self.fc.weight[:, 0] = 0.0
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def factory():
+    def generate(batch, seed):
+        x = np.random.default_rng(seed).standard_normal((batch, 8)).astype(np.float32)
+        x[:, 0] = 2000.0
+        return {"x": x}
+
+    return ModelSource(name="outlier", ref="", module=Net().eval(),
+                       inputs=[InputSpec("x", (BATCH, 8), "float32", "normal", 0.0, 1.0)],
+                       output_names=["y"], generator=generate)
+'''
+
+
+def test_int8_that_misses_its_gate_is_refused_or_kept_and_said_so(tmp_path, vlc_cli):
+    model = tmp_path / "outlier.py"
+    model.write_text(OUTLIER_MODEL)
+    ref, cache = f"{model}:factory", tmp_path / "cache"
+    code, _, err = vlc_cli("compile", ref, "-t", "onnxruntime", "-p", "int8", "-o", tmp_path / "strict",
+                           "--cache-dir", cache)
+    assert code != 0 and "int8 graph misses its tolerance" in err and len(err.strip().splitlines()) == 1
+    assert "outlier's input generator" in err and ".building-" not in err
+    assert not (tmp_path / "strict").exists()
+
+    code, out, err = vlc_cli("compile", ref, "-t", "onnxruntime", "-p", "int8", "-O", "strict_precision=false",
+                             "-o", tmp_path / "kept", "--cache-dir", cache)
+    assert code == 0, err
+    assert "int8 vs fp32 on outlier's input generator" in out and ": FAIL" in out
+    assert "misses its tolerance against fp32 and was kept" in err
+    precision = Artifact.load(tmp_path / "kept").manifest["extra"]["precision"]
+    assert precision["passed"] is False and precision["accuracy"]["outputs"][0]["cosine"] < 0.98
+    code, _, _ = vlc_cli("compare", tmp_path / "kept", "--reference", "onnx")
+    assert code == 4  # the kept artifact still fails the accuracy gate where it is compared
+
+
+def test_int8_calibration_from_a_directory(tmp_path, vlc_cli):
+    model = tmp_path / "outlier.py"
+    model.write_text(OUTLIER_MODEL)
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(4):
+        np.savez(calibration / f"{i}.npz", x=rng.standard_normal((2, 8)).astype(np.float32) * 3)
+    code, _, err = vlc_cli("compile", f"{model}:factory", "-t", "onnxruntime", "-p", "int8",
+                           "-O", f"calibration={calibration}", "-O", "strict_precision=false",
+                           "-o", tmp_path / "art", "--cache-dir", tmp_path / "cache")
+    assert code == 0, err
+    used = Artifact.load(tmp_path / "art").manifest["extra"]["precision"]["calibration"]
+    assert str(calibration) in json.dumps(used) and "4 files" in json.dumps(used)
