@@ -188,7 +188,9 @@ class TrtTarget(Target):
                                  f"'{preset.name}' is compute capability {preset.cc}",
                                  fix=f"use --preset {matches[0]}" if matches else
                                  "add a preset for this GPU, or build with --target trt-rtx")
-        graph, precision_report = self._graph_for_precision(source, spec, backend, build, settings)
+        spec, check_feeds = self._choose_shapes(source, spec, build)
+        graph, precision_report = self._graph_for_precision(source, spec, backend, build, settings,
+                                                            check_feeds)
         if precision_report is not None:
             build.extra["precision"] = precision_report
         graph = apply_vlc_plugins(backend, graph, self.name, enabled_plugins(spec),
@@ -212,8 +214,28 @@ class TrtTarget(Target):
             "workspace_mib": settings.workspace_mib,
             "graph": graph.name if graph.parent == build.path else str(graph), **info}
 
+    def _choose_shapes(self, source: CompileSource, spec: TargetSpec,
+                       build: BuildDir) -> tuple[TargetSpec, dict[str, Any] | None]:
+        """The spec with sizes for dynamic dims nobody gave a range for (warned and recorded in the
+        manifest), and inputs at those sizes for the precision check; (spec, None) when none were chosen."""
+        from dataclasses import replace
+
+        from vlc import shape_choice
+
+        chosen, notes = shape_choice.choose_shapes(
+            source.onnx_path, source.signature, spec, input_specs=list(source.input_specs),
+            default_batches=source.model.batch_sizes if source.model is not None else None)
+        if not shape_choice.record(chosen, notes, build.extra, build.log):
+            return spec, None
+        feeds = None
+        if source.model is None:  # a model's own generator knows its shapes; generated specs do not
+            feeds = shape_choice.generate_feeds(source.signature, {k: r.opt for k, r in chosen.items()},
+                                                list(source.input_specs))
+        return replace(spec, shapes={**spec.shapes, **chosen}), feeds
+
     def _graph_for_precision(self, source: CompileSource, spec: TargetSpec, backend: Backend,
-                             build: BuildDir, settings: Any) -> tuple[Path, dict[str, Any] | None]:
+                             build: BuildDir, settings: Any,
+                             check_feeds: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any] | None]:
         """The graph to parse: the fp32 source, or its fp16/bf16/int8 conversion (in the artifact)."""
         precision = spec.precision
         if precision in (Precision.FP32, Precision.TF32):
@@ -236,7 +258,8 @@ class TrtTarget(Target):
                     source.model if source.model is not None else list(source.input_specs),
                     batches=option(spec, "calibration_batches"))
         out = build.path / f"model.{precision.value}.onnx"
-        check_feeds = source.model.generate_inputs(2, seed=0) if source.model is not None else None
+        if source.model is not None:
+            check_feeds = source.model.generate_inputs(2, seed=0)
         report = convert(source.onnx_path, precision, out, calibration=calibration,
                          method=option(spec, "calibration_method"), input_specs=list(source.input_specs),
                          check_feeds=check_feeds, strict=option(spec, "strict_precision"))
