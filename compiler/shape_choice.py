@@ -205,9 +205,10 @@ def _text(sig: TensorSig, rng: ShapeRange, sizes: Mapping[str, int], batch_names
 
 def warning_line(chosen: Mapping[str, ShapeRange], notes: Sequence[str]) -> str:
     """The one line that says what vlc chose and how to choose otherwise."""
-    first = next(iter(chosen))
+    first, rng = next(iter(chosen.items()))
+    example = "x".join(map(str, rng.opt)) if rng.min == rng.max else rng.text()
     return (f"dynamic dims with no size given; vlc chose {'; '.join(notes)}. Override with "
-            f"--shapes NAME:MIN,OPT,MAX (e.g. --shapes {first}:{chosen[first].text()}) or --batch MIN,OPT,MAX")
+            f"--shapes NAME:MIN,OPT,MAX (e.g. --shapes {first}:{example}) or --batch MIN,OPT,MAX")
 
 
 def record(chosen: Mapping[str, ShapeRange], notes: Sequence[str], extra: dict[str, Any],
@@ -223,3 +224,35 @@ def record(chosen: Mapping[str, ShapeRange], notes: Sequence[str], extra: dict[s
                              "notes": list(notes)}
     extra.setdefault("warnings", []).append(line)
     return line
+
+
+def at_batch(signature: Signature, ranges: Mapping[str, ShapeRange], batch: int) -> dict[str, tuple[int, ...]]:
+    """The ranges' opt shapes with every batch dim set to `batch` (one static build per batch);
+    fixed axes keep their size."""
+    batch_names = _batch_names(signature)
+    shapes = {}
+    for sig in signature.inputs:
+        if sig.name in ranges:
+            opt = ranges[sig.name].opt
+            shapes[sig.name] = tuple(batch if isinstance(d, str) and d in batch_names else size
+                                     for d, size in zip(sig.shape, opt))
+    return shapes
+
+
+def sized_spec(onnx_path: str | Path, signature: Signature, spec: TargetSpec, *,
+               input_specs: Sequence[InputSpec] | None = None, batches: Sequence[int] | None = None,
+               extra: dict[str, Any] | None = None, log_line: Any = None
+               ) -> tuple[TargetSpec, dict[str, ShapeRange], str | None]:
+    """For targets that build per batch (ATC): the spec with sizes for the non-batch dynamic dims
+    nobody gave (warned once, recorded in `extra`), and what was chosen. The batch axis is left
+    to `batches` (the builds' batch sizes): the chosen ranges hold batch 1, each build sets its own.
+    Returns (spec, chosen, the warning line or None)."""
+    sizes = sorted(batches or (1,))
+    chosen, notes = choose_shapes(onnx_path, signature, replace(spec, batch=(sizes[0],) * 3),
+                                  input_specs=input_specs, default_batches=sizes)
+    if not chosen:
+        return spec, {}, None
+    if len(sizes) > 1:
+        notes.append(f"each build sets the batch to its own size ({', '.join(map(str, sizes))})")
+    line = record(chosen, notes, extra if extra is not None else {}, log_line)
+    return replace(spec, shapes={**spec.shapes, **chosen}), chosen, line

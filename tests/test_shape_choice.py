@@ -181,3 +181,22 @@ def test_cli_build_warns_once_and_explicit_shapes_warn_nothing(tmp_path):
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert "shape_choice" not in manifest["extra"]
     assert manifest["extra"]["trt"]["profiles"][0]["x"]["opt"] == [2, 3, 256, 256]
+
+
+def test_ascend_bundle_freezes_to_the_chosen_shapes(tmp_path):
+    path = strided_cnn(tmp_path)
+    out = get_target("ascend310p").emit_bundle(CompileSource(path, "strided", []),
+                                               TargetSpec("ascend310p", batch=(2, 2, 2)), tmp_path / "bundle")
+    meta = json.loads((Path(out) / "bundle.json").read_text())
+    assert any("x 2x3x256x256 (batch 2, 'H'=256, 'W'=256)" in n and "--shapes" in n
+               for n in meta["check"]["notes"])
+    frozen = onnx.load(str(Path(out) / "model_bs2.onnx"))
+    dims = [d.dim_value for d in frozen.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [2, 3, 256, 256]  # the build's batch, the chosen H and W
+
+
+def test_ascend_check_sees_the_chosen_sizes(tmp_path):
+    path = detector_head(tmp_path)
+    report = get_target("ascend310p").preflight(CompileSource(path, "detector", []), TargetSpec("ascend310p"))
+    assert not [f for f in report.remaining if f.code == "dynamic-dim"]
+    assert any("'L'=32" in n for n in report.notes)

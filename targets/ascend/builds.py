@@ -4,12 +4,13 @@ graph still computes the same outputs in ONNX Runtime, and write the atc argumen
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vlc import shape_choice
 from vlc.accuracy import AccuracyReport, compare_outputs, default_tolerance
 from vlc.ascend_patches.core import apply_patches
 from vlc.errors import CompileError
@@ -64,16 +65,31 @@ def prepare_builds(source: CompileSource, spec: TargetSpec, opts: AscendOptions,
     """Patch once per build into out_dir/model_<name>.onnx and check the numerics kept."""
     import onnx
 
+    # dynamic non-batch dims nobody sized get sizes the graph accepts (warned, recorded in the check)
+    spec, chosen, line = shape_choice.sized_spec(source.onnx_path, signature, spec,
+                                                 input_specs=list(source.input_specs),
+                                                 batches=opts.batches or opts.gears, log_line=log)
     model, report = preflight(source, spec, opts, signature)
+    if line:
+        report.notes.append(line)
     builds = []
     for name, batch in opts.builds:
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
-        patched, records = apply_patches(copy, report.patches, patch_context(opts, spec, batch))
+        context = patch_context(opts, spec, batch)
+        if chosen and batch is not None:
+            context = replace(context, shapes={**context.shapes,
+                                               **shape_choice.at_batch(signature, chosen, batch)})
+        patched, records = apply_patches(copy, report.patches, context)
         path = out_dir / f"model_{name}.onnx"
         onnx.save(patched, str(path))
         parity_batch = batch if batch is not None else min(opts.gears)
-        feeds = source.generate_inputs(parity_batch, seed=0)
+        if chosen and source.model is None:  # inputs of the shapes this build was frozen to
+            feeds = shape_choice.generate_feeds(signature, shape_choice.at_batch(signature, spec.shapes,
+                                                                                 parity_batch),
+                                                list(source.input_specs))
+        else:
+            feeds = source.generate_inputs(parity_batch, seed=0)
         original = ort_outputs(source.onnx_path, feeds)
         after = ort_outputs(path, feeds)
         parity = compare_outputs(after, original, default_tolerance(Precision.FP32))

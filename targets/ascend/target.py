@@ -67,10 +67,18 @@ class AscendTarget(Target):
         """`vlc check`: findings on the source graph, and on it patched when `patch`."""
         import onnx
 
+        from vlc.shape_choice import sized_spec
+
         signature = source.signature
         spec = self.validate_spec(spec, signature)
-        return check(onnx.load(str(source.onnx_path)), self.ascend_options(spec, signature), spec,
-                     signature, patch=patch)
+        opts = self.ascend_options(spec, signature)
+        # the sizes a build would choose for unsized dynamic dims, so the check sees that build
+        spec, _, line = sized_spec(source.onnx_path, signature, spec, input_specs=list(source.input_specs),
+                                   batches=opts.batches or opts.gears)
+        report = check(onnx.load(str(source.onnx_path)), opts, spec, signature, patch=patch)
+        if line:
+            report.notes.append(line)
+        return report
 
     # ---- compile ---------------------------------------------------------------------------
     def emit_bundle(self, source: CompileSource, spec: TargetSpec, out_dir: str | Path) -> Path:
