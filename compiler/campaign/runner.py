@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from vlc.bench.runner import Bench, BenchConfig, run_bench, validate_config
+from vlc.bench.runner import Bench, BenchConfig, run_bench, settings_changes, validate_config
 from vlc.bench.variants import resolve
 from vlc.campaign.cells import Cell, ShippedModel, measure_cell
 from vlc.campaign.spec import Campaign, RunSpec, model_ref
@@ -30,6 +30,9 @@ Progress = Callable[[str, int, int], None]  # (what happened, records done, reco
 INSTALL_HINT = "install Ray with: pip install 'vlc[cluster]'"
 UNPLACED = "unplaced"  # the machine of records written for cells no node took
 POLL_S = 1.0  # how often the driver checks for cells no live node can take
+# how long a cell may wait for a node offering its requires after the last one left (a machine
+# that restarts, or a replacement joining, takes it up) before it is recorded as failed
+STRAND_GRACE_S = 10.0
 
 
 @dataclass
@@ -112,6 +115,7 @@ class ClusterCampaign:
         self.total = 0
         self._sources: dict[str, Any] = {}  # model entry -> CompileSource (the front end once per model)
         self._remote = ray.remote(_remote_cell)
+        self._stranded: dict[Any, float] = {}  # pending cells no live node can take, since when
 
     @property
     def done(self) -> int:
@@ -203,6 +207,24 @@ class ClusterCampaign:
                       else f"{record.status}" + (f": {record.reason}" if record.reason else ""))
             self._write(record, f"{cell.describe()} batch {record.batch} on {where}: {detail}")
 
+    def _done_before(self, shipped: ShippedModel, cell: Cell, why: str) -> bool:
+        """A cell no live node can take now but whose every batch has a finished record with the
+        same settings (its machine left since): those records stand, as `vlc bench` keeps them."""
+        finished: dict[int, BenchRecord] = {}
+        for data in self._previous(shipped, cell):
+            old = BenchRecord.from_json(data)
+            probe = self._record(shipped, cell, old.batch, "ok", machine=old.machine, reason="")
+            probe.device = old.device  # decided on its node
+            if old.status == "ok" and not settings_changes(old, probe):
+                finished.setdefault(old.batch, old)
+        if set(finished) != set(cell.batches):
+            return False
+        for batch in cell.batches:
+            self.summary.skipped.append(finished[batch])
+            self.note(f"{cell.describe()} batch {batch}: done before on {finished[batch].machine}, "
+                      "skipped (no live node offers its requires now)")
+        return True
+
     # ---- running --------------------------------------------------------------------------------
     def run(self) -> CampaignSummary:
         cells = [c for run in self.campaign.runs for c in self._cells(run)]
@@ -210,7 +232,8 @@ class ClusterCampaign:
         pending: dict[Any, tuple[Cell, ShippedModel]] = {}
         for cell, shipped_ref, shipped in cells:
             if (why := _missing(self.ray, cell.requires)) is not None:
-                self._failed(shipped, cell, why, status="unavailable")
+                if not self._done_before(shipped, cell, why):
+                    self._failed(shipped, cell, why, status="unavailable")
                 continue
             task = self._remote.options(
                 resources=cell.requires, num_cpus=1, max_retries=self.campaign.retries,
@@ -232,12 +255,18 @@ class ClusterCampaign:
         return self.summary
 
     def _strand(self, pending: dict[Any, tuple[Cell, ShippedModel]]) -> None:
-        """Cells waiting for resources no live node offers any more (their node left): failed."""
+        """Cells waiting for resources no live node has offered for STRAND_GRACE_S (their node
+        left and none replaced it): failed."""
+        now = time.monotonic()
         for ref, (cell, shipped) in list(pending.items()):
-            if (why := _missing(self.ray, cell.requires)) is not None:
+            if (why := _missing(self.ray, cell.requires)) is None:
+                self._stranded.pop(ref, None)
+            elif now - self._stranded.setdefault(ref, now) >= STRAND_GRACE_S:
+                self._stranded.pop(ref, None)
                 self.ray.cancel(ref, force=True)
                 pending.pop(ref)
-                self._failed(shipped, cell, f"its node left the cluster: {why}")
+                if not self._done_before(shipped, cell, why):  # it had left before this run began
+                    self._failed(shipped, cell, f"its node left the cluster: {why}")
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
