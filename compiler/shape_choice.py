@@ -12,12 +12,12 @@ every choice and how to override it, and the caller records it in the manifest.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-
 from vlc.errors import InputError
 from vlc.model import InputSpec, specs_from_signature
 from vlc.signature import Signature, TensorSig
