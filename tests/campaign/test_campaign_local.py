@@ -3,7 +3,7 @@ so the records are the ones `vlc bench` writes; a re-run resumes; --report ends 
 
 from __future__ import annotations
 
-from tests.campaign.conftest import MLP, by_cell, run_table
+from tests.campaign.campaign_helpers import MLP, by_cell, run_table
 
 from vlc.records import load_records
 
