@@ -12,7 +12,7 @@ every choice and how to override it, and the caller records it in the manifest.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -53,8 +53,8 @@ def _needs_choice(sig: TensorSig, spec: TargetSpec, batch_names: set[str],
     """Whether the builder would find no range for this input without vlc's choice."""
     if sig.name in spec.shapes:
         return False
-    dynamic = [(axis, d) for axis, d in enumerate(sig.shape) if isinstance(d, str)]
-    if any(d not in batch_names for _, d in dynamic):
+    dynamic = [axis for axis, d in enumerate(sig.shape) if isinstance(d, str)]
+    if any(axis != 0 for axis in dynamic):  # a size, or the batch off axis 0 (a state [2, batch, 128])
         return True
     return bool(dynamic) and not spec.batch and not default_batches
 
@@ -161,6 +161,19 @@ def _candidates(slot: DimSlot) -> tuple[int, ...]:
     return SPATIAL_FIRST if slot.spatial else CANDIDATES
 
 
+def _trials(slots: list[DimSlot], known: Mapping[str, int]) -> Iterator[dict[str, int]]:
+    """Size sets to try: the k-th candidate of every dim at once (an image's H and W), then one
+    dim at a time through its candidates with the others at their first (a length beside a state
+    whose other dim must stay 1)."""
+    for k in range(len(CANDIDATES)):
+        yield {**known, **{s.name: _candidates(s)[k] for s in slots}}
+    if len(slots) > 1:
+        first = {s.name: _candidates(s)[0] for s in slots}
+        for slot in slots:
+            for size in _candidates(slot)[1:]:
+                yield {**known, **first, slot.name: size}
+
+
 def _search(onnx_path: Path, signature: Signature, todo: list[TensorSig], slots: list[DimSlot],
             batch_names: set[str], batch: int, others: dict[str, tuple[int, ...]],
             input_specs: Sequence[InputSpec] | None, known: Mapping[str, int]) -> tuple[dict[str, int], str]:
@@ -174,12 +187,12 @@ def _search(onnx_path: Path, signature: Signature, todo: list[TensorSig], slots:
         sizes = {s.name: _candidates(s)[0] for s in slots}
         return sizes, f"unchecked: ONNX Runtime cannot load the graph ({str(exc).splitlines()[0][:120]})"
     errors = []
-    for k in range(len(CANDIDATES)):
-        sizes = {**known, **{s.name: _candidates(s)[k] for s in slots}}
+    for tried, sizes in enumerate(_trials(slots, known), start=1):
         shapes = {**others, **{t.name: _shape(t, sizes, batch_names, batch) for t in todo}}
         error = runner.accepts(generate_feeds(signature, shapes, input_specs))
         if error is None:
-            return {s.name: sizes[s.name] for s in slots}, f"checked by running the graph in ONNX Runtime ({k + 1} of the sizes tried)"
+            return ({s.name: sizes[s.name] for s in slots},
+                    f"checked by running the graph in ONNX Runtime ({tried} size sets tried)")
         errors.append(error)
     dims = ", ".join(f"{s.label()} of {', '.join(f'{i} axis {a}' for i, a in s.places)}" for s in slots)
     raise InputError(f"no size vlc tried for the dynamic dims {dims} runs the graph in ONNX Runtime "

@@ -84,6 +84,20 @@ def shared_seq(tmp_path: Path) -> Path:
     return _save(tmp_path, "shared", nodes, [ids, wts], [y], inits)
 
 
+def length_and_state(tmp_path: Path) -> Path:
+    """A signal whose length 'L' must be 32 beside a state [2, batch, 'S'] whose 'S' must be 1:
+    no single size fits both dims."""
+    x = helper.make_tensor_value_info("signal", TensorProto.FLOAT, ["batch", "L"])
+    st = helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", "S"])
+    y = helper.make_tensor_value_info("frames", TensorProto.FLOAT, [1, 8, 4])
+    z = helper.make_tensor_value_info("next", TensorProto.FLOAT, [2, 1])
+    nodes = [helper.make_node("Reshape", ["signal", "frame_shape"], ["frames"]),
+             helper.make_node("Reshape", ["state", "state_shape"], ["next"])]
+    inits = [numpy_helper.from_array(np.array([1, 8, 4], np.int64), "frame_shape"),
+             numpy_helper.from_array(np.array([2, 1], np.int64), "state_shape")]
+    return _save(tmp_path, "stateful", nodes, [x, st], [y, z], inits)
+
+
 def _runs(path: Path, feeds: dict) -> bool:
     try:
         ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
@@ -124,6 +138,12 @@ def test_shared_dim_name_gets_one_size(tmp_path):
     chosen, _ = _choose(path)
     assert set(chosen) == {"ids", "weights"}
     assert chosen["ids"].opt == chosen["weights"].opt == (1, 2)  # 'seq' even; 1 fails the Reshape
+
+
+def test_dims_that_need_different_sizes_and_a_batch_off_axis_0(tmp_path):
+    chosen, notes = _choose(length_and_state(tmp_path), batch=(1, 1, 4))
+    assert chosen["signal"] == ShapeRange((1, 32), (1, 32), (4, 32))
+    assert chosen["state"] == ShapeRange((2, 1, 1), (2, 1, 1), (2, 4, 1))  # the batch on axis 1
 
 
 def test_explicit_shapes_are_respected_and_nothing_is_chosen(tmp_path):
