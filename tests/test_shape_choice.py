@@ -141,9 +141,20 @@ def test_shared_dim_name_gets_one_size(tmp_path):
 
 
 def test_dims_that_need_different_sizes_and_a_batch_off_axis_0(tmp_path):
-    chosen, notes = _choose(length_and_state(tmp_path), batch=(1, 1, 4))
+    chosen, _ = _choose(length_and_state(tmp_path), batch=(1, 1, 4))
     assert chosen["signal"] == ShapeRange((1, 32), (1, 32), (4, 32))
     assert chosen["state"] == ShapeRange((2, 1, 1), (2, 1, 1), (2, 4, 1))  # the batch on axis 1
+
+
+def test_a_state_with_the_batch_on_axis_1_gets_the_batch_range(tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    st = helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", 4])
+    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, "batch", 4])]
+    path = _save(tmp_path, "state", [helper.make_node("Relu", ["x"], ["y"]),
+                                     helper.make_node("Relu", ["state"], ["z"])], [x, st], outs)
+    chosen, _ = _choose(path, batch=(1, 2, 4))
+    assert chosen == {"state": ShapeRange((2, 1, 4), (2, 2, 4), (2, 4, 4))}  # x has its range from --batch
 
 
 def test_explicit_shapes_are_respected_and_nothing_is_chosen(tmp_path):
