@@ -64,3 +64,18 @@ def vlc_cli(capsys: pytest.CaptureFixture[str]):
         return code, captured.out, captured.err
 
     return run
+
+
+def save_onnx(model, path: Path, *, location: str | None = None, one_file: bool = True) -> Path:  # noqa: ANN001
+    """Save an onnx ModelProto at `path`; with `location`, every tensor as external data there
+    (relative to the model's folder, subfolders created), as exporters of large models write them."""
+    from onnx import save
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if location is not None:
+        (path.parent / location).parent.mkdir(parents=True, exist_ok=True)
+        convert_model_to_external_data(model, all_tensors_to_one_file=one_file, location=location,
+                                       size_threshold=0, convert_attribute=True)
+    save(model, str(path))
+    return path

@@ -7,16 +7,16 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from onnx.external_data_helper import convert_model_to_external_data
 from vlc.artifact import Artifact, building, cache_key, finalize, find_reusable
 from vlc.frontend.pipeline import FrontendOptions, prepare
 from vlc.onnx_files import copy_onnx
 from vlc.plugin_manager import get_target
 from vlc.spec import TargetSpec
+
+from tests.conftest import save_onnx
 
 X = np.random.default_rng(11).standard_normal((3, 16)).astype(np.float32)
 
@@ -31,13 +31,7 @@ def save_graph(path: Path, seed: int, *, location: str | None = None) -> Path:
         [numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "W"),
          numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "B")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if location is not None:
-        (path.parent / location).parent.mkdir(parents=True, exist_ok=True)
-        convert_model_to_external_data(model, all_tensors_to_one_file=True, location=location,
-                                       size_threshold=0)
-    onnx.save(model, str(path))
-    return path
+    return save_onnx(model, path, location=location)
 
 
 def reference(path: Path) -> np.ndarray:

@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from onnx.external_data_helper import convert_model_to_external_data, set_external_data
+from onnx.external_data_helper import set_external_data
 from vlc.errors import InputError
 from vlc.onnx_files import (
     copy_onnx,
@@ -17,6 +17,8 @@ from vlc.onnx_files import (
     external_data_locations,
     onnx_sha256,
 )
+
+from tests.conftest import save_onnx
 
 
 def model_with_constant(seed: int = 0) -> onnx.ModelProto:
@@ -33,13 +35,7 @@ def model_with_constant(seed: int = 0) -> onnx.ModelProto:
 
 
 def save_external(path: Path, location: str, *, one_file: bool = True, seed: int = 0) -> Path:
-    model = model_with_constant(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    (path.parent / location).parent.mkdir(parents=True, exist_ok=True)
-    convert_model_to_external_data(model, all_tensors_to_one_file=one_file, location=location,
-                                   size_threshold=0, convert_attribute=True)
-    onnx.save(model, str(path))
-    return path
+    return save_onnx(model_with_constant(seed), path, location=location, one_file=one_file)
 
 
 def run(path: Path, x: np.ndarray) -> np.ndarray:

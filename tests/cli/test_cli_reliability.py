@@ -6,7 +6,6 @@ generic "report it if it looks like a vlc bug" line. Each gives a correct result
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -12,7 +12,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from onnx.external_data_helper import convert_model_to_external_data
 from vlc.errors import InputError
 from vlc.frontend import pipeline
 from vlc.frontend.pipeline import (
@@ -21,6 +20,8 @@ from vlc.frontend.pipeline import (
     model_code_files,
     prepare,
 )
+
+from tests.conftest import save_onnx
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = FrontendOptions(parity=False)
@@ -178,14 +179,7 @@ def linear_model(seed: int = 0) -> onnx.ModelProto:
 
 def save_linear(path: Path, *, location: str | None = None, seed: int = 0) -> Path:
     """A small MatMul+Add graph; with `location`, its weights are external data there."""
-    model = linear_model(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if location is not None:
-        (path.parent / location).parent.mkdir(parents=True, exist_ok=True)
-        convert_model_to_external_data(model, all_tensors_to_one_file=True, location=location,
-                                       size_threshold=0)
-    onnx.save(model, str(path))
-    return path
+    return save_onnx(linear_model(seed), path, location=location)
 
 
 @pytest.mark.parametrize("location", ["ext.bin", "weights/sub/ext.bin"])
