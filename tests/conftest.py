@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -79,3 +81,19 @@ def save_onnx(model, path: Path, *, location: str | None = None, one_file: bool 
                                        size_threshold=0, convert_attribute=True)
     save(model, str(path))
     return path
+
+
+@contextlib.contextmanager
+def registered_plugin(plugin: object, name: str) -> Iterator[None]:
+    """`plugin` registered with vlc's plugin manager (as an installed package's would be) for the
+    duration; the target registry is re-read on entry and exit."""
+    from vlc import plugin_manager
+
+    manager = plugin_manager.get_plugin_manager()
+    manager.register(plugin, name=name)
+    plugin_manager.targets.cache_clear()
+    try:
+        yield
+    finally:
+        manager.unregister(plugin)
+        plugin_manager.targets.cache_clear()

@@ -22,6 +22,8 @@ from vlc.records import load_records
 from vlc.target import Availability, Target
 from vlc.targets.onnxruntime.target import OnnxRuntimeTarget
 
+from tests.conftest import registered_plugin
+
 ROOT = Path(__file__).resolve().parents[2]
 MLP = f"{ROOT / 'tests' / 'models.py'}:mlp"
 STANDINS = ROOT / "tests" / "standins"
@@ -154,14 +156,9 @@ class TestTargets:
 @pytest.fixture
 def test_targets():
     """Targets registered through the plugin hook, as a third-party package would."""
-    manager = plugin_manager.get_plugin_manager()
-    plugin = TestTargets()
-    manager.register(plugin, name="test-bench-targets")
-    plugin_manager.targets.cache_clear()
-    yield {name: plugin_manager.get_target(name) for name in
-           ("test-broken", "test-needs-hw", "test-counting-ort", "test-miscompiling-ort")}
-    manager.unregister(plugin)
-    plugin_manager.targets.cache_clear()
+    with registered_plugin(TestTargets(), "test-bench-targets"):
+        yield {name: plugin_manager.get_target(name) for name in
+               ("test-broken", "test-needs-hw", "test-counting-ort", "test-miscompiling-ort")}
 
 
 def _forget_ais_bench(monkeypatch: pytest.MonkeyPatch) -> None:

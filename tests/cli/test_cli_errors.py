@@ -12,7 +12,7 @@ from vlc import plugin_manager
 from vlc.hookspecs import hookimpl
 from vlc.target import Availability, Target
 
-from tests.conftest import model_ref
+from tests.conftest import model_ref, registered_plugin
 
 
 def one_line_error(result: tuple[int, str, str], code: int, *phrases: str) -> str:
@@ -120,13 +120,8 @@ class AbsentSdkPlugin:
 
 @pytest.fixture
 def absent_sdk():
-    manager = plugin_manager.get_plugin_manager()
-    plugin = AbsentSdkPlugin()
-    manager.register(plugin, name="test-absent-sdk")
-    plugin_manager.targets.cache_clear()
-    yield
-    manager.unregister(plugin)
-    plugin_manager.targets.cache_clear()
+    with registered_plugin(AbsentSdkPlugin(), "test-absent-sdk"):
+        yield
 
 
 def test_absent_sdk(vlc_cli, tmp_path, absent_sdk):
