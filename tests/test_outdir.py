@@ -337,12 +337,18 @@ def test_stale_frontend_temporaries_are_cleaned_and_live_ones_kept(vlc_cli, tiny
                              "time.sleep(120)"], stdout=subprocess.PIPE, text=True)
     try:
         assert user.stdout.readline().strip() == "ready"
-        orphan = cache / f".{entry.name}.ks89hapv"  # mkdtemp's name, as a killed front end leaves it
+        orphan = cache / f".{entry.name}.ks89hapv"  # mkdtemp's name, as an older front end leaves it
         orphan.mkdir()
         (orphan / "model.onnx").write_bytes(b"partial")
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+        killed = cache / f".{entry.name}.building-{dead.stdout.strip()}-x1y2z3"  # its owner is gone
+        killed.mkdir()
         shutil.rmtree(entry)  # so the front end runs again
         ok(vlc_cli(*compile_))
         assert orphan.is_dir()  # it may be the other process's
+        assert not killed.exists()  # the pid in its name says whose it was, whoever else is working
+        assert not list(cache.glob(f".{entry.name}.building-{os.getpid()}-*"))  # its own is gone too
     finally:
         user.kill()
         user.wait()

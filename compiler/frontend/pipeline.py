@@ -10,7 +10,6 @@ import re
 import shutil
 import sys
 import sysconfig
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -155,9 +154,11 @@ def _normalize(loaded: ModelSource | Path, ref: str, options: FrontendOptions,
         model.metadata_props[META_REF] = ref
         model.metadata_props[META_INPUT_SPECS] = json.dumps([s.to_json() for s in loaded.inputs])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    from vlc.outdir import clean_orphans
+    from vlc.outdir import clean_orphans, make_temp_dir
+
     clean_orphans(out_dir.parent, out_dir.name)  # temporaries of killed runs; a live run's stay
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    # named with this process's pid, so a later run knows whether its owner is still alive
+    tmp = make_temp_dir(out_dir.parent, f".{out_dir.name}.building-")
     try:
         onnx_path = save_model(model, tmp / "model.onnx")
         report["checker"] = check_and_infer(onnx_path, ref, from_onnx=isinstance(loaded, Path))
