@@ -66,8 +66,11 @@ def freeze_shapes(model: Any, ctx: PatchContext, record: PatchRecord) -> Any:
     record.changed += set_input_shapes(model, shapes)
     # Output and intermediate shapes inferred for the old dims are stale now.
     del model.graph.value_info[:]
+    # Their dims are cleared but the rank kept: the checker requires a shape on graph outputs of
+    # some files (a Loop's), and freezing the batch never changes a rank.
     for out in model.graph.output:
-        out.type.tensor_type.ClearField("shape")
+        for dim in out.type.tensor_type.shape.dim:
+            dim.Clear()
     static = all(all(isinstance(d, int) for d in s) for s in shapes.values())
     try:
         import onnxsim

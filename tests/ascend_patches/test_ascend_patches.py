@@ -237,3 +237,22 @@ def test_apply_patches_runs_in_canonical_order():
     model = _mask_model()
     _, records = apply_patches(copy(model), ["ascend-fp16-clamp", "ascend-opset"], PatchContext(cann=6))
     assert [r.name for r in records] == ["ascend-opset", "ascend-fp16-clamp"]
+
+
+def test_freeze_shapes_keeps_output_ranks_of_a_loop_graph():
+    """onnx's own Loop case (IR 6, no dynamic dims): the checker requires shapes on its graph
+    outputs, so freezing may clear their dims but not drop them."""
+    import warnings
+
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        case = next(c for c in collect_testcases(None) if c.name == "test_loop11")
+    model = case.model
+    patched, _ = apply("ascend-freeze-shapes", model, PatchContext(batch=1))
+    onnx.checker.check_model(patched)
+    assert [len(o.type.tensor_type.shape.dim) for o in patched.graph.output] == \
+           [len(o.type.tensor_type.shape.dim) for o in model.graph.output]
+    feeds = {"trip_count": np.array(5, np.int64), "cond": np.array(True), "y": np.array([-2.0], np.float32)}
+    assert_same(model, patched, feeds)
