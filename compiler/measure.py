@@ -28,7 +28,7 @@ from vlc import environment as environ
 from vlc.accuracy import AccuracyReport
 from vlc.errors import InputError, VlcError, first_line
 from vlc.flops import FlopCount, count_flops, device_peak, utilisation
-from vlc.records import Accuracy, BenchRecord
+from vlc.records import Accuracy, BenchRecord, kept_samples
 from vlc.timing import ProfileResult, ProfileSettings
 
 if TYPE_CHECKING:
@@ -170,6 +170,7 @@ def fill_timing(record: BenchRecord, result: ProfileResult, count: FlopCount | N
     """Latency, throughput, how it was timed, FLOPs per sample, achieved TFLOP/s and share of peak."""
     data = result.to_json()
     record.latency_ms = data["latency_ms"]
+    record.samples_ms = kept_samples(result.latency.samples)
     record.throughput_per_s = data["throughput_per_s"]
     record.includes_transfers = result.includes_transfers
     record.warnings = list(result.warnings)

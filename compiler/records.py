@@ -33,8 +33,11 @@ SIZE_MARK, FULL_SIZE = "@", "full"  # an example's size in its name: mobilevit-s
 
 # ok: measured; unavailable: this machine cannot run the cell (reason says why);
 # failed: compile/run/profile raised (reason holds the one-line error);
-# emitted: a deploy bundle was written for another machine instead of measuring.
-STATUSES = ("ok", "unavailable", "failed", "emitted")
+# emitted: a deploy bundle was written for another machine instead of measuring;
+# built: the artifact was compiled (here, for a device elsewhere: `build` says what was built)
+# and not timed: `reason` says why (no node with the hardware), never a failure.
+STATUSES = ("ok", "unavailable", "failed", "emitted", "built")
+SAMPLES_KEPT = 1000  # at most this many raw per-call times in a record (`samples_ms`)
 
 
 class RecordError(InputError):
@@ -85,6 +88,12 @@ class BenchRecord:
     warnings: list[str] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
     node: str = ""  # the Ray node id a campaign cell ran on (several can share a host); empty when local
+    # what was built when the artifact was compiled apart from where it ran (or not run): machine,
+    # node, seconds, main file and its bytes, layers, the precision check, the kept artifact
+    build: dict[str, Any] = field(default_factory=dict)
+    # the timed calls' own times in ms, in the order they ran: {"values": [...], "stride": k} keeps
+    # every k-th call (k > 1 only past SAMPLES_KEPT calls); None when the timer gives only a summary
+    samples_ms: dict[str, Any] | None = None
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 
@@ -122,6 +131,16 @@ class BenchRecord:
         return cls(**values)
 
 
+def kept_samples(samples: Iterable[float], limit: int = SAMPLES_KEPT) -> dict[str, Any] | None:
+    """A record's `samples_ms`: every call's time (ms, to the nanosecond) when there are at most
+    `limit`, else every k-th call in order, k the smallest stride that fits; None without samples."""
+    values = list(samples)
+    if not values:
+        return None
+    stride = max(1, math.ceil(len(values) / limit))
+    return {"stride": stride, "values": [round(float(v), 6) for v in values[::stride]]}
+
+
 def _finite(value: Any) -> Any:
     """NaN and infinities become null: strict JSON has no spelling for them."""
     if isinstance(value, float):
@@ -152,7 +171,7 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "utilisation": (_OPT_NUM, False), "peak_source": (_OPT_STR, False),
     "settings": ((dict,), False), "artifact": ((dict,), False), "bundle": (_OPT_STR, False),
     "warnings": ((list,), False), "environment": ((dict,), False), "created": ((str,), False),
-    "node": ((str,), False),
+    "node": ((str,), False), "build": ((dict,), False), "samples_ms": ((dict, type(None)), False),
 }
 _LATENCY_KEYS = ("count", "min", "max", "mean", "median", "p90", "p95", "p99", "std")
 # null when the timer does not report them (ais_bench's console summary: min/max/mean/median/p99)
@@ -239,8 +258,17 @@ def validate(data: Any, where: str) -> None:
             raise _fail(where, "latency_ms", "is required when status is 'ok'")
         if data.get("throughput_per_s") is None:
             raise _fail(where, "throughput_per_s", "is required when status is 'ok'")
-    elif data["status"] in ("unavailable", "failed") and not data.get("reason", "").strip():
+    elif data["status"] in ("unavailable", "failed", "built") and not data.get("reason", "").strip():
         raise _fail(where, "reason", f"must say why when status is '{data['status']}'")
+    if data["status"] == "built" and not data.get("build"):
+        raise _fail(where, "build", "must say what was built when status is 'built'")
+    samples = data.get("samples_ms")
+    if samples is not None:
+        values, stride = samples.get("values"), samples.get("stride")
+        if not isinstance(values, list) or not all(_is(v, _NUM) and math.isfinite(v) and v >= 0 for v in values):
+            raise _fail(where, "samples_ms.values", "must be a list of finite non-negative numbers")
+        if not _is(stride, (int,)) or stride < 1:
+            raise _fail(where, "samples_ms.stride", f"must be a positive integer, got {stride!r}")
     utilisation = data.get("utilisation")
     if utilisation is not None and utilisation < 0:
         raise _fail(where, "utilisation", f"must not be negative, got {utilisation}")

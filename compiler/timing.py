@@ -31,6 +31,8 @@ class LatencyStats:
     p95: float
     p99: float
     std: float
+    # the timed calls in the order they ran (from_samples keeps them; records keep a bounded copy)
+    samples: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def cv(self) -> float:
@@ -43,10 +45,12 @@ class LatencyStats:
             raise ValueError("no timing samples")
         p90, p95, p99 = np.percentile(s, [90, 95, 99])
         return cls(int(s.size), float(s.min()), float(s.max()), float(s.mean()), float(np.median(s)),
-                   float(p90), float(p95), float(p99), float(s.std()))
+                   float(p90), float(p95), float(p99), float(s.std()), tuple(float(v) for v in s))
 
     def to_json(self) -> dict[str, float]:
-        return {**asdict(self), "cv": self.cv}
+        data = asdict(self)
+        del data["samples"]  # the summary; the samples themselves go to a record's samples_ms
+        return {**data, "cv": self.cv}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "LatencyStats":

@@ -134,3 +134,42 @@ def test_other_json_files_in_a_results_directory_are_not_read(tmp_path):
 def test_missing_results_path_is_one_clear_error(tmp_path):
     with pytest.raises(Exception, match="does not exist"):
         load_records([tmp_path / "nope"])
+
+
+def test_raw_samples_are_kept_bounded_and_in_order(tmp_path):
+    from vlc.records import SAMPLES_KEPT, kept_samples
+    from vlc.timing import LatencyStats
+
+    stats = LatencyStats.from_samples([3.0, 1.0, 2.0])
+    assert stats.samples == (3.0, 1.0, 2.0) and "samples" not in stats.to_json()  # the summary stays a summary
+    assert kept_samples(stats.samples) == {"stride": 1, "values": [3.0, 1.0, 2.0]}
+    many = [float(i) for i in range(2 * SAMPLES_KEPT + 5)]
+    kept = kept_samples(many)
+    assert kept["stride"] == 3 and kept["values"][:3] == [0.0, 3.0, 6.0] and len(kept["values"]) <= SAMPLES_KEPT
+    assert kept_samples([]) is None
+
+    record = ok_record(samples_ms=kept_samples([1.0, 1.1, 0.9, 1.05, 1.2]))
+    assert read_record(write_record(tmp_path, record)).samples_ms == record.samples_ms
+
+
+@pytest.mark.parametrize("samples, field", [({"values": [1.0, -2.0], "stride": 1}, "samples_ms.values"),
+                                            ({"values": [1.0], "stride": 0}, "samples_ms.stride"),
+                                            ({"values": "1,2", "stride": 1}, "samples_ms.values")])
+def test_malformed_samples_are_refused(tmp_path, samples, field):
+    path = write_record(tmp_path, ok_record())
+    data = json.loads(path.read_text())
+    data["samples_ms"] = samples
+    path.write_text(json.dumps(data))
+    with pytest.raises(RecordError, match=f"field '{field}'"):
+        read_record(path)
+
+
+def test_a_built_record_says_what_was_built_and_why_it_was_not_timed(tmp_path):
+    built = ok_record(status="built", latency_ms=None, throughput_per_s=None, accuracy=None,
+                      reason="not timed: no node offers vlc/trt-sm86",
+                      build={"machine": "cpu-box", "seconds": 4.8, "main_file": "model.engine"})
+    assert read_record(write_record(tmp_path, built)).build["main_file"] == "model.engine"
+    for change, field in (({"build": {}}, "build"), ({"reason": ""}, "reason")):
+        data = built.to_json() | change
+        with pytest.raises(RecordError, match=f"field '{field}'"):
+            BenchRecord.from_json(data)
