@@ -58,6 +58,9 @@ def print_report(report: Any, rows: int) -> None:
         console.out.print(f"first divergent node: {first.node} ({first.op_type}) output {first.output}: "
                           f"cosine {_cosine(first.cosine)}, max abs {console.fmt(first.max_abs)}, "
                           f"growth {growth} — {first.reason}", highlight=False)
+        if first.covers and len(first.covers) > 1:
+            console.out.print(f"  computed by the candidate's fused op {first.candidate_tensor} covering "
+                              f"{', '.join(first.covers)}", highlight=False)
 
 
 @debug_app.command("accuracy")
@@ -75,6 +78,10 @@ def accuracy(
                                          "1 GiB; with --bisect, 1)."),
     bisect: bool = typer.Option(False, "--bisect", help="Find the first divergent tensor by bisection (O(log n) "
                                 "runs marking --window tensors each) instead of comparing every tensor."),
+    rebuild: Optional[bool] = typer.Option(None, "--rebuild/--no-rebuild", help="With --bisect and an artifact: "
+                                           "probe the compiled file itself, rebuilding it with the marked tensors "
+                                           "as extra outputs through its target (default for TensorRT engines and "
+                                           "Ascend .om files, whose intermediates cannot be exposed)."),
     atol: Optional[float] = typer.Option(None, "--atol", help="Absolute tolerance (default per precision)."),
     rtol: Optional[float] = typer.Option(None, "--rtol", help="Relative tolerance (default per precision)."),
     min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Minimum cosine similarity."),
@@ -95,7 +102,8 @@ def accuracy(
     size = window if window is not None else (1 if bisect else DEFAULT_WINDOW)
     with console.progress("comparing tensors along the graph"):
         report = debug_accuracy(reference, candidate, inputs=inputs, batch=batch, seed=seed, window=size,
-                                bisect=bisect, min_cosine=min_cosine, atol=atol, rtol=rtol, cache_dir=cache_dir)
+                                bisect=bisect, min_cosine=min_cosine, atol=atol, rtol=rtol, cache_dir=cache_dir,
+                                rebuild=rebuild)
     if html is not None:
         from vlc.debug.html import write_html
 

@@ -11,7 +11,7 @@ ends at a tensor that fails while its node's inputs pass, in O(log n) runs for o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from vlc.accuracy import Tolerance
@@ -140,3 +140,39 @@ def _compared_ancestors(node: Node, producer: Mapping[str, Node], compared: set[
         elif name in producer:
             stack.extend(producer[name].inputs)
     return found
+
+
+def bisect_rebuilt(reference: GraphRunner, candidate: Any, feeds: Mapping[str, np.ndarray],
+                   tolerance: Tolerance, *, max_outputs: int = 1) -> tuple[BisectResult, dict[str, np.ndarray], Any]:
+    """Bisection against a compiled artifact (vlc.debug.compiled.RebuiltCandidate): each probe
+    rebuilds it with `max_outputs` reference tensors marked. Returns the result, the candidate's
+    values of every probed tensor (so the report needs no further build) and the plan."""
+    source = GraphRunner(candidate.source_path)
+    try:
+        p = plan(reference, source)
+    finally:
+        source.close()
+    names = [t for _, t in p.tensors]
+    producer = {o: n for n in p.nodes for o in n.outputs}
+    compared = set(names)
+    inputs_of = {t: _compared_ancestors(node, producer, compared) for node, t in p.tensors}
+    expected: dict[str, np.ndarray] = {}
+    seen: dict[str, np.ndarray] = {}
+
+    def run_with_outputs(marked: Sequence[str]) -> dict[str, np.ndarray]:
+        expected.clear()
+        expected.update(reference.run(feeds, marked))
+        values = candidate.run_with_outputs(feeds, [p.matched[n] for n in marked])
+        out = {n: values[p.matched[n]] for n in marked}
+        seen.update(out)
+        return out
+
+    def diverged(name: str, value: np.ndarray) -> bool:
+        ref = expected[name]
+        if not np.issubdtype(np.asarray(ref).dtype, np.floating):
+            return False
+        return not judge(ref, value, tolerance, name).passed
+
+    result = bisect_first_divergent(run_with_outputs, names, diverged, inputs_of=inputs_of,
+                                    max_outputs=max_outputs)
+    return result, seen, p

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from vlc.accuracy import Tolerance, compare_outputs, no_spread
@@ -47,6 +47,7 @@ class TensorComparison:
     passed: bool
     inputs_passed: bool
     reason: str = ""
+    covers: list[str] = field(default_factory=list)  # reference nodes one fused candidate op computed
 
     def to_json(self) -> dict[str, Any]:
         return {k: _json_number(v) for k, v in asdict(self).items()}
@@ -195,32 +196,66 @@ class _Errors:
         self.rel[name], self.ok[name] = rel, ok
 
 
+# Given reference tensor names and their reference values, the candidate's values by reference
+# name; a name left out has no usable counterpart (it is reported as unmatched).
+Fetch = Callable[[Sequence[str], Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+
+
 def compare_layerwise(reference: GraphRunner, candidate: GraphRunner, feeds: Mapping[str, np.ndarray],
                       tolerance: Tolerance, *, window: int = DEFAULT_WINDOW,
                       labels: tuple[str, str] = ("reference", "candidate"),
                       only: set[str] | None = None, window_bytes: int | None = WINDOW_BYTES) -> LayerwiseReport:
     """Compare every matched intermediate tensor (or those in `only`), exposing at most `window`
     per run of each graph, and fewer when they would hold more than `window_bytes`."""
+    p = plan(reference, candidate)
+    tensors = p.tensors if only is None else [(n, t) for n, t in p.tensors if t in only]
+    runs_before = candidate.runs
+
+    def fetch(names: Sequence[str], _: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = candidate.run(feeds, [p.matched[t] for t in names])
+        return {t: values[p.matched[t]] for t in names}
+
+    report = compare_tensors(reference, feeds, p.nodes, tensors, p.matched, fetch, tolerance, window=window,
+                             labels=labels, window_bytes=window_bytes, unmatched=p.unmatched)
+    report.runs += candidate.runs - runs_before
+    return report
+
+
+def compare_tensors(reference: GraphRunner, feeds: Mapping[str, np.ndarray], nodes: Sequence[Node],
+                    tensors: Sequence[tuple[Node, str]], candidate_tensor: Mapping[str, str], fetch: Fetch,
+                    tolerance: Tolerance, *, window: int = DEFAULT_WINDOW,
+                    labels: tuple[str, str] = ("reference", "candidate"), window_bytes: int | None = WINDOW_BYTES,
+                    unmatched: Sequence[str] = (), covers: Mapping[str, Sequence[str]] | None = None
+                    ) -> LayerwiseReport:
+    """The comparison itself, for any candidate: `tensors` (reference node, reference tensor, in
+    topological order) run in the reference `window` at a time, their candidate values from
+    `fetch` (another ONNX graph, device dumps, a rebuilt engine). `candidate_tensor` names what
+    the candidate calls each tensor; `covers`, the reference nodes a candidate op computed in one
+    fused kernel. Tensors `fetch` leaves out join `unmatched`."""
     if window < 1:
         from vlc.errors import InputError
 
         raise InputError(f"--window {window} must be >= 1", fix="expose at least one tensor per run")
-    p = plan(reference, candidate)
-    report = LayerwiseReport(labels[0], labels[1], tolerance, window, unmatched=p.unmatched)
-    errors = _Errors(p.nodes)
-    runs_before = reference.runs + candidate.runs
-    tensors = p.tensors if only is None else [(n, t) for n, t in p.tensors if t in only]
+    report = LayerwiseReport(labels[0], labels[1], tolerance, window, unmatched=list(unmatched))
+    errors = _Errors(nodes)
+    runs_before = reference.runs
     sizes: list[int] = []
     for chunk in windows(tensors, window, budget=window_bytes, sizes=sizes):
         ref_values = reference.run(feeds, [t for _, t in chunk])
-        cand_values = candidate.run(feeds, [p.matched[t] for _, t in chunk])
-        sizes.append(max(np.asarray(v).nbytes for v in [*ref_values.values(), *cand_values.values()]))
+        cand_values = fetch([t for _, t in chunk], ref_values)
+        held = [np.asarray(v).nbytes for v in [*ref_values.values(), *cand_values.values()]]
+        sizes.append(max(held, default=0))
         for node, tensor in chunk:
-            report.nodes.append(_compare_one(node, tensor, p.matched[tensor], ref_values[tensor],
-                                             cand_values[p.matched[tensor]], tolerance, errors))
+            if tensor not in cand_values:
+                report.unmatched.append(tensor)
+                continue
+            compared = _compare_one(node, tensor, candidate_tensor.get(tensor, tensor), ref_values[tensor],
+                                    cand_values[tensor], tolerance, errors)
+            if compared is not None:
+                compared.covers = list((covers or {}).get(tensor, ()))
+                report.nodes.append(compared)
         del ref_values, cand_values
-    report.nodes = [c for c in report.nodes if c is not None]
-    report.runs = reference.runs + candidate.runs - runs_before
+    report.runs = reference.runs - runs_before
     return report
 
 

@@ -32,6 +32,13 @@ class DebugGraph:
     generator: InputGenerator | None = None
     artifact: Any = None  # the Artifact, for an artifact directory
 
+    @property
+    def hides_intermediates(self) -> bool:
+        """An artifact whose compiled file (a TensorRT engine, an Ascend .om) is not the ONNX graph
+        compared in its place: only rebuilding it with marked outputs probes the file itself."""
+        return self.kind == "artifact" and self.onnx_path.name != str(
+            (self.artifact.manifest.get("files") or {}).get("main", ""))
+
 
 def graph_precision(proto: Any) -> str:
     """The precision an ONNX graph computes in: int8 with Q/DQ nodes, fp16/bf16 with such
