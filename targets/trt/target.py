@@ -36,6 +36,10 @@ OPTIONS: dict[str, OptionInfo] = {
     "calibration_method": OptionInfo("int8: minmax, entropy or percentile", str, "minmax"),
     "calibration_batches": OptionInfo("int8 without a directory: generated batches", int, 8),
     "strict_precision": OptionInfo("fail the build when the converted graph misses its tolerance", bool, True),
+    "islands": OptionInfo("fp16/bf16 nodes kept in fp32: static (the shared op set and LayerNorm "
+                          "patterns) or auto (the fewest of them that meet -O accuracy)", str, "static"),
+    "accuracy": OptionInfo("the worst output cosine against fp32 the converted graph must meet "
+                           "(default: the precision's tolerance); islands=auto's goal", str, None),
     "legacy_precision_flags": OptionInfo("TensorRT < 11 only: FP16/BF16/INT8 builder flags instead of a "
                                          "typed graph", bool, False),
 }
@@ -129,6 +133,9 @@ class TrtTarget(Target):
 
         if method not in METHODS:
             raise InputError(f"unknown calibration_method '{method}'", fix=f"use one of: {', '.join(METHODS)}")
+        from vlc.frontend.precision import parse_goal
+
+        parse_goal(option(spec, "islands"), option(spec, "accuracy"), spec.precision.value)
         enabled = enabled_plugins(spec)
         if enabled:  # unknown names fail here, before any conversion or build work
             from vlc.plugins.apply import _resolve_enabled, registered_plugins
@@ -247,8 +254,9 @@ class TrtTarget(Target):
             if precision is not Precision.INT8:  # TensorRT < 11 picks fp16/bf16 kernels itself
                 return source.onnx_path, {"precision": precision.value, "tool": "TensorRT builder flags",
                                           "flags": list(settings.legacy_flags)}
-        from vlc.frontend.precision import CalibrationData, convert
+        from vlc.frontend.precision import CalibrationData, convert, parse_goal
 
+        islands, goal = parse_goal(option(spec, "islands"), option(spec, "accuracy"), precision.value)
         calibration = None
         if precision is Precision.INT8:
             if (folder := option(spec, "calibration")) is not None:
@@ -262,7 +270,8 @@ class TrtTarget(Target):
             check_feeds = source.model.generate_inputs(2, seed=0)
         report = convert(source.onnx_path, precision, out, calibration=calibration,
                          method=option(spec, "calibration_method"), input_specs=list(source.input_specs),
-                         check_feeds=check_feeds, strict=option(spec, "strict_precision"))
+                         check_feeds=check_feeds, strict=option(spec, "strict_precision"),
+                         islands=islands, tolerance=goal)
         build.files["graph"] = out.name
         for sidecar in build.path.glob(out.name + ".data"):
             build.files["graph_data"] = sidecar.name

@@ -30,7 +30,8 @@ import numpy as np
 from vlc.accuracy import Tolerance, compare_outputs, default_tolerance
 from vlc.errors import AccuracyError, ExportError, InputError
 from vlc.frontend.precision.calibration import CalibrationData, refuse_constant
-from vlc.frontend.precision.lowp import KEEP_FP32_OPS
+from vlc.frontend.precision.islands import DEFAULT_MAX_EVALUATIONS, ISLAND_MODES, parse_goal
+from vlc.frontend.precision.lowp import KEEP_FP32_OPS, TYPE_FIXED_OPS
 from vlc.frontend.precision.quantize import DEFAULT_QUANT_OPS, METHODS
 from vlc.frontend.precision.report import ConversionReport
 from vlc.model import InputSpec, generate_from_specs, specs_from_signature
@@ -38,7 +39,7 @@ from vlc.signature import onnx_signature
 from vlc.spec import Precision
 
 __all__ = ["convert", "ConversionReport", "CalibrationData", "KEEP_FP32_OPS", "DEFAULT_QUANT_OPS",
-           "METHODS", "Precision", "refuse_constant"]
+           "ISLAND_MODES", "METHODS", "Precision", "parse_goal", "refuse_constant"]
 
 LARGE_MODEL_BYTES = 1_800_000_000  # past this, save weights as external data (protobuf's 2 GiB limit)
 CHECK_SEED = 0
@@ -68,12 +69,15 @@ def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
             check_feeds: Mapping[str, np.ndarray] | None = None, check_batch: int = CHECK_BATCH,
             seed: int = CHECK_SEED, tolerance: Tolerance | None = None, strict: bool = True,
             check_note: str = "given feeds",
-            keep_fp32_ops: Iterable[str] | None = None,
+            keep_fp32_ops: Iterable[str] | None = None, islands: str = "static",
+            max_island_runs: int = DEFAULT_MAX_EVALUATIONS,
             quantize_ops: Iterable[str] = DEFAULT_QUANT_OPS, per_channel: bool = True) -> ConversionReport:
     """Write `onnx_path` converted to `precision` at `out_path` and check it against fp32.
 
     fp16 / bf16: low-precision graph with fp32 islands (see lowp.KEEP_FP32_OPS plus decomposed
-    LayerNorm patterns), fp32 graph I/O, fp16 constants clamped to +-65504.
+    LayerNorm patterns), fp32 graph I/O, fp16 constants clamped to +-65504. `islands="auto"`
+    starts from those islands and keeps only the nodes the check inputs show the `tolerance`
+    needs (islands.search_islands, at most `max_island_runs` runs); report.islands records it.
     int8: Q/DQ graph calibrated on `calibration` (a directory via CalibrationData.from_dir, or
     CalibrationData.generate(model)); without it, calibration is generated from `input_specs`
     (the model's input generators). `method`: minmax, entropy or percentile.
@@ -114,7 +118,29 @@ def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
 
         low = TensorProto.FLOAT16 if precision is Precision.FP16 else TensorProto.BFLOAT16
         keep = KEEP_FP32_OPS if keep_fp32_ops is None else frozenset(keep_fp32_ops)
-        converted, stats = to_low_precision(onnx.load(str(onnx_path)), low, keep)
+        if islands not in ISLAND_MODES:
+            raise InputError(f"islands={islands} is not one of {', '.join(ISLAND_MODES)}",
+                             fix="use islands='static' or islands='auto'")
+        source_model = onnx.load(str(onnx_path))
+        search = None
+        if islands == "auto":
+            from vlc.frontend.precision.check import run_onnx
+            from vlc.frontend.precision.islands import ensure_node_names, search_islands
+
+            renamed = ensure_node_names(source_model)  # nodes are kept by name
+            feeds, where = _check_inputs(signature, check_feeds, input_specs, check_batch, seed, check_note)
+            check_feeds, check_note = feeds, where
+            reference = run_onnx(onnx_path, feeds)
+            search = search_islands(source_model, low, feeds, reference,
+                                    tolerance or default_tolerance(precision), keep_ops=keep,
+                                    inputs=where, max_evaluations=max_island_runs)
+            if renamed:
+                search.notes.append(f"{renamed} unnamed or duplicate-named nodes were named in the "
+                                    "converted graph")
+            converted, stats = to_low_precision(source_model, low, keep & TYPE_FIXED_OPS,
+                                                keep_nodes=search.chosen, layernorm_islands=False)
+        else:
+            converted, stats = to_low_precision(source_model, low, keep)
         _save(converted, out_path)
         try:
             onnx.checker.check_model(str(out_path))
@@ -127,14 +153,14 @@ def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
             nodes_total=stats.nodes_total, nodes_low_precision=stats.nodes_low,
             fp32_ops=dict(stats.fp32_ops), layernorm_islands=stats.layernorm_islands,
             casts_inserted=stats.casts_inserted, constants_clamped=stats.clamped,
-            constants_clamped_names=stats.clamped_names, constants_flushed=stats.flushed)
-        check_model = converted
-        if precision is Precision.BF16:
-            from vlc.frontend.precision.check import emulate_bf16
+            constants_clamped_names=stats.clamped_names, constants_flushed=stats.flushed,
+            islands=search.to_json() if search is not None else None)
+        from vlc.frontend.precision.check import EMULATION_NOTE, emulate_low_precision
 
-            check_model = emulate_bf16(converted)
-            report.check["emulated"] = ("ONNX Runtime's CPU provider has no bf16 kernels: every bf16 "
-                                        "tensor is rounded to bf16 where produced and computed in fp32")
+        # ONNX Runtime's CPU has no bf16 and few fp16 kernels, and drops the graph's Casts to fp16
+        # in front of ops it runs in fp32: the emulation keeps every stored tensor's rounding and range
+        check_model = emulate_low_precision(converted, low)
+        report.check["emulated"] = EMULATION_NOTE.format(precision=precision.value)
     elif precision is Precision.INT8:
         import onnxruntime
 
@@ -201,14 +227,7 @@ def _check(report: ConversionReport, source: Path, converted, precision: Precisi
 
     from vlc.frontend.precision.check import run_onnx
 
-    if feeds is None:
-        specs = list(input_specs) if input_specs is not None else specs_from_signature(signature.inputs)
-        feeds = generate_from_specs(specs, batch, seed)
-        where = f"generated inputs (batch {batch}, seed {seed}, " \
-                f"{'model input specs' if input_specs is not None else 'generic specs from the signature'})"
-    else:
-        where = check_note
-    signature.validate_inputs(feeds, where="conversion check inputs")
+    feeds, where = _check_inputs(signature, feeds, input_specs, batch, seed, check_note)
     tolerance = tolerance or default_tolerance(precision)
     reference = run_onnx(source, feeds)
     try:
@@ -220,6 +239,21 @@ def _check(report: ConversionReport, source: Path, converted, precision: Precisi
     report.accuracy = compare_outputs(actual, reference, tolerance)
     report.check.update({"runtime": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider",
                          "inputs": where, "reference": "the fp32 source graph in the same runtime"})
+
+
+def _check_inputs(signature, feeds: Mapping[str, np.ndarray] | None,  # noqa: ANN001
+                  input_specs: list[InputSpec] | None, batch: int, seed: int,
+                  check_note: str) -> tuple[Mapping[str, np.ndarray], str]:
+    """The check's feeds (given, or generated from the specs) and a line saying what they are."""
+    if feeds is None:
+        specs = list(input_specs) if input_specs is not None else specs_from_signature(signature.inputs)
+        feeds = generate_from_specs(specs, batch, seed)
+        where = f"generated inputs (batch {batch}, seed {seed}, " \
+                f"{'model input specs' if input_specs is not None else 'generic specs from the signature'})"
+    else:
+        where = check_note
+    signature.validate_inputs(feeds, where="conversion check inputs")
+    return feeds, where
 
 
 def _failures(report: ConversionReport) -> str:

@@ -1,10 +1,13 @@
 """Numerical check of a converted graph against its fp32 source in ONNX Runtime (CPU).
 
-fp16 and int8 (QDQ) graphs run as they are. ONNX Runtime's CPU provider has no bf16 kernels,
-so a bf16 graph is checked through an emulation: every bf16 tensor becomes fp32 rounded to
-bf16 (Cast to bf16 and back) right where it is produced. Both routes measure the rounding of
-stored tensors; the CPU computes most fp16 ops internally in fp32, so fp16 accumulation error
-inside a GPU kernel is not part of this number (the artifact's own check covers that).
+int8 (QDQ) graphs run as they are. fp16 and bf16 graphs are checked through an emulation:
+every low-precision tensor becomes fp32 rounded to its type (Cast to fp16/bf16 and back) right
+where it is produced, and every op computes in fp32. ONNX Runtime's CPU provider has no bf16
+kernels and few fp16 ones; for an fp16 op without a kernel it runs the fp32 kernel and drops
+the graph's own Cast to fp16 in front of it, so a tensor past +-65504 that a GPU would turn
+into inf stays finite when the fp16 graph itself runs on the CPU. The emulation keeps both
+the rounding and the range of every stored tensor; fp16 accumulation inside a GPU kernel is
+not part of this number (the artifact's own check covers that).
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 BF16 = TensorProto.BFLOAT16
 FLOAT = TensorProto.FLOAT
+
+EMULATION_NOTE = ("every {precision} tensor is rounded to {precision} where produced (and so kept in its "
+                  "range) and computed in fp32: ONNX Runtime's CPU provider has no bf16 and few fp16 "
+                  "kernels, and runs fp16 ops without one in fp32 after dropping the Cast before them")
 
 
 def has_qdq(model: str | Path | onnx.ModelProto) -> bool:
@@ -54,32 +61,38 @@ def run_onnx(model: str | Path | onnx.ModelProto, feeds: Mapping[str, np.ndarray
 
 def emulate_bf16(model: onnx.ModelProto) -> onnx.ModelProto:
     """An fp32 graph that rounds every bf16 tensor of `model` to bf16 where it is produced."""
+    return emulate_low_precision(model, BF16)
+
+
+def emulate_low_precision(model: onnx.ModelProto, low: int) -> onnx.ModelProto:
+    """An fp32 graph that rounds every `low` (FLOAT16 or BFLOAT16) tensor of `model` to `low`
+    where it is produced: the graph's arithmetic in fp32, its stored tensors as `low` holds them."""
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {vi.name: vi.type.tensor_type.elem_type
              for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
     out = onnx.ModelProto.FromString(model.SerializeToString())
     g = out.graph
     for i, init in enumerate(g.initializer):
-        if init.data_type == BF16:
+        if init.data_type == low:
             g.initializer[i].CopyFrom(numpy_helper.from_array(
                 numpy_helper.to_array(init).astype(np.float32), init.name))
     for vi in list(g.value_info) + list(g.input) + list(g.output):
-        if vi.type.tensor_type.elem_type == BF16:
+        if vi.type.tensor_type.elem_type == low:
             vi.type.tensor_type.elem_type = FLOAT
     nodes = []
     for node in g.node:
         for attr in node.attribute:
-            if node.op_type == "Cast" and attr.name == "to" and attr.i == BF16:
-                attr.i = FLOAT  # rounding is added below like for any bf16 output
-            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == BF16:
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == low:
+                attr.i = FLOAT  # rounding is added below like for any low-precision output
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == low:
                 attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float32)))
         rounds = []
         for j, name in enumerate(node.output):
-            if types.get(name) == BF16:
-                raw = f"{name}__bf16_raw"
+            if types.get(name) == low:
+                raw = f"{name}__lowp_raw"
                 node.output[j] = raw
-                rounds += [helper.make_node("Cast", [raw], [f"{name}__bf16"], to=BF16),
-                           helper.make_node("Cast", [f"{name}__bf16"], [name], to=FLOAT)]
+                rounds += [helper.make_node("Cast", [raw], [f"{name}__lowp_rounded"], to=low),
+                           helper.make_node("Cast", [f"{name}__lowp_rounded"], [name], to=FLOAT)]
         nodes.append(node)
         nodes.extend(rounds)
     del g.node[:]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import numpy as np
 import onnx
@@ -24,8 +25,9 @@ FP16_MAX = 65504.0
 FP16_TINY = 2.0 ** -24  # smallest positive subnormal
 BF16_MAX = 3.3895313892515355e38  # float32's extremes (-3.4028e38 mask fills) round to -inf in bf16
 
-# Ops kept in fp32: overflow- or precision-sensitive arithmetic.
-KEEP_FP32_OPS: frozenset[str] = frozenset({
+# Ops kept in fp32 for their numerics: overflow- or precision-sensitive arithmetic. These are the
+# static islands that `islands=auto` (islands.py) starts from and releases where accuracy allows.
+SENSITIVE_FP32_OPS: frozenset[str] = frozenset({
     # normalizations (the native LayerNormalization layer in TensorRT computes in fp32 anyway)
     "LayerNormalization", "GroupNormalization", "InstanceNormalization", "LpNormalization",
     "MeanVarianceNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization",
@@ -34,10 +36,28 @@ KEEP_FP32_OPS: frozenset[str] = frozenset({
     "ReduceLogSum", "ReduceLogSumExp", "ReduceProd", "CumSum",
     # powers, exponentials, logarithms
     "Pow", "Exp", "Log", "Softplus",
-    # ops whose float types are fixed by attributes or other inputs: left as they are
+})
+
+# Ops whose float types are fixed by attributes or other inputs: left as they are, always.
+TYPE_FIXED_OPS: frozenset[str] = frozenset({
     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "RandomNormal", "RandomUniform",
     "RandomNormalLike", "RandomUniformLike", "Multinomial", "EyeLike", "NonMaxSuppression",
     "RoiAlign", "STFT", "DFT", "Range",
+})
+
+# The default fp32 op set: both of the above.
+KEEP_FP32_OPS: frozenset[str] = SENSITIVE_FP32_OPS | TYPE_FIXED_OPS
+
+# fp16 range: ops kept in fp32 whose outputs can exceed +-65504 (sums, products, powers, exp) ...
+WIDE_OPS = frozenset({"ReduceSum", "ReduceSumSquare", "ReduceProd", "ReduceL1", "CumSum", "Exp", "Pow"})
+# ... pass that range on through these ops (elementwise arithmetic, mean/max reductions, data
+# movement), so such a consumer of a wide fp32 tensor stays in fp32 too rather than casting the
+# tensor to fp16 first (ReduceSum -> Add(eps) would turn 7e4 into inf); Div by a wide tensor and
+# Reciprocal bring values back into range and end the chain.
+RANGE_CARRY_OPS = frozenset({
+    "Add", "Sub", "Mul", "Div", "Sqrt", "Reciprocal", "Abs", "Neg", "Max", "Min", "Clip", "Sum",
+    "Mean", "Relu", "ReduceMean", "ReduceMax", "ReduceMin", "Reshape", "Unsqueeze", "Squeeze",
+    "Transpose", "Expand", "Flatten", "Identity", "Cast",
 })
 
 # Inputs that must stay float32 whatever the node's precision (e.g. Resize scales).
@@ -59,6 +79,12 @@ class LowPrecisionStats:
     clamped: int = 0
     clamped_names: list[str] = field(default_factory=list)
     flushed: int = 0
+    # why each node stayed fp32, by node name: op (its type is in keep_ops), layernorm (a
+    # decomposed LayerNorm/RMSNorm island), node (named in keep_nodes), range (reads a tensor
+    # beyond fp16's range), subgraph, domain (a custom operator), cast (feeds only fp32 work)
+    fp32_nodes: dict[str, str] = field(default_factory=dict)
+    # the decomposed LayerNorm/RMSNorm islands found, as lists of node names
+    island_nodes: list[list[str]] = field(default_factory=list)
 
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -201,9 +227,70 @@ def _convert_tensor(tensor: onnx.TensorProto, low: int, name: str, stats: LowPre
     return numpy_helper.from_array(_convert_array(numpy_helper.to_array(tensor), low, name, stats), tensor.name)
 
 
-def to_low_precision(model: onnx.ModelProto, low: int,
-                     keep_ops: frozenset[str] = KEEP_FP32_OPS) -> tuple[onnx.ModelProto, LowPrecisionStats]:
-    """Return a converted copy of `model` (float32 -> `low`, TensorProto.FLOAT16 or BFLOAT16)."""
+def _decide(nodes: list[onnx.NodeProto], consumers: dict[str, list[onnx.NodeProto]],
+            islands: list[set[int]], pinned: set[str], is_f32, low: int,  # noqa: ANN001
+            keep_ops: frozenset[str], keep_nodes: frozenset[str], stats: LowPrecisionStats) -> set[int]:
+    """Each float node's precision: the ids of the nodes that run in `low` (the rest stay fp32)."""
+    island_ids: set[int] = set().union(*islands)
+    reason: dict[int, str] = {}
+    floating = [n for n in nodes if any(is_f32(t) for t in list(n.input) + list(n.output))]
+    for n in floating:
+        if n.op_type == "Cast":
+            continue  # decided last, from its readers
+        if _has_subgraph(n):
+            reason[id(n)] = "subgraph"
+        elif n.domain not in ("", "ai.onnx"):
+            reason[id(n)] = "domain"
+        elif n.op_type in keep_ops:
+            reason[id(n)] = "op"
+        elif id(n) in island_ids:
+            reason[id(n)] = "layernorm"
+        elif n.name and n.name in keep_nodes:
+            reason[id(n)] = "node"
+    if low == TensorProto.FLOAT16:  # bf16 has float32's range
+        wide: set[str] = set()
+        for n in floating:
+            reads_wide = [i in wide and is_f32(i) for i in n.input]
+            if id(n) in reason:
+                if n.op_type in WIDE_OPS:
+                    wide.update(o for o in n.output if o)
+                elif not any(reads_wide) or n.op_type not in RANGE_CARRY_OPS:
+                    continue
+            elif not any(reads_wide) or n.op_type not in RANGE_CARRY_OPS:
+                continue
+            elif n.op_type != "Cast":
+                reason[id(n)] = "range"
+            narrows = n.op_type == "Reciprocal" or (n.op_type == "Div" and reads_wide[1:2] == [True])
+            if not narrows:
+                wide.update(o for o in n.output if o)
+    low_nodes: set[int] = set()
+    for n in floating:
+        if n.op_type == "Cast":
+            to = helper.get_attribute_value(next(a for a in n.attribute if a.name == "to"))
+            users = consumers.get(n.output[0], [])
+            # a Cast to float feeds low-precision work unless only fp32 nodes / outputs read it
+            if to != FLOAT or n.output[0] in pinned or not users or all(id(u) in reason for u in users):
+                reason[id(n)] = "cast"
+        stats.nodes_total += 1
+        if id(n) in reason:
+            stats.fp32_ops[n.op_type] += 1
+            if n.name:
+                stats.fp32_nodes[n.name] = reason[id(n)]
+        else:
+            low_nodes.add(id(n))
+            stats.nodes_low += 1
+    return low_nodes
+
+
+def to_low_precision(model: onnx.ModelProto, low: int, keep_ops: frozenset[str] = KEEP_FP32_OPS, *,
+                     keep_nodes: Iterable[str] = (), layernorm_islands: bool = True,
+                     ) -> tuple[onnx.ModelProto, LowPrecisionStats]:
+    """Return a converted copy of `model` (float32 -> `low`, TensorProto.FLOAT16 or BFLOAT16).
+
+    Nodes stay fp32 when their op type is in `keep_ops`, their name is in `keep_nodes`, they
+    belong to a decomposed LayerNorm/RMSNorm pattern (unless `layernorm_islands` is False), or
+    for structural reasons (subgraphs, custom domains); for fp16, consumers of an fp32 sum,
+    product, power or exponential that would carry it past +-65504 follow it into fp32."""
     if low not in (TensorProto.FLOAT16, TensorProto.BFLOAT16):
         raise ValueError(f"low-precision type must be FLOAT16 or BFLOAT16, got {low}")
     types = _elem_types(model)
@@ -228,27 +315,13 @@ def to_low_precision(model: onnx.ModelProto, low: int,
         return bool(name) and types.get(name) == FLOAT
 
     # 1. decide each node's precision
-    islands = _layernorm_islands(nodes, producer, consumers, constants)
-    island_ids: set[int] = set().union(*islands)
+    islands = _layernorm_islands(nodes, producer, consumers, constants) if layernorm_islands else []
     stats.layernorm_islands = len(islands)
-    low_nodes: set[int] = set()
-    for n in nodes:
-        floats = any(is_f32(t) for t in list(n.input) + list(n.output))
-        if not floats:
-            continue
-        stats.nodes_total += 1
-        keep = n.op_type in keep_ops or id(n) in island_ids or _has_subgraph(n) or n.domain not in ("", "ai.onnx")
-        if n.op_type == "Cast":
-            to = helper.get_attribute_value(next(a for a in n.attribute if a.name == "to"))
-            users = consumers.get(n.output[0], [])
-            # a Cast to float feeds low-precision work unless only fp32 islands / outputs read it
-            keep = to != FLOAT or n.output[0] in pinned or not users or all(
-                u.op_type in keep_ops or id(u) in island_ids or _has_subgraph(u) for u in users)
-        if keep:
-            stats.fp32_ops[n.op_type] += 1
-        else:
-            low_nodes.add(id(n))
-            stats.nodes_low += 1
+    position = {id(n): k for k, n in enumerate(nodes)}
+    stats.island_nodes = [[nodes[position[i]].name for i in sorted(island, key=position.__getitem__)]
+                          for island in islands]
+    low_nodes = _decide(nodes, consumers, islands, pinned, is_f32, low, frozenset(keep_ops),
+                        frozenset(keep_nodes), stats)
 
     # 2. where each float32 tensor lives after conversion ("home" type)
     home: dict[str, int] = {}

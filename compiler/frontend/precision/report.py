@@ -32,6 +32,9 @@ class ConversionReport:
     accuracy: AccuracyReport | None = None
     warnings: list[str] = field(default_factory=list)
     unchanged: bool = False  # fp32 / tf32: the graph was copied as it is
+    # islands=auto: the search's record (islands.IslandSearch.to_json): the fp32 nodes chosen,
+    # the static set's size, the numbers of both, and what the search cost
+    islands: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -50,6 +53,11 @@ class ConversionReport:
         if self.fp32_ops:
             parts.append(f"fp32 kept for {sum(self.fp32_ops.values())} nodes "
                          f"({', '.join(f'{k} x{v}' for k, v in sorted(self.fp32_ops.items()))})")
+        if self.islands is not None:
+            chosen, static = self.islands["chosen"], self.islands["static"]
+            parts.append(f"islands=auto kept {chosen['fp32_nodes']} nodes in fp32 (static islands "
+                         f"{static['fp32_nodes']}; {self.islands['search']['evaluations']} runs, "
+                         f"{self.islands['search']['seconds']} s)")
         if self.constants_clamped:
             parts.append(f"{self.constants_clamped} constants clamped")
         if self.accuracy is not None and self.accuracy.outputs:
