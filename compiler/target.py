@@ -156,13 +156,17 @@ class Target:
             artifact = finalize(build, Path(out_dir), {
                 "target": self.name, "preset": spec.preset, "precision": spec.precision.value,
                 "spec": spec.to_json(), "signature": signature.to_json(),
-                "batch_range": batch_range(spec, signature), "source": {
+                "batch_range": self._batch_range(spec, signature, build), "source": {
                     "ref": source.ref, "onnx": source_graph, "hash": key["source_hash"],
                     "weights": (source.frontend.get("options") or {}).get("weights"),
                     "input_specs": [s.to_json() for s in source.input_specs]},
                 "cache": key, "vlc_version": vlc.__version__, "build_seconds": round(seconds, 3)})
             artifact.note = note  # why the artifact that was there is not reused
             return artifact
+
+    def _batch_range(self, spec: TargetSpec, signature: Signature, build: BuildDir) -> list[int] | None:
+        """The manifest's batch_range; a target whose build sized dynamic dims itself overrides it."""
+        return batch_range(spec, signature)
 
     def check_artifact(self, artifact: Artifact) -> None:
         if artifact.target != self.name:
