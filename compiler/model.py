@@ -21,7 +21,10 @@ BATCH = "batch"
 class InputSpec:
     """One model input and how to generate realistic values for it.
 
-    `kind`: "normal" (mean/std via low/high), "uniform" [low, high), "int" [low, high), "bool".
+    `kind`: "normal" (mean/std via low/high), "uniform" [low, high), "int" [low, high), "bool",
+    "fill" (every element `low`: a shape, a sample rate, a K), "mask" (ones, with the last
+    position of each row 0 so masking is exercised, never a row without a kept token),
+    "scales" (a Resize scales vector: 1 on every axis, `high` on the last two).
     Dims named BATCH are the dynamic batch axis.
     """
 
@@ -45,6 +48,18 @@ class InputSpec:
             return rng.integers(int(self.low), int(self.high), size=shape).astype(self.dtype)
         if self.kind == "bool":
             return rng.random(shape) < 0.5
+        if self.kind == "fill":
+            return np.full(shape, self.low).astype(self.dtype)
+        if self.kind == "mask":
+            mask = np.ones(shape, self.dtype)
+            if len(shape) >= 1 and shape[-1] > 1:
+                mask[..., -1] = 0
+            return mask
+        if self.kind == "scales":
+            scales = np.ones(shape, self.dtype)
+            if len(shape) == 1 and shape[0] >= 3:
+                scales[-2:] = self.high
+            return scales
         if self.kind == "uniform":
             return rng.uniform(self.low, self.high, size=shape).astype(self.dtype)
         return (rng.standard_normal(shape) * self.high + self.low).astype(self.dtype)

@@ -43,7 +43,7 @@ class DimSlot:
         return f"'{self.name}'"
 
 
-def _batch_names(signature: Signature) -> set[str]:
+def batch_dim_names(signature: Signature) -> set[str]:
     """Dim names on axis 0 of any input: the batch, wherever else the same name occurs."""
     return {t.shape[0] for t in signature.inputs if t.shape and isinstance(t.shape[0], str)}
 
@@ -59,7 +59,7 @@ def _needs_choice(sig: TensorSig, spec: TargetSpec, batch_names: set[str],
     return bool(dynamic) and not spec.batch and not default_batches
 
 
-def _slots(inputs: list[TensorSig], batch_names: set[str]) -> list[DimSlot]:
+def dim_slots(inputs: list[TensorSig], batch_names: set[str]) -> list[DimSlot]:
     places: dict[str, list[tuple[str, int]]] = {}
     spatial: dict[str, bool] = {}
     for sig in inputs:
@@ -90,7 +90,7 @@ def generate_feeds(signature: Signature, shapes: Mapping[str, tuple[int, ...]],
     return feeds
 
 
-class _Runner:
+class TrialRunner:
     """The graph in ONNX Runtime on the CPU, loaded once and run per candidate."""
 
     def __init__(self, onnx_path: Path):
@@ -117,13 +117,13 @@ def choose_shapes(onnx_path: str | Path, signature: Signature, spec: TargetSpec,
     Returns ({input: ShapeRange}, notes): one note per input sized, plus how it was checked.
     Inputs given in spec.shapes are never touched; an empty dict means nothing was chosen.
     """
-    batch_names = _batch_names(signature)
+    batch_names = batch_dim_names(signature)
     todo = [s for s in signature.inputs if _needs_choice(s, spec, batch_names, default_batches)]
     if not todo:
         return {}, []
     lo, opt, hi = spec.batch or (1, 1, 1)
-    known = _given_sizes(signature, spec, batch_names)
-    slots = [s for s in _slots(todo, batch_names) if s.name not in known]
+    known = {**_spec_sizes(signature, input_specs, batch_names), **_given_sizes(signature, spec, batch_names)}
+    slots = [s for s in dim_slots(todo, batch_names) if s.name not in known]
     fixed_others = {s.name: _fixed_shape(s, spec, batch_names, opt) for s in signature.inputs if s not in todo}
     sizes, how = _search(Path(onnx_path), signature, todo, slots, batch_names, opt, fixed_others, input_specs,
                          known)
@@ -150,6 +150,22 @@ def _given_sizes(signature: Signature, spec: TargetSpec, batch_names: set[str]) 
     return sizes
 
 
+def _spec_sizes(signature: Signature, input_specs: Sequence[InputSpec] | None,
+                batch_names: set[str]) -> dict[str, int]:
+    """Sizes the input specs hold for dynamic dims (the front end found them for an ONNX file:
+    the inputs every other step generates have them), so builds take the same shapes."""
+    by_name = {s.name: s for s in input_specs or ()}
+    sizes: dict[str, int] = {}
+    for sig in signature.inputs:
+        spec = by_name.get(sig.name)
+        if spec is None or len(spec.shape) != len(sig.shape):
+            continue
+        for d, size in zip(sig.shape, spec.shape):
+            if isinstance(d, str) and d not in batch_names and isinstance(size, int):
+                sizes.setdefault(d, size)
+    return sizes
+
+
 def _fixed_shape(sig: TensorSig, spec: TargetSpec, batch_names: set[str], batch: int) -> tuple[int, ...]:
     """An input vlc does not size: its --shapes opt, else its shape with the batch filled in."""
     if sig.name in spec.shapes:
@@ -157,20 +173,20 @@ def _fixed_shape(sig: TensorSig, spec: TargetSpec, batch_names: set[str], batch:
     return tuple(d if isinstance(d, int) else batch for d in sig.shape)
 
 
-def _candidates(slot: DimSlot) -> tuple[int, ...]:
+def dim_candidates(slot: DimSlot) -> tuple[int, ...]:
     return SPATIAL_FIRST if slot.spatial else CANDIDATES
 
 
-def _trials(slots: list[DimSlot], known: Mapping[str, int]) -> Iterator[dict[str, int]]:
+def size_trials(slots: list[DimSlot], known: Mapping[str, int]) -> Iterator[dict[str, int]]:
     """Size sets to try: the k-th candidate of every dim at once (an image's H and W), then one
     dim at a time through its candidates with the others at their first (a length beside a state
     whose other dim must stay 1)."""
     for k in range(len(CANDIDATES)):
-        yield {**known, **{s.name: _candidates(s)[k] for s in slots}}
+        yield {**known, **{s.name: dim_candidates(s)[k] for s in slots}}
     if len(slots) > 1:
-        first = {s.name: _candidates(s)[0] for s in slots}
+        first = {s.name: dim_candidates(s)[0] for s in slots}
         for slot in slots:
-            for size in _candidates(slot)[1:]:
+            for size in dim_candidates(slot)[1:]:
                 yield {**known, **first, slot.name: size}
 
 
@@ -182,12 +198,12 @@ def _search(onnx_path: Path, signature: Signature, todo: list[TensorSig], slots:
     if not slots:
         return {}, ""
     try:
-        runner = _Runner(onnx_path)
+        runner = TrialRunner(onnx_path)
     except Exception as exc:  # noqa: BLE001 - a graph ONNX Runtime cannot load is checked by nobody
-        sizes = {s.name: _candidates(s)[0] for s in slots}
+        sizes = {s.name: dim_candidates(s)[0] for s in slots}
         return sizes, f"unchecked: ONNX Runtime cannot load the graph ({str(exc).splitlines()[0][:120]})"
     errors = []
-    for tried, sizes in enumerate(_trials(slots, known), start=1):
+    for tried, sizes in enumerate(size_trials(slots, known), start=1):
         shapes = {**others, **{t.name: _shape(t, sizes, batch_names, batch) for t in todo}}
         error = runner.accepts(generate_feeds(signature, shapes, input_specs))
         if error is None:
@@ -242,7 +258,7 @@ def record(chosen: Mapping[str, ShapeRange], notes: Sequence[str], extra: dict[s
 def at_batch(signature: Signature, ranges: Mapping[str, ShapeRange], batch: int) -> dict[str, tuple[int, ...]]:
     """The ranges' opt shapes with every batch dim set to `batch` (one static build per batch);
     fixed axes keep their size."""
-    batch_names = _batch_names(signature)
+    batch_names = batch_dim_names(signature)
     shapes = {}
     for sig in signature.inputs:
         if sig.name in ranges:

@@ -78,11 +78,26 @@ def test_nan_in_the_reference_proves_nothing():
 
 
 @pytest.mark.parametrize("value", [0.0, 1.0, 0.1, -3e5])
-def test_a_constant_reference_is_refused_with_a_reason(value):
+def test_a_constant_reference_is_judged_by_its_error_not_cosine(value):
+    """Saturated outputs (a detector's empty probability map) and outputs that are one value per
+    batch have no cosine worth the name: a correct model passes on its error, with a note saying
+    how it was judged; a wrong value fails."""
     ref = np.full(1000, value, np.float32)
-    report, out = judge(ref.copy(), ref)  # identical, so every other rule passes
-    assert not report.passed
-    assert "reference has no spread" in out.reason and "proves nothing" in out.reason
+    report, out = judge(ref.copy(), ref)
+    assert report.passed, out.reason
+    assert "constant" in out.note and "not cosine" in out.note and "--input" in out.note
+    wrong = ref + 1.0 + abs(value)  # outside atol + rtol*|ref| at every magnitude
+    report, out = judge(wrong, ref)
+    assert not report.passed and "elements outside atol" in out.reason
+
+
+def test_a_constant_reference_without_elementwise_tolerance_is_judged_relatively():
+    ref = np.full(64, 3.0, np.float32)
+    report, out = judge(ref * 1.02, ref, COSINE_ONLY)  # int8-like: no atol/rtol, 2% off passes
+    assert report.passed, out.reason
+    assert "relative error" in out.note
+    report, out = judge(ref * 1.5, ref, COSINE_ONLY)
+    assert not report.passed and "relative" in out.reason
 
 
 def test_a_reference_of_small_magnitude_with_spread_is_judged():
@@ -101,7 +116,9 @@ def test_a_one_element_output_is_judged_elementwise():
     report, out = judge(np.array([2.6], np.float32), ref)
     assert not report.passed and "elements outside atol" in out.reason
     report, out = judge(np.array([2.5], np.float32), ref, COSINE_ONLY)
-    assert not report.passed and "one-element output" in out.reason
+    assert report.passed and "one value" in out.note
+    report, out = judge(np.array([-2.5], np.float32), ref, COSINE_ONLY)
+    assert not report.passed and "relative" in out.reason
 
 
 def test_a_missing_output_fails_and_names_what_was_given():

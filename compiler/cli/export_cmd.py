@@ -33,13 +33,21 @@ def print_frontend_report(report: dict[str, Any]) -> None:
              for p in report.get("passes", [])]
     console.table(f"front end (exporter: {report.get('exporter') or 'none, ONNX input'}; "
                   f"simplifier: {report.get('simplifier', 'off')})", ["stage", "nodes", "seconds"], rows)
+    if inputs := report.get("inputs"):
+        console.info(f"inputs derived from the graph: {inputs['how']}")
     if parity := report.get("parity"):
-        print_accuracy("parity: ONNX Runtime (CPU, fp32) vs PyTorch", parity)
+        if parity.get("skipped"):
+            console.info(f"parity with the original file: skipped, {parity['skipped']}")
+        elif report.get("exporter"):
+            print_accuracy("parity: ONNX Runtime (CPU, fp32) vs PyTorch", parity)
+        else:
+            print_accuracy(f"parity: normalized graph vs {parity['reference']}, batch {parity['batch']}", parity)
 
 
 def print_accuracy(title: str, accuracy: dict[str, Any]) -> None:
     rows = [[o["name"], o["max_abs"], o["mean_abs"], o["median_abs"], o["max_rel"], o["mean_rel"],
-             o["median_rel"], o["cosine"], o["ref_std"], "pass" if o["passed"] else f"FAIL: {o['reason']}"]
+             o["median_rel"], o["cosine"], o["ref_std"],
+             (f"pass ({o['note']})" if o.get("note") else "pass") if o["passed"] else f"FAIL: {o['reason']}"]
             for o in accuracy["outputs"]]
     console.table(title, ["output", "max abs", "mean abs", "median abs", "max rel", "mean rel",
                           "median rel", "cosine", "ref std", "result"], rows)

@@ -162,6 +162,8 @@ def _normalize(loaded: ModelSource | Path, ref: str, options: FrontendOptions,
     try:
         onnx_path = save_model(model, tmp / "model.onnx")
         report["checker"] = check_and_infer(onnx_path, ref, from_onnx=isinstance(loaded, Path))
+        if isinstance(loaded, Path):
+            _onnx_inputs_and_parity(loaded, onnx_path, ref, options, report)
         if options.parity and isinstance(loaded, ModelSource):
             parity = parity_check(loaded, onnx_path, options.parity_batch)
             report["parity"] = parity.to_json()
@@ -178,6 +180,32 @@ def _normalize(loaded: ModelSource | Path, ref: str, options: FrontendOptions,
         shutil.rmtree(tmp, ignore_errors=True)
     report["reused"] = False
     return report
+
+
+def _onnx_inputs_and_parity(original: Path, onnx_path: Path, ref: str, options: FrontendOptions,
+                            report: dict[str, Any]) -> None:
+    """For an ONNX file: input specs derived from its graph (kept in the graph's metadata, so every
+    later step generates the same inputs), then the normalized graph against the original."""
+    import onnx
+
+    from vlc.frontend.graph_inputs import derive_input_specs
+    from vlc.frontend.onnx_parity import onnx_parity
+
+    derived = derive_input_specs(onnx_path, onnx_signature(onnx_path))
+    report["inputs"] = derived.to_json()
+    proto = onnx.load(str(onnx_path), load_external_data=False)  # the data files stay as they are
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = META_INPUT_SPECS, json.dumps([s.to_json() for s in derived.specs])
+    onnx.save(proto, str(onnx_path))
+    if not options.parity:
+        return
+    parity = onnx_parity(original, onnx_path, derived.specs)
+    report["parity"] = parity.to_json()
+    if parity.report is not None and not parity.report.passed:
+        failing = "; ".join(f"{o.name}: {o.reason}" for o in parity.report.outputs if not o.passed)
+        raise ExportError(f"the normalized graph of {ref} disagrees with the original file in ONNX Runtime: "
+                          f"{failing}", fix="rerun with --no-simplify or --passes '' (and report the model), "
+                                            "or --no-parity to inspect it")
 
 
 def stage(name: str, model: Any, start: float, report: dict[str, Any]) -> None:
