@@ -94,6 +94,15 @@ class Graph:
                     return np.array(list(attr.ints), dtype=np.int64)
         return None
 
+    def rank(self, name: str) -> int | None:
+        """The rank of a tensor when an input, output, value_info or initializer gives it."""
+        g = self.graph
+        for v in itertools.chain(g.input, g.output, g.value_info):
+            if v.name == name and v.type.tensor_type.HasField("shape"):
+                return len(v.type.tensor_type.shape.dim)
+        init = self.initializer(name)
+        return len(init.dims) if init is not None else None
+
     # ---- edits -----------------------------------------------------------------------------
     def add_constant(self, base: str, array: np.ndarray) -> str:
         from onnx import numpy_helper

@@ -129,6 +129,24 @@ AXES_TO_ATTRIBUTE = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "Redu
                      "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}
 
 
+# GridSample 20 renamed its modes and took N-D inputs; on 4-D inputs it is GridSample 16.
+GRIDSAMPLE_16_MODES = {"linear": "bilinear", "cubic": "bicubic", "nearest": "nearest"}
+
+
+def _gridsample_to_16(node: Any, g: Graph) -> str | None:
+    """Rename a GridSample 20+ node's mode for opset 16; the problem when it is not 4-D."""
+    from onnx import helper
+
+    rank = g.rank(node.input[0])
+    if rank is not None and rank != 4:
+        return f"GridSample {node.name or node.output[0]} samples a {rank}-D input, which opset 16 lacks"
+    for a in node.attribute:
+        if a.name == "mode":
+            mode = helper.get_attribute_value(a).decode()
+            a.s = GRIDSAMPLE_16_MODES.get(mode, mode).encode()
+    return None
+
+
 def relabel(model: Any, target: int) -> list[str]:
     """Lower the opset by relabeling, where every node's older schema means the same thing.
 
@@ -161,6 +179,11 @@ def relabel(model: Any, target: int) -> list[str]:
                 n.attribute.append(helper.make_attribute("axes", [int(a) for a in axes.reshape(-1)]))
             continue
         if n.op_type in AXES_TO_ATTRIBUTE and target < 18:
+            continue
+        if n.op_type == "GridSample" and old.since_version == 16:
+            problem = _gridsample_to_16(n, g)
+            if problem:
+                problems.append(problem)
             continue
         if n.op_type not in TYPE_ONLY:
             problems.append(f"{n.op_type} changed between opset {old.since_version} and {new.since_version}")

@@ -256,3 +256,21 @@ def test_freeze_shapes_keeps_output_ranks_of_a_loop_graph():
            [len(o.type.tensor_type.shape.dim) for o in model.graph.output]
     feeds = {"trip_count": np.array(5, np.int64), "cond": np.array(True), "y": np.array([-2.0], np.float32)}
     assert_same(model, patched, feeds)
+
+
+@pytest.mark.parametrize("mode", ["linear", "cubic", "nearest"])
+def test_gridsample_of_opset_22_is_lowered_for_cann_8(mode):
+    """onnx's version converter has no GridSample adapter; on 4-D inputs opset 16's GridSample is
+    the same op under its old mode names."""
+    nodes = [helper.make_node("GridSample", ["x", "grid"], ["y"], mode=mode, align_corners=0)]
+    model = make_model(nodes, [tensor("x", F, [1, 2, 5, 6]), tensor("grid", F, [1, 3, 4, 2])],
+                       [tensor("y", F, [1, 2, 3, 4])], opset=22)
+    model.ir_version = 10
+    patched, record = apply("ascend-opset", model, PatchContext(cann=8))
+    assert next(i.version for i in patched.opset_import if i.domain == "") == 18
+    mode_16 = {"linear": "bilinear", "cubic": "bicubic", "nearest": "nearest"}[mode]
+    mode_attr = next(a for a in patched.graph.node[0].attribute if a.name == "mode")
+    assert helper.get_attribute_value(mode_attr).decode() == mode_16
+    feeds = {"x": RNG.standard_normal((1, 2, 5, 6)).astype(np.float32),
+             "grid": RNG.uniform(-1, 1, (1, 3, 4, 2)).astype(np.float32)}
+    assert_same(model, patched, feeds, rtol=1e-5, atol=1e-5)
