@@ -8,6 +8,14 @@ import typer
 from vlc.cli import console
 
 
+def runs_here(available: bool, devices: list[str]) -> str:
+    """The table's "runs here": yes; "compile only" (it builds here, but no device to run on,
+    e.g. trt-rtx on a machine without a GPU); no."""
+    if not available:
+        return "no"
+    return "yes" if devices else "compile only"
+
+
 def describe_targets() -> dict[str, Any]:
     from vlc import plugin_manager
 
@@ -20,6 +28,7 @@ def describe_targets() -> dict[str, Any]:
             ok, reason, versions, devices = False, f"available() failed: {type(exc).__name__}: {exc}", {}, []
         rows.append({
             "name": name, "summary": target.summary, "available": ok, "reason": reason,
+            "runs_here": runs_here(ok, devices),
             "versions": dict(versions), "devices": list(devices) if ok else [],
             "supported_devices": list(target.devices),
             "precisions": [p.value for p in target.precisions],
@@ -39,16 +48,19 @@ def register(app: typer.Typer) -> None:
         if json_out:
             console.emit_json(data)
             return
-        rows = [[t["name"], "yes" if t["available"] else "no",
-                 ", ".join(t["devices"]) if t["available"] else f"({', '.join(t['supported_devices'])})",
+        rows = [[t["name"], t["runs_here"],
+                 ", ".join(t["devices"]) if t["devices"] else f"({', '.join(t['supported_devices'])})",
                  ", ".join(t["precisions"]), ", ".join(t["presets"]),
                  ", ".join(f"{k} {v}" for k, v in t["versions"].items())] for t in data["targets"]]
         console.table("targets (devices in parentheses: supported, but not on this machine)",
                       ["target", "runs here", "devices", "precisions", "presets", "versions"], rows)
         for t in data["targets"]:
-            if not t["available"]:
+            if t["runs_here"] == "no":
                 console.out.print(f"[bold]{console.escape(t['name'])}[/] cannot run here: "
                                   f"{console.escape(t['reason'])}", markup=True, highlight=False)
+            elif t["runs_here"] == "compile only":
+                console.out.print(f"[bold]{console.escape(t['name'])}[/] compiles here but cannot run: "
+                                  f"{console.escape(t['reason'] or 'no device')}", markup=True, highlight=False)
         console.out.print("options of a target (-O key=value): `vlc targets --json`", highlight=False)
         if data["load_errors"]:
             console.table("plugins that failed to load", ["plugin error"], [[e] for e in data["load_errors"]])

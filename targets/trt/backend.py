@@ -18,7 +18,6 @@ class Backend:
     module: ModuleType
     name: str  # "tensorrt" or "tensorrt_rtx"
     version: str
-    fallback_note: str = ""  # set when `trt` fell back to TensorRT-RTX
 
     @property
     def is_rtx(self) -> bool:
@@ -52,16 +51,22 @@ def _import(name: str) -> ModuleType | str:
 
 
 def load_backend(prefer: str) -> Backend:
-    """`prefer` "tensorrt": TensorRT, else TensorRT-RTX with a note; "tensorrt_rtx": RTX only."""
+    """`prefer` "tensorrt": TensorRT 10/11 only; "tensorrt_rtx": TensorRT-RTX only.
+
+    An engine is tied to the runtime that built it: TensorRT cannot load a TensorRT-RTX engine,
+    so `trt` never builds with TensorRT-RTX; where only TensorRT-RTX is installed it refuses and
+    points at `trt-rtx`.
+    """
     if prefer == TENSORRT:
         trt = _import(TENSORRT)
         if isinstance(trt, ModuleType):
             return Backend(trt, TENSORRT, trt.__version__)
         rtx = _import(TENSORRT_RTX)
         if isinstance(rtx, ModuleType):
-            return Backend(rtx, TENSORRT_RTX, rtx.__version__,
-                           fallback_note=f"tensorrt is not importable ({trt}); built with TensorRT-RTX "
-                                         f"{rtx.__version__} instead")
+            raise TargetUnavailable(f"TensorRT 10/11 is not installed ({trt}); only TensorRT-RTX "
+                                    f"{rtx.__version__} is, and TensorRT cannot load its engines",
+                                    fix="use --target trt-rtx, or install TensorRT 10/11 from NVIDIA "
+                                        "(pip install tensorrt) on a machine with its GPU")
         raise TargetUnavailable(f"neither tensorrt nor tensorrt_rtx imports (tensorrt: {trt}; "
                                 f"tensorrt_rtx: {rtx})",
                                 fix="pip install tensorrt-rtx-cu13 (CPU builds), or TensorRT 10/11 from NVIDIA")

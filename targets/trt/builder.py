@@ -1,14 +1,22 @@
-"""Engine building over TensorRT's Python API: parse, profiles, config, build, describe.
+"""Engine building through Polygraphy's loaders: ONNX parser, config, engine; then describe.
+
+Polygraphy (NVIDIA's own loaders, bound to tensorrt or tensorrt_rtx by pg.py) parses the graph
+(network_from_onnx_path), makes the builder config (CreateConfig, or CreateConfigRTX with the
+preset's compute capability) and builds (engine_bytes_from_network). vlc adds what Polygraphy
+does not: its plugin rewrites and registrations, optimization profiles by TensorRT's own network
+input names, one-line parser errors naming the node and operator, the failed build's log,
+layers.json, an atomic engine write and the manifest facts.
 
 Only called with a loaded Backend (the SDK module imported lazily by backend.py).
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,50 +26,25 @@ from vlc.errors import CompileError, InputError
 from vlc.signature import Signature
 from vlc.spec import ShapeRange, TargetSpec
 from vlc.targets.trt.backend import Backend
+from vlc.targets.trt.pg import Polygraphy, polygraphy_for
+from vlc.targets.trt.pglog import captured
 
-_SEVERITY = {0: "F", 1: "E", 2: "W", 3: "I", 4: "V"}
-
-
-def make_logger(backend: Backend, build: BuildDir, min_severity: int = 4) -> Any:
-    """A TensorRT ILogger that appends every message to build.log and keeps errors in memory."""
-    trt = backend.module
-
-    class CaptureLogger(trt.ILogger):  # type: ignore[misc, name-defined]
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-            self.layers_text: str | None = None
-            self._file = open(build.log_path, "a")  # noqa: SIM115 - closed in close()
-
-        def log(self, severity, msg):  # noqa: ANN001, ANN202 - TensorRT's interface
-            level = int(severity)
-            if level <= 1:
-                self.errors.append(msg)
-            if msg.startswith("Layers:\n"):
-                self.layers_text = msg
-            if level <= min_severity:
-                self._file.write(f"[{_SEVERITY.get(level, '?')}] {msg}\n")
-
-        def close(self) -> None:
-            self._file.close()
-
-    return CaptureLogger()
-
-
-def load_plugin_libraries(paths: list[str], build: BuildDir) -> list[str]:
-    """Load legacy plugin .so files (RTLD_GLOBAL) before parsing, so their creators register."""
+def load_plugin_libraries(pg: Polygraphy, paths: list[str], build: BuildDir) -> list[str]:
+    """Load plugin .so files before parsing (Polygraphy's load_plugins), so their creators register;
+    a missing or unloadable file is one line naming it."""
     loaded = []
     for path in paths:
         if not Path(path).is_file():
             raise InputError(f"plugin library {path} does not exist",
                              fix="pass existing .so files in -O plugin_libraries=a.so,b.so")
+        resolved = str(Path(path).resolve())
         try:
-            ctypes.CDLL(str(Path(path).resolve()), mode=ctypes.RTLD_GLOBAL)
+            pg.trt.load_plugins(plugins=[resolved])
         except OSError as exc:
             raise InputError(f"cannot load plugin library {path}: {exc}",
                              fix="build it against this TensorRT and its CUDA version") from None
         build.log(f"[vlc] loaded plugin library {path}")
-        loaded.append(str(Path(path).resolve()))
+        loaded.append(resolved)
     return loaded
 
 
@@ -159,21 +142,20 @@ class ParserFailure:
         return f"{where}: {self.description}"
 
 
-def parser_failures(parser: Any) -> list[ParserFailure]:
+# How TensorRT's IParserError prints (what Polygraphy's check_onnx_parser_errors logs, one per error)
+_PARSER_ERROR = re.compile(r"^In node (?P<node>-?\d+) with name: (?P<name>.*?) and operator: (?P<op>.*?) "
+                           r"\((?P<func>[^)]*)\): (?P<code>[A-Z_]+): (?P<desc>.*)$", re.S)
+
+
+def parser_failures(errors: Sequence[str]) -> list[ParserFailure]:
+    """The parser's errors among the messages logged while parsing (other lines are skipped)."""
     failures = []
-    for i in range(parser.num_errors):
-        err = parser.get_error(i)
-        failures.append(ParserFailure(int(err.node()), _call(err, "node_name"), _call(err, "node_operator"),
-                                      _call(err, "desc"), str(_call(err, "code"))))
+    for text in errors:
+        m = _PARSER_ERROR.match(text.strip())
+        if m:
+            failures.append(ParserFailure(int(m["node"]), m["name"].strip(), m["op"].strip(),
+                                          " ".join(m["desc"].split()), m["code"]))
     return failures
-
-
-def _call(obj: Any, name: str) -> str:
-    fn = getattr(obj, name, None)
-    try:
-        return str(fn()) if fn is not None else ""
-    except Exception:  # noqa: BLE001 - older bindings lack some accessors
-        return ""
 
 
 def failed_log_path(build: BuildDir) -> Path:
@@ -215,111 +197,209 @@ class BuildSettings:
     plugin_libraries: list[str] = field(default_factory=list)
     legacy_flags: tuple[str, ...] = ()  # FP16 / BF16 / INT8 builder flags (TensorRT < 11 only)
     compute_capability: tuple[int, int] | None = None  # TensorRT-RTX ahead-of-time target
+    # values of shape-tensor inputs: (min, opt, max) per ONNX input name, given by the user
+    shape_values: dict[str, tuple[tuple[int, ...], ...]] = field(default_factory=dict)
 
 
 def build_engine(backend: Backend, graph: Path, signature: Signature, profile: dict[str, ShapeRange],
-                 settings: BuildSettings, build: BuildDir, *, inspect: bool) -> dict[str, Any]:
-    """Parse `graph`, build, write model.engine (+ layers.json); return manifest facts."""
+                 settings: BuildSettings, build: BuildDir, *, inspect: bool,
+                 default_values: Callable[[str], tuple[int, ...]] | None = None) -> dict[str, Any]:
+    """Parse `graph`, build, write model.engine (+ layers.json); return manifest facts.
+
+    `profile` is keyed by the graph's ONNX input names; `default_values(name)` gives a
+    shape-tensor input's value when the user gave none (it is then fixed, warned and recorded).
+    """
+    pg = polygraphy_for(backend)
     trt = backend.module
-    logger = make_logger(backend, build)
-    info: dict[str, Any] = {}
-    try:
+    info: dict[str, Any] = {"polygraphy": pg.version}
+    with captured(pg.logger, build.log_path) as log:
         if settings.plugin_libraries:
-            info["plugin_libraries"] = load_plugin_libraries(settings.plugin_libraries, build)
-        if hasattr(trt, "init_libnvinfer_plugins") and not backend.is_rtx:
-            trt.init_libnvinfer_plugins(logger, "")
-        builder = trt.Builder(logger)
-        flags = 0
+            info["plugin_libraries"] = load_plugin_libraries(pg, settings.plugin_libraries, build)
         strongly_typed = not settings.legacy_flags and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
-        if strongly_typed:
-            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-        network = builder.create_network(flags)
         info["strongly_typed"] = strongly_typed
-        parser = trt.OnnxParser(network, logger)
-        build.log(f"[vlc] parsing {graph}")
-        if not parser.parse_from_file(str(graph)):
-            failures = parser_failures(parser)
-            for f in failures:
-                build.log(f"[vlc] parser error {f.code}: {f.line()}")
-            kept = keep_failed_log(build)
-            first = failures[0] if failures else ParserFailure(-1, "", "", "unknown parser error", "")
-            more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
-            raise CompileError(f"TensorRT's ONNX parser rejected {first.line()}{more}", where=str(graph),
-                               fix=f"every parser error is listed in {kept}; fix or replace the op "
-                                   "(a vlc pass or plugin), or load its plugin with -O plugin_libraries=")
-        names = {network.get_input(i).name for i in range(network.num_inputs)}
-        if unknown := sorted(set(profile) - names):
-            raise InputError(f"shape range for unknown input(s) {', '.join(unknown)}",
-                             fix=f"the network's inputs are: {', '.join(sorted(names))}")
-        config = builder.create_builder_config()
-        opt_profile = builder.create_optimization_profile()
-        for name, rng in profile.items():
-            opt_profile.set_shape(name, rng.min, rng.opt, rng.max)
-        config.add_optimization_profile(opt_profile)
-        if settings.workspace_mib is not None:
-            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
-        if settings.optimization_level is not None:
-            config.builder_optimization_level = settings.optimization_level
+        build.log(f"[vlc] parsing {graph} (Polygraphy network_from_onnx_path)")
+        try:
+            builder, network, parser = pg.trt.network_from_onnx_path(str(graph), strongly_typed=strongly_typed)
+        except pg.error as exc:
+            raise _parser_error(log.errors, exc, graph, build) from None
+        names = network_names(graph, network)
+        info["network_names"] = {kind: {k: v for k, v in m.items() if k != v} for kind, m in names.items()}
+        trt_profile, values = network_profile(pg, network, profile, names["inputs"], settings.shape_values,
+                                              default_values, build)
+        if values:
+            info["shape_tensor_values"] = values
+        with warnings.catch_warnings():
+            # Polygraphy gives every config an empty timing cache; TensorRT-RTX deprecates the call
+            # (its timing cache operations are no-ops), which is not the user's concern
+            warnings.simplefilter("ignore", DeprecationWarning)
+            config = pg.trt.PostprocessConfig(_config_loader(pg, backend, settings, trt_profile, info),
+                                              _set_tf32(trt, settings.tf32))(builder, network)
         info["builder_optimization_level"] = config.builder_optimization_level
-        if settings.tf32:
+        if settings.compute_capability is not None:
+            build.log(f"[vlc] compute capability {settings.compute_capability[0]}.{settings.compute_capability[1]}"
+                      " (CreateConfigRTX)")
+        build.log(f"[vlc] building for {profile_text(profile)}")
+        save_cache = str(settings.timing_cache) if "timing_cache" in info and not backend.is_rtx else None
+        try:
+            serialized = pg.trt.engine_bytes_from_network((builder, network, parser), config=config,
+                                                          save_timing_cache=save_cache)
+        except pg.error:
+            kept = keep_failed_log(build)
+            last = next((e for e in reversed(log.errors) if "Invalid Engine" not in e), None) or \
+                (log.errors[-1] if log.errors else "no error message")
+            raise CompileError(f"TensorRT could not build the engine: {last.splitlines()[0]}",
+                               where=str(graph), fix=f"the builder's log is in {kept}") from None
+        engine_path = build.path / "model.engine"
+        _write_atomic(engine_path, memoryview(serialized))
+        build.files["main"] = engine_path.name
+        info["engine_bytes"] = engine_path.stat().st_size
+        if save_cache is not None:
+            info["timing_cache"]["saved_bytes"] = settings.timing_cache.stat().st_size  # type: ignore[union-attr]
+        info["io"] = _network_io(network)
+        layers = _describe_layers(pg, trt, log, serialized, inspect)
+    (build.path / "layers.json").write_text(json.dumps(layers, indent=1) + "\n")
+    build.files["layers"] = "layers.json"
+    info["layers"] = {"source": layers["source"], "count": len(layers["layers"])}
+    return info
+
+
+def _parser_error(errors: Sequence[str], exc: Exception, graph: Path, build: BuildDir) -> CompileError:
+    failures = parser_failures(errors)
+    for f in failures:
+        build.log(f"[vlc] parser error {f.code}: {f.line()}")
+    kept = keep_failed_log(build)
+    if not failures:  # not the parser's own report (a missing or unreadable file): Polygraphy's line
+        return CompileError(f"TensorRT's ONNX parser failed: {str(exc).strip().splitlines()[0]}",
+                            where=str(graph), fix=f"the parser's log is in {kept}")
+    first = failures[0]
+    more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
+    return CompileError(f"TensorRT's ONNX parser rejected {first.line()}{more}", where=str(graph),
+                        fix=f"every parser error is listed in {kept}; fix or replace the op "
+                            "(a vlc pass or plugin), or load its plugin with -O plugin_libraries=")
+
+
+def _config_loader(pg: Polygraphy, backend: Backend, settings: BuildSettings, profile: Any,
+                   info: dict[str, Any]) -> Any:
+    """Polygraphy's CreateConfig (TensorRT) or CreateConfigRTX (TensorRT-RTX, with the preset's
+    compute capability), with vlc's settings."""
+    trt = backend.module
+    common: dict[str, Any] = {"profiles": [profile], "profiling_verbosity": trt.ProfilingVerbosity.DETAILED,
+                              "builder_optimization_level": settings.optimization_level}
+    if settings.workspace_mib is not None:
+        common["memory_pool_limits"] = {trt.MemoryPoolType.WORKSPACE: settings.workspace_mib << 20}
+    if settings.timing_cache is not None:
+        if backend.is_rtx:
+            info["timing_cache"] = "ignored: timing cache operations are no-ops in TensorRT-RTX"
+        else:
+            path = settings.timing_cache
+            path.parent.mkdir(parents=True, exist_ok=True)
+            info["timing_cache"] = {"path": str(path), "loaded_bytes": path.stat().st_size if path.is_file() else 0}
+            common["load_timing_cache"] = str(path)
+    if backend.is_rtx:
+        capabilities = [settings.compute_capability] if settings.compute_capability is not None else None
+        return pg.rtx.CreateConfigRTX(compute_capabilities=capabilities, **common)  # type: ignore[union-attr]
+    flags = set(settings.legacy_flags)
+    return pg.trt.CreateConfig(tf32=settings.tf32, fp16="FP16" in flags, bf16="BF16" in flags,
+                               int8="INT8" in flags, **common)
+
+
+def _set_tf32(trt: Any, on: bool) -> Callable[[Any, Any, Any], None]:
+    """TF32 set or cleared as vlc decided (CreateConfigRTX has no tf32 argument; TensorRT-RTX has
+    the flag, on by default)."""
+    def apply(builder: Any, network: Any, config: Any) -> None:
+        if on:
             config.set_flag(trt.BuilderFlag.TF32)
         else:
             config.clear_flag(trt.BuilderFlag.TF32)
-        for flag in settings.legacy_flags:
-            config.set_flag(getattr(trt.BuilderFlag, flag))
-        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-        if settings.compute_capability is not None:
-            targets = backend.rtx_targets()
-            config.num_compute_capabilities = 1
-            config.set_compute_capability(targets[settings.compute_capability], 0)
-        cache = None
-        if settings.timing_cache is not None:
-            if backend.is_rtx:
-                info["timing_cache"] = "ignored: timing cache operations are no-ops in TensorRT-RTX"
+
+    return apply
+
+
+def network_names(graph: Path, network: Any) -> dict[str, dict[str, str]]:
+    """ONNX graph input / output name -> TensorRT network tensor name.
+
+    TensorRT's parser can rename a graph input: one that feeds a Loop is named after the loop
+    body's input (`cond` becomes `cond_in`). Names that match map to themselves; the rest are
+    paired in graph order, which the parser keeps.
+    """
+    import onnx
+
+    proto = onnx.load(str(graph), load_external_data=False)
+    weights = {t.name for t in proto.graph.initializer}
+    onnx_inputs = [v.name for v in proto.graph.input if v.name not in weights]
+    onnx_outputs = [v.name for v in proto.graph.output]
+    trt_inputs = [network.get_input(i).name for i in range(network.num_inputs)]
+    trt_outputs = [network.get_output(i).name for i in range(network.num_outputs)]
+    return {"inputs": pair_names(onnx_inputs, trt_inputs, "input"),
+            "outputs": pair_names(onnx_outputs, trt_outputs, "output")}
+
+
+def pair_names(onnx_names: Sequence[str], trt_names: Sequence[str], kind: str) -> dict[str, str]:
+    """Pair ONNX and TensorRT tensor names: equal names, then the rest in order."""
+    common = set(onnx_names) & set(trt_names)
+    rest_onnx = [n for n in onnx_names if n not in common]
+    rest_trt = [n for n in trt_names if n not in common]
+    if len(rest_onnx) != len(rest_trt):
+        raise CompileError(f"TensorRT's network has {kind}s {', '.join(trt_names)} and the graph "
+                           f"{', '.join(onnx_names)}; vlc cannot pair {', '.join(rest_onnx or rest_trt)}",
+                           fix="give every graph input and output a use and a unique name")
+    return {**{n: n for n in onnx_names if n in common}, **dict(zip(rest_onnx, rest_trt))}
+
+
+def network_profile(pg: Polygraphy, network: Any, profile: Mapping[str, ShapeRange], names: Mapping[str, str],
+                    shape_values: Mapping[str, tuple[tuple[int, ...], ...]],
+                    default_values: Callable[[str], tuple[int, ...]] | None,
+                    build: BuildDir) -> tuple[Any, dict[str, Any]]:
+    """Polygraphy's Profile keyed by TensorRT's network input names, covering every input (never
+    Polygraphy's silent size-1 default). A shape-tensor input (its value sets a shape, e.g. a
+    Loop's trip count) takes a value range: the user's, else the value vlc feeds, fixed."""
+    result = pg.trt.Profile()
+    values: dict[str, Any] = {}
+    by_trt = {trt_name: onnx_name for onnx_name, trt_name in names.items()}
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        onnx_name = by_trt.get(tensor.name, tensor.name)
+        if tensor.is_shape_tensor:
+            if onnx_name in shape_values:
+                lo, opt, hi = shape_values[onnx_name]
+                chosen_by = "user"
+            elif default_values is not None:
+                lo = opt = hi = tuple(default_values(onnx_name))
+                chosen_by = "vlc"
+                build.log(f"[vlc] WARNING input '{onnx_name}' is a shape tensor for TensorRT (its value "
+                          f"sets shapes); built for its value {list(lo)} only — give -O "
+                          f"shape_values={onnx_name}:MIN,OPT,MAX to build for a range")
             else:
-                blob = settings.timing_cache.read_bytes() if settings.timing_cache.is_file() else b""
-                cache = config.create_timing_cache(blob)
-                config.set_timing_cache(cache, False)
-                info["timing_cache"] = {"path": str(settings.timing_cache), "loaded_bytes": len(blob)}
-        build.log(f"[vlc] building for {profile_text(profile)}")
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            kept = keep_failed_log(build)
-            last = logger.errors[-1] if logger.errors else "no error message"
-            raise CompileError(f"TensorRT could not build the engine: {last.splitlines()[0]}",
-                               where=str(graph), fix=f"the builder's log is in {kept}")
-        engine_path = build.path / "model.engine"
-        engine_path.write_bytes(memoryview(serialized))
-        build.files["main"] = engine_path.name
-        info["engine_bytes"] = engine_path.stat().st_size
-        if cache is not None:
-            _write_atomic(settings.timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
-            info["timing_cache"]["saved_bytes"] = settings.timing_cache.stat().st_size
-        info["io"] = _network_io(network)
-        layers = _describe_layers(backend, logger, serialized, inspect)
-        (build.path / "layers.json").write_text(json.dumps(layers, indent=1) + "\n")
-        build.files["layers"] = "layers.json"
-        info["layers"] = {"source": layers["source"], "count": len(layers["layers"])}
-        return info
-    finally:
-        logger.close()
+                raise InputError(f"input '{onnx_name}' is a shape tensor for TensorRT (its value sets shapes) "
+                                 "and has no value range",
+                                 fix=f"give -O shape_values={onnx_name}:MIN,OPT,MAX")
+            result.add(tensor.name, lo, opt, hi)
+            values[onnx_name] = {"min": list(lo), "opt": list(opt), "max": list(hi), "chosen_by": chosen_by}
+            continue
+        if onnx_name not in profile:
+            raise InputError(f"TensorRT's network input '{tensor.name}' has no shape range",
+                             fix=f"give --shapes {onnx_name}:MIN,OPT,MAX")
+        rng = profile[onnx_name]
+        result.add(tensor.name, rng.min, rng.opt, rng.max)
+    if unknown := sorted(set(profile) - set(names)):
+        raise InputError(f"shape range for unknown input(s) {', '.join(unknown)}",
+                         fix=f"the graph's inputs are: {', '.join(sorted(names))}")
+    return result, values
 
 
-def _describe_layers(backend: Backend, logger: Any, serialized: Any, inspect: bool) -> dict[str, Any]:
+def _describe_layers(pg: Polygraphy, trt: Any, log: Any, serialized: Any, inspect: bool) -> dict[str, Any]:
     """Engine inspector JSON when the engine deserializes here (a GPU it targets); otherwise the
     builder's verbose layer report, which needs no GPU."""
-    trt = backend.module
     if inspect:
         try:
-            engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
-            if engine is not None:
-                inspector = engine.create_engine_inspector()
-                data = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
-                return {"source": "engine inspector (LayerInformationFormat.JSON)",
-                        "layers": data.get("Layers", []), "bindings": data.get("Bindings", [])}
+            engine = pg.trt.engine_from_bytes(serialized)
+            inspector = engine.create_engine_inspector()
+            data = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+            return {"source": "engine inspector (LayerInformationFormat.JSON)",
+                    "layers": data.get("Layers", []), "bindings": data.get("Bindings", [])}
         except Exception as exc:  # noqa: BLE001 - fall back to the build log's report
-            logger.errors.append(f"engine inspector failed: {exc}")
-    text = logger.layers_text or ""
+            log.errors.append(f"engine inspector failed: {exc}")
+    text = log.layers_text or ""
     return {"source": "builder verbose log (no GPU to deserialize the engine)" if text else "unavailable",
             "layers": layers_from_log(text)}
 
@@ -333,10 +413,11 @@ def _network_io(network: Any) -> dict[str, list[dict[str, Any]]]:
 
 
 def profile_text(profile: dict[str, ShapeRange]) -> str:
-    return " ".join(f"{name}:{rng.text()}" for name, rng in profile.items())
+    return " ".join(f"{name}:{rng.text() if rng.min else 'scalar'}" for name, rng in profile.items())
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, data: bytes | memoryview) -> None:
+    """Write to a temporary name beside `path`, then rename: a reader never sees half an engine."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)

@@ -34,7 +34,7 @@ def assemble(batch: int, device: str, samples: Mapping[str, Sequence[float]], *,
         "cuda_graph": cuda_graph,
         "throughput_qps": iterations / host_walltime_s if host_walltime_s > 0 else 0.0,
         "total_host_walltime_s": host_walltime_s,
-        "total_gpu_compute_time_s": sum(samples["compute"]) / 1000.0,
+        "total_gpu_compute_time_s": sum(samples.get("compute", ())) / 1000.0,
     }
     if per_layer:
         total = sum(sum(v) / len(v) for v in per_layer.values() if len(v)) or 1.0
@@ -44,7 +44,8 @@ def assemble(batch: int, device: str, samples: Mapping[str, Sequence[float]], *,
             key=lambda row: -row["mean_ms"])
     result = ProfileResult(batch=batch, latency=latency, includes_transfers=include_transfers,
                            breakdown=breakdown, device=device,
-                           warnings=variation_warning(compute, "GPU compute time"), extra=extra)
+                           warnings=variation_warning(compute, "GPU compute time") if compute else [],
+                           extra=extra)
     result.extra["trtexec_summary"] = trtexec_summary(result)
     return result
 

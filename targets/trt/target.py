@@ -1,22 +1,24 @@
-"""The `trt` and `trt-rtx` targets.
+"""The `trt` and `trt-rtx` targets, built and run through Polygraphy.
 
-`trt` builds with TensorRT 10.x / 11.x (`tensorrt`) when it imports, else falls back to
-TensorRT-RTX and says so in the manifest; `trt-rtx` always uses `tensorrt_rtx`, which builds
-ahead of time for a preset's compute capability without a GPU. Precision lives in the graph
-(vlc.frontend.precision.convert); the legacy FP16/INT8/BF16 builder flags are only used on
-TensorRT < 11 when asked for with -O legacy_precision_flags=true.
+`trt` builds with TensorRT 10.x / 11.x (`tensorrt`) only; where only TensorRT-RTX is installed it
+refuses and points at `trt-rtx` (TensorRT cannot load an RTX engine). `trt-rtx` uses
+`tensorrt_rtx`, which builds ahead of time for a preset's compute capability without a GPU.
+Precision lives in the graph (vlc.frontend.precision.convert); the legacy FP16/INT8/BF16 builder
+flags are only used on TensorRT < 11 when asked for with -O legacy_precision_flags=true.
 """
 
 from __future__ import annotations
 
+import importlib.util
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from vlc.artifact import Artifact, BuildDir
 from vlc.errors import InputError, TargetUnavailable
 from vlc.signature import Signature
-from vlc.spec import Precision, TargetSpec
-from vlc.target import Availability, CompileSource, OptionInfo, Session, Target
+from vlc.spec import Precision, ShapeRange, TargetSpec
+from vlc.target import Availability, CompileSource, OptionInfo, Session, Target, batch_range
 from vlc.targets.trt.backend import TENSORRT, TENSORRT_RTX, Backend, load_backend
 from vlc.targets.trt.presets import DEFAULT_PRESET, GpuPreset, gpu_presets, preset_for_capability
 
@@ -42,6 +44,9 @@ OPTIONS: dict[str, OptionInfo] = {
                            "(default: the precision's tolerance); islands=auto's goal", str, None),
     "legacy_precision_flags": OptionInfo("TensorRT < 11 only: FP16/BF16/INT8 builder flags instead of a "
                                          "typed graph", bool, False),
+    "shape_values": OptionInfo("value ranges of shape-tensor inputs (a Loop's trip count, a Reshape's "
+                               "target): NAME:MIN,OPT,MAX with values joined by x, ';' between inputs "
+                               "(default: the value vlc feeds, fixed)", str, None),
 }
 
 _TRUE, _FALSE = {"1", "true", "on", "yes"}, {"0", "false", "off", "no"}
@@ -68,9 +73,28 @@ def option(spec: TargetSpec, name: str) -> Any:
     except ValueError:
         raise InputError(f"option {name}={value!r} is not a valid {info.type.__name__}",
                          fix=f"{name}: {info.help}") from None
+    if name == "shape_values":
+        return parse_shape_values(str(value))
     if name == "plugin_libraries" or (name == "plugins" and isinstance(value, list)):
         return [str(p).strip() for p in (value if isinstance(value, list) else str(value).split(",")) if p]
     return str(value)
+
+
+def parse_shape_values(text: str) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """`-O shape_values=trip_count:1,5,10;shape:1x8,2x8,4x8` -> {name: (min, opt, max)}."""
+    found: dict[str, tuple[tuple[int, ...], ...]] = {}
+    fix = "give -O shape_values=NAME:MIN,OPT,MAX (values joined by x for a 1-D shape tensor; ';' between inputs)"
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        name, sep, ranges = item.rpartition(":")
+        parts = ranges.split(",")
+        try:
+            values = tuple(tuple(int(v) for v in part.split("x")) for part in parts)
+        except ValueError:
+            values = ()
+        if not sep or not name or len(values) != 3 or len({len(v) for v in values}) != 1:
+            raise InputError(f"option shape_values: '{item}' is not NAME:MIN,OPT,MAX", fix=fix)
+        found[name] = values
+    return found
 
 
 def enabled_plugins(spec: TargetSpec) -> list[str] | None:
@@ -106,19 +130,26 @@ class TrtTarget(Target):
         try:
             backend = self.backend()
         except TargetUnavailable as exc:
-            return Availability(False, exc.what)
+            return Availability(False, exc.line())
+        if importlib.util.find_spec("polygraphy") is None:
+            return Availability(False, "polygraphy is not installed (vlc builds and runs TensorRT engines "
+                                       "through it); pip install polygraphy", {backend.name: backend.version})
         found, why = gpus()
-        notes = [backend.fallback_note] if backend.fallback_note else []
+        notes: list[str] = []
         if not found:
             if not backend.is_rtx:
                 return Availability(False, f"TensorRT {backend.version} builds and runs on a CUDA GPU and "
                                            f"there is none ({why}); --target trt-rtx builds without one",
                                     {backend.name: backend.version})
-            notes.append(f"compile only: {why}; engines build ahead of time for the preset's compute "
+            notes.append(f"{why}; engines build ahead of time for the preset's compute "
                          "capability, running them needs a GPU")
         notes += [g.describe() for g in found]
         return Availability(True, "; ".join(notes), {backend.name: backend.version},
                             ["cuda"] if found else [])
+
+    def require_available(self) -> Availability:
+        self.backend()  # the backend's own line: `trt` where only TensorRT-RTX is says to use trt-rtx
+        return super().require_available()
 
     # ---- compile ---------------------------------------------------------------------------
     def validate_spec(self, spec: TargetSpec, signature: Signature) -> TargetSpec:
@@ -195,6 +226,7 @@ class TrtTarget(Target):
                                  f"'{preset.name}' is compute capability {preset.cc}",
                                  fix=f"use --preset {matches[0]}" if matches else
                                  "add a preset for this GPU, or build with --target trt-rtx")
+        settings.shape_values = option(spec, "shape_values") or {}
         spec, check_feeds = self._choose_shapes(source, spec, build)
         graph, precision_report = self._graph_for_precision(source, spec, backend, build, settings,
                                                             check_feeds)
@@ -204,15 +236,15 @@ class TrtTarget(Target):
                                   preset.compute_capability, build)
         profile = optimization_profile(signature, spec,
                                        source.model.batch_sizes if source.model is not None else None)
+        graph = self._rewrite_for_parser(graph, profile, backend, build)
         inspect = bool(found) and (gpu is not None or any(
             g.compute_capability == preset.compute_capability for g in found))
         build.log(f"[vlc] {backend.name} {backend.version}; preset {preset.name} (compute capability "
                   f"{preset.cc}); precision {spec.precision.value}; TF32 {'on' if settings.tf32 else 'off'}")
-        if backend.fallback_note:
-            build.log(f"[vlc] {backend.fallback_note}")
-        info = build_engine(backend, graph, signature, profile, settings, build, inspect=inspect)
+        info = build_engine(backend, graph, signature, profile, settings, build, inspect=inspect,
+                            default_values=self._fed_values(source, profile))
         build.extra["trt"] = {
-            "backend": backend.name, "version": backend.version, "fallback": backend.fallback_note or None,
+            "backend": backend.name, "version": backend.version,
             "preset": preset.to_json(),
             "compute_capabilities": [preset.cc] if backend.is_rtx else [gpu.cc],  # type: ignore[union-attr]
             "build_gpu": gpu.describe() if gpu is not None else None,
@@ -221,12 +253,56 @@ class TrtTarget(Target):
             "workspace_mib": settings.workspace_mib,
             "graph": graph.name if graph.parent == build.path else str(graph), **info}
 
+    def _rewrite_for_parser(self, graph: Path, profile: dict[str, Any], backend: Backend,
+                            build: BuildDir) -> Path:
+        """The graph with the forms TensorRT's parser rejects replaced (parser_rewrites.py); the
+        rewritten graph is kept in the artifact as what was parsed."""
+        from vlc.targets.trt.parser_rewrites import rewrite_for_parser
+
+        rewritten, report = rewrite_for_parser(graph, build.path, profile, rtx=backend.is_rtx)
+        build.extra["parser_rewrites"] = report.to_json()
+        if report.changed:
+            build.files["graph"] = rewritten.name
+            data = rewritten.with_name(rewritten.name + ".data")
+            if data.is_file():
+                build.files["graph_data"] = data.name
+            else:
+                build.files.pop("graph_data", None)
+            build.log(f"[vlc] parser rewrites: {report.summary()} -> {rewritten.name}")
+        return rewritten
+
+    @staticmethod
+    def _fed_values(source: CompileSource, profile: dict[str, Any]) -> Any:
+        """name -> the flattened value vlc feeds that input at the profile's opt batch (for a
+        shape-tensor input nobody gave a value range)."""
+        cache: dict[str, Any] = {}
+
+        def value(name: str) -> tuple[int, ...]:
+            import numpy as np
+
+            if not cache:
+                batch = next((r.opt[0] for r in profile.values() if r.opt), 1)
+                try:
+                    cache.update(source.generate_inputs(batch, seed=0))
+                except Exception as exc:  # noqa: BLE001 - the generator's own failure, as the reason
+                    raise InputError(f"input '{name}' is a shape tensor for TensorRT and vlc could not "
+                                     f"generate a value for it ({type(exc).__name__}: {exc})",
+                                     fix=f"give -O shape_values={name}:MIN,OPT,MAX") from None
+            return tuple(int(v) for v in np.asarray(cache[name]).reshape(-1))
+
+        return value
+
+    def _batch_range(self, spec: TargetSpec, signature: Signature, build: BuildDir) -> list[int] | None:
+        """Counting the sizes vlc chose for dynamic dims (vlc.shape_choice): an artifact built for
+        batch 1 because nobody gave one accepts batch 1 only."""
+        chosen = (build.extra.get("shape_choice") or {}).get("shapes") or {}
+        shapes = {name: ShapeRange.from_json(rng) for name, rng in chosen.items()}
+        return batch_range(replace(spec, shapes={**shapes, **spec.shapes}), signature)
+
     def _choose_shapes(self, source: CompileSource, spec: TargetSpec,
                        build: BuildDir) -> tuple[TargetSpec, dict[str, Any] | None]:
         """The spec with sizes for dynamic dims nobody gave a range for (warned and recorded in the
         manifest), and inputs at those sizes for the precision check; (spec, None) when none were chosen."""
-        from dataclasses import replace
-
         from vlc import shape_choice
 
         chosen, notes = shape_choice.choose_shapes(

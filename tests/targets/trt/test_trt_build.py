@@ -77,13 +77,27 @@ def test_rebuild_is_reused_when_nothing_changed(tiny_graphs, tmp_path):
     assert again.manifest["created"] == first.manifest["created"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed: no fallback")
-def test_trt_falls_back_to_rtx_and_says_so(tiny_graphs, tmp_path):
-    artifact = _compile(tiny_graphs, tmp_path, target="trt")
-    trt = artifact.manifest["extra"]["trt"]
-    assert trt["backend"] == "tensorrt_rtx"
-    assert "TensorRT-RTX" in trt["fallback"]
-    assert "TensorRT-RTX" in get_target("trt").available().reason
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
+                    reason="tensorrt is installed: `trt` builds with it")
+def test_trt_with_only_rtx_refuses_and_points_at_trt_rtx(tiny_graphs, tmp_path):
+    # TensorRT cannot load a TensorRT-RTX engine: `trt` must not build one
+    with pytest.raises(TargetUnavailable) as info:
+        _compile(tiny_graphs, tmp_path, target="trt")
+    line = info.value.line()
+    assert "\n" not in line and "use --target trt-rtx" in line and "TensorRT-RTX" in line
+    assert not any(tmp_path.iterdir())  # nothing built, nothing left behind
+    status = get_target("trt").available()
+    assert not status.ok and "--target trt-rtx" in status.reason
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
+                    reason="tensorrt is installed: `trt` builds with it")
+def test_cli_trt_with_only_rtx_is_one_line(vlc_cli, tiny_graphs, tmp_path):
+    code, out, err = vlc_cli("compile", tiny_graphs["mlp"], "--target", "trt", "-o", tmp_path / "a")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 3 and len(lines) == 1, err
+    assert lines[0].startswith("error: ") and "use --target trt-rtx" in lines[0]
+    assert not (tmp_path / "a").exists()
 
 
 def test_options_are_recorded(tiny_graphs, tmp_path):
@@ -197,6 +211,7 @@ def test_open_without_gpu_says_why(tiny_graphs, tmp_path):
         pytest.skip("a GPU is present: runtime tests in test_trt_runtime.py cover open()")
     artifact = _compile(tiny_graphs, tmp_path)
     target = get_target("trt-rtx")
-    assert "compile only" in target.available().reason
+    status = target.available()
+    assert status.ok and status.devices == [] and "running them needs a GPU" in status.reason
     with pytest.raises(TargetUnavailable, match="needs a CUDA GPU"):
         target.run(artifact, tm.generate("mlp", 2))
