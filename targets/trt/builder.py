@@ -232,8 +232,14 @@ def build_engine(backend: Backend, graph: Path, signature: Signature, profile: d
             # Polygraphy gives every config an empty timing cache; TensorRT-RTX deprecates the call
             # (its timing cache operations are no-ops), which is not the user's concern
             warnings.simplefilter("ignore", DeprecationWarning)
-            config = pg.trt.PostprocessConfig(_config_loader(pg, backend, settings, trt_profile, info),
-                                              _set_tf32(trt, settings.tf32))(builder, network)
+            try:
+                config = pg.trt.PostprocessConfig(_config_loader(pg, backend, settings, trt_profile, info),
+                                                  _set_tf32(trt, settings.tf32))(builder, network)
+            except (pg.error, RuntimeError) as exc:  # TensorRT's own checks of profiles and settings
+                kept = keep_failed_log(build)
+                raise CompileError(f"TensorRT rejected the build configuration: {str(exc).strip().splitlines()[0]}",
+                                   where=str(graph), fix=f"check the shape ranges and -O options; the log is "
+                                                         f"in {kept}") from None
         info["builder_optimization_level"] = config.builder_optimization_level
         if settings.compute_capability is not None:
             build.log(f"[vlc] compute capability {settings.compute_capability[0]}.{settings.compute_capability[1]}"

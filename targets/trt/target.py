@@ -93,6 +93,9 @@ def parse_shape_values(text: str) -> dict[str, tuple[tuple[int, ...], ...]]:
             values = ()
         if not sep or not name or len(values) != 3 or len({len(v) for v in values}) != 1:
             raise InputError(f"option shape_values: '{item}' is not NAME:MIN,OPT,MAX", fix=fix)
+        if any(not lo <= opt <= hi for lo, opt, hi in zip(*values)):
+            raise InputError(f"option shape_values: '{item}' is not ordered MIN <= OPT <= MAX in every value",
+                             fix=fix)
         found[name] = values
     return found
 
