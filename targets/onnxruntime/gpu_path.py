@@ -20,7 +20,7 @@ CUDA_FP32_OPS: frozenset[str] = frozenset({
     "RoiAlign", "STFT", "DFT", "Range",
 })
 
-ISLANDS = ("all", "overflow")
+ISLANDS = ("all", "overflow", "auto")  # auto: the shared pass's search from the full set
 
 # ONNX Runtime's attention backends (the CUDA provider's `sdpa_kernel` bit mask); "default" lets
 # ONNX Runtime choose per call (cuDNN's flash kernel on the H100 of benchmarks/). One backend is
@@ -93,20 +93,27 @@ def cuda_graph_on(spec_options: Mapping[str, Any], device: str) -> bool:
     return device == "cuda" and wanted
 
 
-def fp32_islands(spec_options: Mapping[str, Any], device: str) -> frozenset[str] | None:
-    """Ops kept in fp32 by the precision pass; None means the shared pass's default set."""
+def islands_choice(spec_options: Mapping[str, Any], device: str) -> str:
+    """-O islands: all, overflow (the default on cuda) or auto."""
     choice = spec_options.get("islands", "overflow" if device == "cuda" else "all")
     if choice not in ISLANDS:
         raise InputError(f"-O islands={choice} is not one of {', '.join(ISLANDS)}",
-                         fix="use -O islands=all (every sensitive op in fp32) or -O islands=overflow")
-    return CUDA_FP32_OPS if choice == "overflow" else None
+                         fix="use -O islands=all (every sensitive op in fp32), -O islands=overflow or "
+                             "-O islands=auto (the fewest fp32 nodes that meet -O accuracy)")
+    return str(choice)
+
+
+def fp32_islands(spec_options: Mapping[str, Any], device: str) -> frozenset[str] | None:
+    """Ops kept in fp32 by the precision pass; None means the shared pass's default set (also
+    where islands=auto starts its search)."""
+    return CUDA_FP32_OPS if islands_choice(spec_options, device) == "overflow" else None
 
 
 def cpu_safe_options(options: Mapping[str, Any], device: str, precision: str) -> dict[str, Any]:
     """ONNX Runtime 1.31's CPU layout optimizations (level "all") crash on fp16 graphs whose
-    LayerNorm/Softmax stay in fp16 (islands=overflow); cap such CPU sessions at "extended"."""
+    LayerNorm/Softmax stay in fp16 (islands=overflow or auto); cap such CPU sessions at "extended"."""
     options = dict(options)
-    if (device == "cpu" and precision in ("fp16", "bf16") and fp32_islands(options, device) is not None
+    if (device == "cpu" and precision in ("fp16", "bf16") and islands_choice(options, device) != "all"
             and options.get("graph_optimization_level", "all") == "all"):
         options["graph_optimization_level"] = "extended"
     return options

@@ -15,7 +15,7 @@ from vlc.target import Availability, CompileSource, OptionInfo, Session, Target
 from vlc.targets.onnxruntime.gpu_path import (CudaSessions, apply_fusions, attention_kernel,
                                               check_gpu_options, conv_algo_search, cpu_safe_options,
                                               cuda_graph_on, disabled_optimizers, fp32_islands,
-                                              fusion_passes, option_bool)
+                                              fusion_passes, islands_choice, option_bool)
 
 MAIN = "model.onnx"
 OPTIMIZED = "model.optimized.onnx"
@@ -46,8 +46,11 @@ class OnnxRuntimeTarget(Target):
                               "GELU), qkv-attention (default: all on cuda, none on cpu)", str, None),
         "cuda_graph": OptionInfo("capture and replay CUDA graphs, one per input shape (cuda; "
                                  "default on)", bool, True),
-        "islands": OptionInfo("fp16/bf16 ops kept in fp32: all (the shared set) or overflow (only "
-                              "overflow-prone ops; default on cuda)", str, None),
+        "islands": OptionInfo("fp16/bf16 ops kept in fp32: all (the shared set), overflow (only "
+                              "overflow-prone ops; default on cuda) or auto (the fewest nodes of the "
+                              "shared set that meet -O accuracy, measured on the check inputs)", str, None),
+        "accuracy": OptionInfo("fp16/bf16/int8: the worst output cosine against fp32 the conversion must "
+                               "meet (default: the precision's tolerance); islands=auto's goal", float, None),
         "attention": OptionInfo("attention backend of the fused attention operators on cuda: default "
                                 "(ONNX Runtime's choice), flash, efficient, cudnn, trt-fused or math",
                                 str, "default"),
@@ -79,6 +82,9 @@ class OnnxRuntimeTarget(Target):
 
         check_options(spec.options)
         check_gpu_options(spec.options, spec.device)
+        from vlc.frontend.precision.islands import parse_goal
+
+        parse_goal(None, spec.options.get("accuracy"), spec.precision.value)  # one-line error now
         if spec.options.get("providers") is not None:
             check_providers(spec.device, parse_providers(spec.options["providers"]))
         return spec
@@ -94,17 +100,20 @@ class OnnxRuntimeTarget(Target):
             copied = copy_graph(source.onnx_path, build.path, MAIN)
             build.log(f"copied {source.onnx_path} -> {MAIN} ({len(copied) - 1} external data file(s))")
         else:
-            from vlc.frontend.precision import CalibrationData, convert, model_inputs
+            from vlc.frontend.precision import CalibrationData, convert, model_inputs, parse_goal
 
             islands = fp32_islands(spec.options, spec.device)
+            mode, goal = parse_goal("auto" if islands_choice(spec.options, spec.device) == "auto" else None,
+                                    spec.options.get("accuracy"), spec.precision.value)
             inputs = model_inputs(source, spec.precision)
             if spec.precision is Precision.INT8 and (folder := spec.options.get("calibration")):
                 inputs["calibration"] = CalibrationData.from_dir(folder)
             report = convert(source.onnx_path, spec.precision, main, input_specs=source.input_specs,
                              strict=option_bool(spec.options, "strict_precision", True), **inputs,
-                             **({} if islands is None else {"keep_fp32_ops": islands}))
+                             **({} if islands is None else {"keep_fp32_ops": islands}),
+                             islands=mode, tolerance=goal)
             build.extra["precision"] = report.to_json() if hasattr(report, "to_json") else None
-            build.log(f"converted {source.onnx_path} to {spec.precision.value} -> {MAIN}")
+            build.log(f"converted {source.onnx_path} to {spec.precision.value} -> {MAIN}: {report.summary()}")
         passes = fusion_passes(spec.options, spec.device)
         if passes:
             build.extra["fusions"] = apply_fusions(main, passes)

@@ -158,8 +158,11 @@ def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
         from vlc.frontend.precision.check import EMULATION_NOTE, emulate_low_precision
 
         # ONNX Runtime's CPU has no bf16 and few fp16 kernels, and drops the graph's Casts to fp16
-        # in front of ops it runs in fp32: the emulation keeps every stored tensor's rounding and range
-        check_model = emulate_low_precision(converted, low)
+        # in front of ops it runs in fp32: the emulation keeps every stored tensor's rounding and
+        # range. bf16 is checked only so; fp16 both as the graph runs here (what `vlc compare` of
+        # an onnxruntime artifact sees) and emulated (what a GPU's fp16 tensors would overflow).
+        check_model = converted if precision is Precision.FP16 else emulate_low_precision(converted, low)
+        emulated = emulate_low_precision(converted, low) if precision is Precision.FP16 else None
         report.check["emulated"] = EMULATION_NOTE.format(precision=precision.value)
     elif precision is Precision.INT8:
         import onnxruntime
@@ -191,11 +194,12 @@ def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
         if counts["quantized_nodes"] == 0:
             report.warnings.append(f"no {'/'.join(quantize_ops)} node was quantized; the graph runs in fp32")
         check_model = out_path
+        emulated = None
     else:  # pragma: no cover - Precision has no other members
         raise InputError(f"precision {precision.value} has no graph conversion")
 
     _check(report, onnx_path, check_model, precision, signature, check_feeds, input_specs,
-           check_batch, seed, tolerance, check_note)
+           check_batch, seed, tolerance, check_note, emulated)
     report.seconds = round(time.perf_counter() - start, 3)
     if strict and not report.passed:
         # no `where`: out_path is a file in a build directory that is removed with the failed build
@@ -222,7 +226,8 @@ def _save(model, path: Path) -> None:  # noqa: ANN001
 
 def _check(report: ConversionReport, source: Path, converted, precision: Precision, signature,  # noqa: ANN001
            feeds: Mapping[str, np.ndarray] | None, input_specs: list[InputSpec] | None,
-           batch: int, seed: int, tolerance: Tolerance | None, check_note: str = "given feeds") -> None:
+           batch: int, seed: int, tolerance: Tolerance | None, check_note: str = "given feeds",
+           emulated=None) -> None:  # noqa: ANN001
     import onnxruntime
 
     from vlc.frontend.precision.check import run_onnx
@@ -230,13 +235,19 @@ def _check(report: ConversionReport, source: Path, converted, precision: Precisi
     feeds, where = _check_inputs(signature, feeds, input_specs, batch, seed, check_note)
     tolerance = tolerance or default_tolerance(precision)
     reference = run_onnx(source, feeds)
-    try:
-        actual = run_onnx(converted, feeds)
-    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-        raise ExportError(f"the {precision.value} graph does not run in ONNX Runtime: "
-                          f"{str(exc).splitlines()[0][:300]}", where=report.output,
-                          fix="report this as a vlc bug; keep_fp32_ops can route around the op") from None
-    report.accuracy = compare_outputs(actual, reference, tolerance)
+    for graph in (converted, emulated):
+        if graph is None:
+            continue
+        try:
+            actual = run_onnx(graph, feeds)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            raise ExportError(f"the {precision.value} graph does not run in ONNX Runtime: "
+                              f"{str(exc).splitlines()[0][:300]}", where=report.output,
+                              fix="report this as a vlc bug; keep_fp32_ops can route around the op") from None
+        if graph is converted:
+            report.accuracy = compare_outputs(actual, reference, tolerance)
+        else:
+            report.emulated_accuracy = compare_outputs(actual, reference, tolerance)
     report.check.update({"runtime": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider",
                          "inputs": where, "reference": "the fp32 source graph in the same runtime"})
 
@@ -258,5 +269,9 @@ def _check_inputs(signature, feeds: Mapping[str, np.ndarray] | None,  # noqa: AN
 
 def _failures(report: ConversionReport) -> str:
     assert report.accuracy is not None
-    return "; ".join(f"{o.name}: {o.reason}" for o in report.accuracy.outputs if not o.passed)
+    failed = [f"{o.name}: {o.reason}" for o in report.accuracy.outputs if not o.passed]
+    if report.emulated_accuracy is not None:
+        failed += [f"{o.name} with every {report.precision} tensor rounded and ranged as stored: {o.reason}"
+                   for o in report.emulated_accuracy.outputs if not o.passed]
+    return "; ".join(failed)
 

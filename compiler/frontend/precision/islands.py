@@ -8,14 +8,16 @@ fp16/bf16 costs:
 
 1. the static conversion must meet the goal (else there is nothing to release from);
 2. everything released at once: if that meets the goal, no unit needs fp32;
-3. each unit released alone (its *sensitivity*: the worst relative L2 error of the outputs);
-   a unit that misses the goal alone stays in fp32;
+3. each unit released alone (its *sensitivity*: how much the relative L2 error of the output it
+   hurts most grows over the static islands'); a unit that misses the goal alone stays in fp32;
 4. the units sorted from least to most sensitive, the longest prefix that meets the goal
    released together (bisection over the prefix length);
 5. every unit still kept tried once more on top of that (greedy), least sensitive first.
 
 Each measurement converts the graph with lowp.to_low_precision (the kept units named in
-`keep_nodes`) and runs it through check.emulate_low_precision, as the conversion check does.
+`keep_nodes`) and checks it as the conversion check does: through check.emulate_low_precision
+(every low-precision tensor rounded and ranged where produced), and for fp16 also as ONNX
+Runtime's CPU runs it; a measurement passes when both meet the goal.
 The cost is bounded by `max_evaluations` runs; past `max_groups` units, neighbouring units
 (in graph order) are measured as groups, and the greedy step splits kept groups again while
 the budget lasts. The result is minimal in the greedy sense (no single kept unit can be
@@ -104,10 +106,11 @@ class Trial:
     """One measurement: the outputs with a set of units released."""
 
     passed: bool
-    score: float  # worst relative L2 error over the outputs (inf for NaN/Inf)
+    errors: dict[str, float]  # relative L2 error ||a - r|| / ||r|| per output (inf for NaN/Inf)
     numbers: dict[str, float]  # worst of each STAT_KEYS over the outputs
     fp32_nodes: int
     accuracy: AccuracyReport | None = None
+    score: float = math.inf  # what releasing costs: the largest growth of an output's error over static
 
 
 @dataclass
@@ -146,8 +149,9 @@ class IslandSearch:
             "search": {"evaluations": self.evaluations, "seconds": round(self.seconds, 3),
                        "max_evaluations": self.max_evaluations, "groups": self.groups,
                        "budget_exhausted": self.budget_exhausted, "steps": self.steps,
-                       "measured": "ONNX Runtime CPU, every low-precision tensor rounded where "
-                                   "produced (check.emulate_low_precision), against the fp32 graph"},
+                       "measured": "ONNX Runtime CPU against the fp32 graph: every low-precision "
+                                   "tensor rounded where produced (check.emulate_low_precision), and "
+                                   "fp16 graphs as they run too; both must meet the goal"},
             "notes": self.notes,
         }
 
@@ -183,19 +187,25 @@ def _units(stats: LowPrecisionStats, order: Mapping[str, int], op_of: Mapping[st
     return sorted(units, key=lambda u: u.position)
 
 
-def _numbers(report: AccuracyReport, actual: Mapping[str, np.ndarray],
-             reference: Mapping[str, np.ndarray]) -> tuple[float, dict[str, float]]:
-    """The worst relative L2 error over the outputs, and the worst of each of STAT_KEYS."""
-    score = 0.0
+def _errors(actual: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """The relative L2 error of each output (inf when missing, misshapen, NaN or Inf)."""
+    errors = {}
     for name, ref in reference.items():
         r = np.asarray(ref, np.float64).ravel()
-        a = np.asarray(actual.get(name, np.full_like(ref, np.nan)), np.float64).ravel()
-        if a.shape != r.shape or not np.isfinite(a).all():
-            return math.inf, _worst(report)
-        norm = float(np.linalg.norm(r))
-        err = float(np.linalg.norm(a - r))
-        score = max(score, err / norm if norm > 0 else err)
-    return score, _worst(report)
+        a = np.asarray(actual[name], np.float64).ravel() if name in actual else None
+        if a is None or a.shape != r.shape or not np.isfinite(a).all():
+            errors[name] = math.inf
+            continue
+        norm, err = float(np.linalg.norm(r)), float(np.linalg.norm(a - r))
+        errors[name] = err / norm if norm > 0 else err
+    return errors
+
+
+def _score(errors: Mapping[str, float], baseline: Mapping[str, float]) -> float:
+    """How much worse than `baseline` (the static islands) the worst-hit output got; per output,
+    so that an output the unit does not feed cannot hide its effect on one it does."""
+    growth = [errors[k] - baseline.get(k, 0.0) for k in errors]
+    return max(growth, default=0.0) if all(math.isfinite(g) for g in growth) else math.inf
 
 
 def _worst(report: AccuracyReport) -> dict[str, float]:
@@ -220,6 +230,7 @@ class _Evaluator:
         self.feeds, self.reference, self.goal, self.run = feeds, reference, goal, run
         self.count = 0
         self.cache: dict[frozenset[int], Trial] = {}
+        self.baseline: dict[str, float] = {}  # the static islands' errors, once measured
 
     def kept_names(self, released: frozenset[int]) -> list[str]:
         return [n for k, u in enumerate(self.units) if k not in released for n in u.nodes]
@@ -235,14 +246,26 @@ class _Evaluator:
 
         converted, stats = self.convert(released)
         self.count += 1
-        try:
-            actual = self.run(emulate_low_precision(converted, self.low), self.feeds)
-        except Exception:  # noqa: BLE001 - a graph ONNX Runtime rejects misses the goal
-            trial = Trial(False, math.inf, {}, sum(stats.fp32_ops.values()))
-        else:
+        # as the conversion check: fp16 as ONNX Runtime runs it and emulated, bf16 emulated only
+        graphs = [emulate_low_precision(converted, self.low)]
+        if self.low == TensorProto.FLOAT16:
+            graphs.append(converted)
+        passed, errors, reports = True, {k: 0.0 for k in self.reference}, []
+        for graph in graphs:
+            try:
+                actual = self.run(graph, self.feeds)
+            except Exception:  # noqa: BLE001 - a graph ONNX Runtime rejects misses the goal
+                passed, errors = False, {k: math.inf for k in self.reference}
+                break
             report = compare_outputs(actual, self.reference, self.goal)
-            score, numbers = _numbers(report, actual, self.reference)
-            trial = Trial(report.passed, score, numbers, sum(stats.fp32_ops.values()), report)
+            reports.append(report)
+            passed = passed and report.passed
+            errors = {k: max(v, _errors(actual, self.reference)[k]) for k, v in errors.items()}
+        worst = AccuracyReport(self.goal, [o for r in reports for o in r.outputs])
+        trial = Trial(passed, errors, _worst(worst), sum(stats.fp32_ops.values()), worst)
+        if not released:
+            self.baseline = trial.errors
+        trial.score = _score(trial.errors, self.baseline)
         self.cache[released] = trial
         return trial
 
@@ -326,7 +349,7 @@ def search_islands(model: onnx.ModelProto, low: int, feeds: Mapping[str, np.ndar
         t = scores[g]
         record.sensitivity.append({"nodes": [n for k in groups[g] for n in units[k].nodes],
                                    "op_types": [o for k in groups[g] for o in units[k].op_types],
-                                   "rel_error": t.score if math.isfinite(t.score) else "inf",
+                                   "error_growth": t.score if math.isfinite(t.score) else "inf",
                                    "min_cosine": t.numbers.get("min_cosine", math.nan) if t.numbers else "nan",
                                    "passed": t.passed})
     record.must_keep = [n for g in sorted(must_keep) for k in groups[g] for n in units[k].nodes]

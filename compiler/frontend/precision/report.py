@@ -30,6 +30,9 @@ class ConversionReport:
     calibration: dict[str, Any] | None = None
     check: dict[str, Any] = field(default_factory=dict)  # how the accuracy check ran
     accuracy: AccuracyReport | None = None
+    # fp16: the same check with every fp16 tensor rounded (and ranged) where produced, all math in
+    # fp32 (check.emulate_low_precision); ONNX Runtime's CPU run above hides fp16 overflow
+    emulated_accuracy: AccuracyReport | None = None
     warnings: list[str] = field(default_factory=list)
     unchanged: bool = False  # fp32 / tf32: the graph was copied as it is
     # islands=auto: the search's record (islands.IslandSearch.to_json): the fp32 nodes chosen,
@@ -38,12 +41,15 @@ class ConversionReport:
 
     @property
     def passed(self) -> bool:
-        """True when the check ran and passed, or the graph is unchanged."""
-        return self.accuracy.passed if self.accuracy is not None else self.unchanged
+        """True when the check ran and passed (emulated too, where it ran), or the graph is unchanged."""
+        if self.accuracy is None:
+            return self.unchanged
+        return self.accuracy.passed and (self.emulated_accuracy is None or self.emulated_accuracy.passed)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["accuracy"] = self.accuracy.to_json() if self.accuracy is not None else None
+        data["emulated_accuracy"] = self.emulated_accuracy.to_json() if self.emulated_accuracy is not None else None
         data["passed"] = self.passed
         return data
 
@@ -62,6 +68,8 @@ class ConversionReport:
             parts.append(f"{self.constants_clamped} constants clamped")
         if self.accuracy is not None and self.accuracy.outputs:
             worst = self.accuracy.worst()
-            parts.append(f"vs fp32: min cosine {worst['min_cosine']:.6f}, max abs {worst['max_abs']:.3g} "
-                         f"({'pass' if self.passed else 'FAIL'})")
+            parts.append(f"vs fp32: min cosine {worst['min_cosine']:.6f}, max abs {worst['max_abs']:.3g}"
+                         + (f" (emulated storage: min cosine {self.emulated_accuracy.worst()['min_cosine']:.6f})"
+                            if self.emulated_accuracy is not None and self.emulated_accuracy.outputs else "")
+                         + f" ({'pass' if self.passed else 'FAIL'})")
         return "; ".join(parts)

@@ -1,0 +1,233 @@
+"""islands=auto on a graph whose fp32 needs are known: three islands that fp16 overflows (an Exp of
+large logits, the sum of those exponentials, a sum of large squares) and two that fp16 holds (a
+decomposed LayerNorm and a Softmax on unit-scale data). The search must keep exactly the three."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from vlc.accuracy import compare_outputs, default_tolerance
+from vlc.errors import InputError
+from vlc.frontend.precision import convert, parse_goal
+from vlc.frontend.precision.check import emulate_low_precision, run_onnx
+from vlc.frontend.precision.islands import ensure_node_names
+from vlc.frontend.precision.lowp import TYPE_FIXED_OPS, to_low_precision
+
+DIM = 64
+LN_NODES = {"ln_mean", "ln_sub", "ln_pow", "ln_var", "ln_add_eps", "ln_sqrt", "ln_div", "ln_gamma", "ln_beta"}
+OVERFLOWING = {"exp", "sum_exp", "sum_sq"}
+
+
+def mixed_graph(path=None) -> onnx.ModelProto:  # noqa: ANN001
+    rng = np.random.default_rng(0)
+    f32 = np.float32
+    inits = [numpy_helper.from_array(np.array([-1], np.int64), "axes"),
+             numpy_helper.from_array(np.array(1e-5, f32), "eps"),
+             numpy_helper.from_array(np.array(2.0, f32), "two"),
+             numpy_helper.from_array((1 + 0.1 * rng.standard_normal(DIM)).astype(f32), "gamma"),
+             numpy_helper.from_array((0.1 * rng.standard_normal(DIM)).astype(f32), "beta"),
+             numpy_helper.from_array((rng.standard_normal((DIM, 16)) / 8).astype(f32), "w1"),
+             numpy_helper.from_array((rng.standard_normal((DIM, 16)) / 8).astype(f32), "w2"),
+             numpy_helper.from_array(np.array(10.0, f32), "ten"),
+             numpy_helper.from_array(np.array(50.0, f32), "fifty")]
+    node = helper.make_node
+    nodes = [
+        # A: decomposed LayerNorm -> MatMul -> Softmax, on unit-scale values: fp16 holds them
+        node("ReduceMean", ["x"], ["mean"], name="ln_mean", axes=[-1], keepdims=1),
+        node("Sub", ["x", "mean"], ["centered"], name="ln_sub"),
+        node("Pow", ["centered", "two"], ["squared"], name="ln_pow"),
+        node("ReduceMean", ["squared"], ["var"], name="ln_var", axes=[-1], keepdims=1),
+        node("Add", ["var", "eps"], ["var_eps"], name="ln_add_eps"),
+        node("Sqrt", ["var_eps"], ["std"], name="ln_sqrt"),
+        node("Div", ["centered", "std"], ["normed"], name="ln_div"),
+        node("Mul", ["normed", "gamma"], ["scaled"], name="ln_gamma"),
+        node("Add", ["scaled", "beta"], ["ln_out"], name="ln_beta"),
+        node("MatMul", ["ln_out", "w1"], ["scores"], name="proj_a"),
+        node("Softmax", ["scores"], ["y_a"], name="softmax", axis=-1),
+        # B: a softmax written out without subtracting the max: exp(logits up to ~30) > 65504
+        node("MatMul", ["x", "w2"], ["logits_raw"], name="proj_b"),
+        node("Mul", ["logits_raw", "ten"], ["logits"], name="scale_b"),
+        node("Exp", ["logits"], ["e"], name="exp"),
+        node("ReduceSum", ["e", "axes"], ["e_sum"], name="sum_exp", keepdims=1),
+        node("Div", ["e", "e_sum"], ["y_b"], name="normalize_b"),
+        # C: an L2 norm of values whose squares fit fp16 and whose sum (about 1.6e5) does not
+        node("Mul", ["x", "fifty"], ["big"], name="scale_c"),
+        node("Mul", ["big", "big"], ["big_sq"], name="square_c"),
+        node("ReduceSum", ["big_sq", "axes"], ["sq_sum"], name="sum_sq", keepdims=1),
+        node("Add", ["sq_sum", "eps"], ["sq_sum_eps"], name="add_eps_c"),
+        node("Sqrt", ["sq_sum_eps"], ["norm"], name="sqrt_c"),
+        node("Div", ["big", "norm"], ["y_c"], name="normalize_c"),
+    ]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["B", d])
+               for n, d in (("y_a", 16), ("y_b", 16), ("y_c", DIM))]
+    graph = helper.make_graph(nodes, "mixed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", DIM])],
+                              outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    if path is not None:
+        onnx.save(model, str(path))
+    return model
+
+
+def feeds(seed: int = 0, batch: int = 4) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(seed).standard_normal((batch, DIM)).astype(np.float32)}
+
+
+def _misses_goal_when_released(model: onnx.ModelProto, kept: set[str], released: str) -> bool:
+    """Convert with `kept` minus `released` in fp32 and check it the way the search does."""
+    converted, _ = to_low_precision(model, TensorProto.FLOAT16, TYPE_FIXED_OPS, keep_nodes=kept - {released},
+                                    layernorm_islands=False)
+    actual = run_onnx(emulate_low_precision(converted, TensorProto.FLOAT16), feeds())
+    return not compare_outputs(actual, run_onnx(model, feeds()), default_tolerance("fp16")).passed
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    return mixed_graph(tmp_path_factory.mktemp("islands") / "mixed.onnx")
+
+
+def test_static_islands_cover_all_five(tmp_path):
+    _, stats = to_low_precision(mixed_graph(), TensorProto.FLOAT16)
+    assert stats.island_nodes and set(stats.island_nodes[0]) == LN_NODES
+    assert {"softmax", "exp", "sum_exp", "sum_sq"} <= set(stats.fp32_nodes)
+
+
+def test_auto_keeps_exactly_the_overflowing_islands(tmp_path):
+    src = tmp_path / "mixed.onnx"
+    model = mixed_graph(src)
+    out = tmp_path / "mixed.fp16.onnx"
+    report = convert(src, "fp16", out, check_feeds=feeds(), islands="auto")
+    assert report.passed, report.summary()
+    record = report.islands
+    assert set(record["chosen"]["units_kept"]) == OVERFLOWING
+    assert set(record["must_keep"]) == OVERFLOWING
+    assert set(record["released"]) == LN_NODES | {"softmax"}
+    assert record["chosen"]["fp32_nodes"] < record["static"]["fp32_nodes"]
+    assert record["chosen"]["numbers"]["min_cosine"] >= 0.999
+    assert set(record["chosen"]["numbers"]) >= {"min_cosine", "max_abs", "mean_abs", "median_abs",
+                                                "max_rel", "mean_rel", "median_rel"}
+    search = record["search"]
+    assert 0 < search["evaluations"] <= search["max_evaluations"] and search["seconds"] > 0
+    assert not search["budget_exhausted"]
+    json.dumps(report.to_json())
+    # the written graph: the overflowing ops read fp32, the released ones fp16
+    inferred = onnx.shape_inference.infer_shapes(onnx.load(str(out)))
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info}
+    by_name = {n.name: n for n in inferred.graph.node}
+    for name in ("exp", "sum_exp", "sum_sq", "add_eps_c"):
+        assert types[by_name[name].output[0]] == TensorProto.FLOAT, name
+    for name in ("softmax", "ln_pow", "ln_div", "proj_a"):
+        assert types[by_name[name].output[0]] == TensorProto.FLOAT16, name
+    # minimal: releasing any one kept unit as well misses the goal
+    for name in OVERFLOWING:
+        assert _misses_goal_when_released(model, OVERFLOWING, name), name
+
+
+def test_grouped_search_splits_groups_again():
+    """Past max_groups units, neighbours are measured together; kept groups are split again."""
+    from vlc.frontend.precision.islands import search_islands
+
+    model = mixed_graph()
+    reference = run_onnx(model, feeds())
+    record = search_islands(model, TensorProto.FLOAT16, feeds(), reference, default_tolerance("fp16"),
+                            max_groups=2)
+    assert record.groups == 2 and record.static_units == 5
+    # both groups hold an overflowing unit, so each misses the goal released whole ...
+    assert len(record.sensitivity) == 2 and not any(r["passed"] for r in record.sensitivity)
+    # ... and unit by unit the LayerNorm and the Softmax are released all the same
+    assert set(record.chosen) == OVERFLOWING
+    assert set(record.released) == LN_NODES | {"softmax"}
+
+
+def test_budget_bounds_the_runs_and_keeps_what_it_did_not_try(tmp_path):
+    src = tmp_path / "mixed.onnx"
+    mixed_graph(src)
+    report = convert(src, "fp16", tmp_path / "b.onnx", check_feeds=feeds(), islands="auto", max_island_runs=4)
+    assert report.passed
+    search = report.islands["search"]
+    assert search["budget_exhausted"] and search["evaluations"] <= 5  # the last run is the chosen graph's
+    assert set(report.islands["chosen"]["units_kept"]) >= OVERFLOWING
+    assert any("budget" in n for n in report.islands["notes"])
+
+
+def test_sensitivity_is_measured_per_output(tmp_path):
+    src = tmp_path / "mixed.onnx"
+    mixed_graph(src)
+    report = convert(src, "fp16", tmp_path / "s.onnx", check_feeds=feeds(), islands="auto")
+    rows = {tuple(r["nodes"]): r for r in report.islands["sensitivity"]}
+    released = [r for r in report.islands["sensitivity"] if r["passed"]]
+    # the LayerNorm and the Softmax only feed y_a: their cost shows there, not hidden behind y_b
+    assert {tuple(r["nodes"]) for r in released} == {tuple(sorted(LN_NODES, key=_order())), ("softmax",)}
+    assert all(0 < r["error_growth"] < 1e-2 for r in released), released
+    assert rows[("exp",)]["error_growth"] == "inf" and not rows[("exp",)]["passed"]
+    # least sensitive first
+    growth = [r["error_growth"] for r in report.islands["sensitivity"]]
+    assert growth == sorted(growth, key=lambda g: float("inf") if g == "inf" else g)
+
+
+def _order():
+    position = {n.name: k for k, n in enumerate(mixed_graph().graph.node)}
+    return position.__getitem__
+
+
+def test_a_goal_the_static_islands_miss_releases_nothing(tmp_path):
+    src = tmp_path / "mixed.onnx"
+    mixed_graph(src)
+    report = convert(src, "fp16", tmp_path / "s.onnx", check_feeds=feeds(), islands="auto", strict=False,
+                     tolerance=parse_goal("auto", 0.99999999, "fp16")[1])
+    assert not report.passed
+    assert report.islands["goal"]["min_cosine"] == 0.99999999
+    assert report.islands["chosen"]["fp32_nodes"] == report.islands["static"]["fp32_nodes"]
+    assert report.islands["released"] == [] and report.islands["search"]["evaluations"] == 1
+    assert any("miss the goal already" in n for n in report.islands["notes"])
+
+
+def test_bf16_has_the_range_to_release_more(tmp_path):
+    src = tmp_path / "mixed.onnx"
+    mixed_graph(src)
+    report = convert(src, "bf16", tmp_path / "bf.onnx", check_feeds=feeds(), islands="auto")
+    assert report.passed, report.summary()
+    assert report.islands["chosen"]["fp32_nodes"] < report.islands["static"]["fp32_nodes"]
+    assert "exp" not in report.islands["must_keep"]  # exp(30) fits bf16
+
+
+def test_nodes_are_kept_by_name():
+    model = mixed_graph()
+    _, stats = to_low_precision(model, TensorProto.FLOAT16, TYPE_FIXED_OPS, keep_nodes={"proj_a"},
+                                layernorm_islands=False)
+    assert stats.fp32_nodes == {"proj_a": "node"}
+    assert stats.layernorm_islands == 0
+
+
+def test_unnamed_nodes_are_named_for_the_search(tmp_path):
+    model = mixed_graph()
+    dup = onnx.ModelProto.FromString(model.SerializeToString())
+    dup.graph.node[2].name = dup.graph.node[1].name  # ONNX Runtime refuses duplicates; ATC lists would be ambiguous
+    assert ensure_node_names(dup) == 1 and len({n.name for n in dup.graph.node}) == len(dup.graph.node)
+    model.graph.node[0].name = ""
+    model.graph.node[13].name = ""  # the Exp, which must stay fp32
+    src = tmp_path / "unnamed.onnx"
+    onnx.save(model, str(src))
+    report = convert(src, "fp16", tmp_path / "u.onnx", check_feeds=feeds(), islands="auto")
+    assert report.passed and any("2 unnamed" in n for n in report.islands["notes"])
+    assert len(report.islands["chosen"]["units_kept"]) == 3  # the Exp among them, under its new name
+    names = [n.name for n in onnx.load(str(tmp_path / "u.onnx")).graph.node]
+    assert all(names) and len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("islands,accuracy,message", [("maybe", None, "islands=maybe"),
+                                                      ("auto", "1.5", "accuracy=1.5"),
+                                                      ("auto", "high", "accuracy=high")])
+def test_bad_goal_options_are_one_line_errors(islands, accuracy, message):
+    with pytest.raises(InputError, match=message):
+        parse_goal(islands, accuracy, "fp16")
+
+
+def test_goal_defaults_to_the_precision_tolerance():
+    assert parse_goal("auto", None, "fp16") == ("auto", None)
+    mode, goal = parse_goal(None, "0.99", "bf16")
+    assert mode == "static" and goal.min_cosine == 0.99 and goal.atol == default_tolerance("bf16").atol
