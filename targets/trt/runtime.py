@@ -64,10 +64,11 @@ def routed(logger: Any) -> Iterator[None]:
     which would break `vlc run --json`)."""
     python_logger = logging.getLogger("Polygraphy")
     handler = _PolygraphyToVlc()
-    saved = (logger.use_python_logging_system, logger.module_severity)
+    saved = (logger.use_python_logging_system, logger.module_severity, logger.letter, logger.colors)
     saved_python = (python_logger.propagate, python_logger.level)
     logger.use_python_logging_system = True
     logger.module_severity = logger.WARNING
+    logger.letter, logger.colors = False, False  # vlc's log has its own levels
     python_logger.propagate = False
     python_logger.setLevel(1)
     python_logger.addHandler(handler)
@@ -77,7 +78,7 @@ def routed(logger: Any) -> Iterator[None]:
         python_logger.removeHandler(handler)
         python_logger.propagate, _ = saved_python
         python_logger.setLevel(saved_python[1])
-        logger.use_python_logging_system, logger.module_severity = saved
+        logger.use_python_logging_system, logger.module_severity, logger.letter, logger.colors = saved
 
 
 def tensor_names(manifest: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
@@ -101,8 +102,8 @@ class TrtSession:
         self.backend, self.gpu = backend, gpu
         self.pg = polygraphy_for(backend)
         self.trt = backend.module
-        self.to_engine, self.to_onnx_out = tensor_names(artifact.manifest)
-        self.from_engine = {v: k for k, v in self.to_onnx_out.items()}
+        self.to_engine, outputs_to_engine = tensor_names(artifact.manifest)
+        self.from_engine = {v: k for k, v in outputs_to_engine.items()}  # engine output -> ONNX name
         with routed(self.pg.logger):
             self._select_device(gpu.index)
             try:
@@ -162,13 +163,14 @@ class TrtSession:
         return out
 
     def _host_outputs(self, outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Copies by ONNX output name: TrtRunner reuses its output buffers on the next infer()."""
         result = {}
         for name in self.outputs:
             value = outputs[name]
             if hasattr(value, "detach"):  # a torch tensor (bf16 engines)
                 value = value.detach().float().cpu().numpy() if str(value.dtype) == "torch.bfloat16" \
                     else value.detach().cpu().numpy()
-            result[self.from_engine.get(name, name)] = np.asarray(value)
+            result[self.from_engine.get(name, name)] = np.array(value, copy=True)
         return result
 
     # ---- run / profile ---------------------------------------------------------------------

@@ -19,11 +19,12 @@ def assemble(batch: int, device: str, samples: Mapping[str, Sequence[float]], *,
              per_layer: Mapping[str, Sequence[float]] | None = None) -> ProfileResult:
     """samples: ms per iteration; "latency" by the host clock (first copy or launch to the stream
     synchronisation), "h2d", "compute", "d2h" by CUDA events (h2d/d2h empty without transfers),
-    "enqueue" by the host clock around the launch."""
+    "enqueue" by the host clock around the launch. Only "latency" is required (an engine with
+    data-dependent output shapes has no CUDA-event breakdown)."""
     latency = LatencyStats.from_samples(samples["latency"])
     breakdown = {key: LatencyStats.from_samples(values) for key, values in samples.items()
                  if key != "latency" and len(values)}
-    compute = breakdown["compute"]
+    compute = breakdown.get("compute")
     iterations = latency.count
     extra = {
         "timing": HOST_CLOCK_SYNCED,
@@ -34,7 +35,7 @@ def assemble(batch: int, device: str, samples: Mapping[str, Sequence[float]], *,
         "cuda_graph": cuda_graph,
         "throughput_qps": iterations / host_walltime_s if host_walltime_s > 0 else 0.0,
         "total_host_walltime_s": host_walltime_s,
-        "total_gpu_compute_time_s": sum(samples.get("compute", ())) / 1000.0,
+        "total_gpu_compute_time_s": sum(samples["compute"]) / 1000.0 if compute else None,
     }
     if per_layer:
         total = sum(sum(v) / len(v) for v in per_layer.values() if len(v)) or 1.0
@@ -65,7 +66,8 @@ def trtexec_summary(result: ProfileResult) -> str:
         if key in rows:
             lines.append(_row(label, rows[key]))
     lines.append(f"Total Host Walltime: {result.extra.get('total_host_walltime_s', 0.0):.5g} s")
-    lines.append(f"Total GPU Compute Time: {result.extra.get('total_gpu_compute_time_s', 0.0):.5g} s")
+    if "compute" in result.breakdown:  # no CUDA-event breakdown: no GPU compute time to total
+        lines.append(f"Total GPU Compute Time: {result.extra.get('total_gpu_compute_time_s', 0.0):.5g} s")
     out = [f"[I] {line}" for line in lines]
     compute = result.breakdown.get("compute")
     if compute is not None and compute.cv > CV_WARN:

@@ -105,3 +105,75 @@ def test_latency_without_transfers_is_the_host_clock_around_the_launch():
     assert result.latency.median == 2.05 and not result.includes_transfers
     assert result.breakdown["compute"].median == 2.0
     assert "h2d" not in result.breakdown and "excludes host-device transfers" in result.extra["trtexec_summary"]
+
+
+# ---- the run path's pure parts (the run itself needs a GPU: test_trt_runtime.py) ----------------
+
+def test_engine_names_from_the_manifest():
+    from vlc.targets.trt.runtime import tensor_names
+
+    manifest = {"extra": {"trt": {"network_names": {"inputs": {"cond": "cond_in"}, "outputs": {}}}}}
+    assert tensor_names(manifest) == ({"cond": "cond_in"}, {})
+    assert tensor_names({"extra": {"trt": {}}}) == ({}, {})  # artifacts from before the names were kept
+
+
+def test_shape_outside_the_profile_is_one_line():
+    from vlc.targets.trt.runtime import check_profile_shape
+
+    check_profile_shape("x", (4, 3), (1, 3), (8, 3))
+    with pytest.raises(InputError, match=r"input 'x' shape \[9, 3\] is outside the engine's profile "
+                                         r"\[1, 3\]..\[8, 3\]") as info:
+        check_profile_shape("x", (9, 3), (1, 3), (8, 3))
+    assert "--batch" in info.value.fix
+    with pytest.raises(InputError, match="outside"):
+        check_profile_shape("x", (4,), (1, 3), (8, 3))  # rank
+
+
+def test_polygraphy_messages_go_to_vlcs_log_not_stdout(capsys, caplog):
+    from polygraphy.logger import G_LOGGER
+
+    from vlc.targets.trt.runtime import routed
+
+    before = (G_LOGGER.use_python_logging_system, G_LOGGER.module_severity)
+    with caplog.at_level("DEBUG", logger="vlc"), routed(G_LOGGER):
+        G_LOGGER.warning("tensor x has a strange shape")
+        G_LOGGER.info("loading")  # below the session's severity: dropped
+    assert capsys.readouterr().out == ""
+    assert [r.getMessage() for r in caplog.records] == ["polygraphy: tensor x has a strange shape"]
+    assert caplog.records[0].levelname == "WARNING"
+    assert (G_LOGGER.use_python_logging_system, G_LOGGER.module_severity) == before
+
+
+def test_build_log_capture_keeps_errors_and_the_layer_report(tmp_path, capsys):
+    from polygraphy.logger import G_LOGGER
+
+    from vlc.targets.trt.pglog import captured
+
+    path = tmp_path / "build.log"
+    with captured(G_LOGGER, path) as log:
+        G_LOGGER.extra_verbose("Layers:\nName: a, LayerType: gemm")  # TensorRT VERBOSE, as Polygraphy forwards it
+        G_LOGGER.warning("w1")
+        G_LOGGER.error("e1")
+    assert capsys.readouterr().out == ""
+    assert log.errors == ["e1"] and log.layers_text.startswith("Layers:\nName: a")
+    assert path.read_text().splitlines() == ["[X] Layers:", "Name: a, LayerType: gemm", "[W] w1", "[E] e1"]
+    assert not G_LOGGER.use_python_logging_system
+
+
+def test_parser_errors_from_polygraphys_log():
+    from vlc.targets.trt.builder import parser_failures
+
+    logged = ["Could not parse ONNX correctly",
+              "In node 3 with name: NonZero_0 and operator: NonZero (importNonZero): UNSUPPORTED_NODE: "
+              "Assertion failed: creator && getPluginCreatorVersion(creator) == CreatorVersion::kV3ONE: "
+              "NonZero plugin creator version 1 was not found in plugin registry."]
+    (failure,) = parser_failures(logged)
+    assert (failure.node, failure.name, failure.op, failure.code) == (3, "NonZero_0", "NonZero", "UNSUPPORTED_NODE")
+    assert failure.line().startswith("node 3 'NonZero_0' (NonZero): Assertion failed")
+
+
+def test_summary_without_a_cuda_event_breakdown():
+    result = assemble(1, "cuda:0", {"latency": [1.0, 1.1, 0.9]}, include_transfers=True,
+                      host_walltime_s=0.003, cuda_graph=False)
+    assert result.breakdown == {} and result.latency.count == 3 and not result.warnings
+    assert "GPU Compute Time" not in result.extra["trtexec_summary"]
