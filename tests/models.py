@@ -118,3 +118,23 @@ class NestedOutputs(nn.Module):
 def nested():
     torch.manual_seed(0)
     return NestedOutputs().eval(), {"x": torch.randn(2, 8)}
+
+
+class DataDependentBranch(nn.Module):
+    """Branches on a tensor's values, as random patch sampling does: dynamo cannot guard on it;
+    TorchScript traces the branch its example input takes (the one every normal input takes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(16, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kept = (x.abs().sum(-1) > 1.0).sum()
+        if kept > 3:
+            x = x * 2
+        return self.proj(x)
+
+
+def data_dependent():
+    torch.manual_seed(0)
+    return DataDependentBranch().eval(), {"x": torch.randn(2, 5, 16)}

@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
         emit: Optional[Path] = typer.Option(None, "--emit", help="Write a deploy bundle here for a machine with "
                                             "the target's toolchain instead of building (targets that can, "
                                             "e.g. ascend310p); needs no toolchain here."),
-        exporter: ExporterOpt = "dynamo",
+        exporter: ExporterOpt = "auto",
         opset: OpsetOpt = None,
         passes: PassesOpt = None,
         no_simplify: NoSimplifyOpt = False,

@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
     def export(
         model: ModelArg,
         output: Path = typer.Option(..., "-o", "--output", help="Where to write the normalized .onnx."),
-        exporter: ExporterOpt = "dynamo",
+        exporter: ExporterOpt = "auto",
         opset: OpsetOpt = None,
         passes: PassesOpt = None,
         no_simplify: NoSimplifyOpt = False,

@@ -21,7 +21,7 @@ TargetOptionsOpt = Annotated[list[str], typer.Option(
     "-O", "--option", help="Target option key=value; repeatable (see `vlc targets --json`).")]
 CacheDirOpt = Annotated[Optional[Path], typer.Option(
     help="Front-end cache directory (default: $VLC_CACHE, else $XDG_CACHE_HOME/vlc or ~/.cache/vlc).")]
-ExporterOpt = Annotated[str, typer.Option(help="Front end: dynamo (default) or torchscript.")]
+ExporterOpt = Annotated[str, typer.Option(help="Front end: auto (default: dynamo, then TorchScript when dynamo fails), dynamo or torchscript.")]
 OpsetOpt = Annotated[Optional[int], typer.Option(help="Front end: ONNX opset (exporter default when unset).")]
 PassesOpt = Annotated[Optional[str], typer.Option(
     help="Front end: comma-separated pass names; '' for none. "

@@ -49,7 +49,7 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class FrontendOptions:
-    exporter: str = "dynamo"
+    exporter: str = "auto"  # dynamo, falling back to TorchScript (vlc.frontend.export.EXPORTERS)
     opset: int | None = None
     simplify: bool = True
     passes: tuple[str, ...] | None = None  # None: DEFAULT_PASSES
@@ -136,8 +136,14 @@ def _normalize(loaded: ModelSource | Path, ref: str, options: FrontendOptions,
                               "vlc_version": vlc.__version__, "stages": []}
     start = time.perf_counter()
     if isinstance(loaded, ModelSource):
-        model = export_model(loaded, exporter=options.exporter, opset=options.opset)
-        report["exporter"] = options.exporter
+        log_path = Path(out_dir.parent) / "logs" / f"{out_dir.name}.export.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        exported = export_model(loaded, exporter=options.exporter, opset=options.opset, log_path=log_path)
+        model = exported.model
+        report["exporter"] = exported.exporter
+        report["export_log"] = log_path.name
+        if exported.fallback:
+            report["exporter_fallback"] = {"from": "dynamo", "error": exported.fallback}
         stage("export", model, start, report)
     else:
         model = ir.load(str(loaded))

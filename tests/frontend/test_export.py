@@ -126,3 +126,30 @@ def test_nested_tuple_outputs_are_flattened_and_named(vlc_cli, tmp_path):
     report = _export(vlc_cli, "nested", tmp_path / "n.onnx")
     assert [o["name"] for o in report["parity"]["outputs"]] == ["output_0", "output_1", "output_2"]
     assert report["parity"]["passed"]
+
+
+def test_a_data_dependent_branch_falls_back_to_torchscript_with_one_warning(vlc_cli, tmp_path):
+    """dynamo fails on the branch; the default exporter says where in one line, keeps the
+    exporter's kilobytes of graph dumps in a log file, and exports with TorchScript (parity-checked)."""
+    cache = tmp_path / "cache"
+    code, stdout, stderr = vlc_cli("export", model_ref("data_dependent"), "-o", tmp_path / "d.onnx", "--json",
+                                   "--cache-dir", cache)
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert report["exporter"] == "torchscript" and report["parity"]["passed"]
+    assert "data-dependent" in report["exporter_fallback"]["error"]
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning:") and "models.py:" in lines[0], stderr
+    log = cache / "logs" / report["export_log"]
+    assert "def forward" in log.read_text() and len(log.read_text()) > len(stderr)
+
+
+def test_dynamo_only_names_the_line_and_the_fix(vlc_cli, tmp_path):
+    out = tmp_path / "d.onnx"
+    code, _, stderr = vlc_cli("export", model_ref("data_dependent"), "-o", out, "--exporter", "dynamo",
+                              "--cache-dir", tmp_path / "cache")
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error:"), stderr
+    assert "models.py:" in lines[0] and "in forward" in lines[0]
+    assert "torch.cond" in lines[0] and ".export.log" in lines[0]
+    assert not out.exists()
