@@ -92,7 +92,7 @@ def _write(source: CompileSource, spec: TargetSpec, opts: Any, signature: Any, r
     files = AtcFiles(Path(side.keep_dtype).name if side.keep_dtype else None,
                      Path(side.mixlist).name if side.mixlist else None)
     out_names = [t.name for t in signature.outputs]
-    compile_lines, run_lines, profile_lines = [], [], []
+    compile_lines, run_lines, profile_lines, dump_lines = [], [], [], []
     entries = []
     for b in builds:
         args = b.args(b.onnx_path.name, f"om/model_{b.name}", opts, files)
@@ -100,6 +100,7 @@ def _write(source: CompileSource, spec: TargetSpec, opts: Any, signature: Any, r
             f"echo '== atc {b.name}'",
             f"atc {_q(args)} 2>&1 | tee logs/atc_{b.name}.log",
             f"grep -qF {shlex.quote(SUCCESS_LINE)} logs/atc_{b.name}.log",
+            *_model_json_lines(b.name),
         ]
         run_batches = [b.batch] if b.batch is not None else list(opts.gears)
         batches = []
@@ -126,8 +127,12 @@ def _write(source: CompileSource, spec: TargetSpec, opts: Any, signature: Any, r
                 str(PROFILE_LOOP), "--warmup_count", str(PROFILE_WARMUP), "--display_all_summary",
                 "True"], "profile")
             batches.append(batch)
+        dump_batch = batches[0]  # one dump per build: its smallest batch (dumps are large)
+        dump_lines += dump_commands(b.name, dump_batch, [f"inputs/bs{dump_batch}/in{i}.npy"
+                                                         for i in range(len(signature.inputs))],
+                                    None if b.batch is not None else dump_batch)
         entries.append({**b.to_json(), "atc_args": args, "om_stem": f"om/model_{b.name}",
-                        "batches": batches})
+                        "model_json": model_json_path(b.name), "batches": batches, "dump_batch": dump_batch})
     _script(root / "compile.sh", "Build the .om model(s) with ATC (needs the CANN toolkit).", [
         'if ! command -v atc >/dev/null 2>&1; then',
         '  set +u; source "${ASCEND_SET_ENV:-/usr/local/Ascend/ascend-toolkit/set_env.sh}"; set -u',
@@ -137,6 +142,10 @@ def _write(source: CompileSource, spec: TargetSpec, opts: Any, signature: Any, r
                  'DEVICE="${DEVICE:-0}"']
     _script(root / "run.sh", "Run each input set once with ais_bench (needs an Ascend NPU).",
             ais_setup + ["mkdir -p results/run", *run_lines])
+    _script(root / "dump.sh", "Dump every op's output once per build with ais_bench (needs an Ascend NPU) and "
+            "convert the dumps to .npy with the toolkit's msaccucmp.py.", ais_setup + [
+                f'MSACCUCMP="${{MSACCUCMP:-${{ASCEND_TOOLKIT_HOME:-{TOOLKIT_HOME}}}/{MSACCUCMP_IN_TOOLKIT}}}"',
+                "mkdir -p results/dump", *dump_lines])
     # the machine's name and OS go beside the timings, so imported records say where they ran
     _script(root / "profile.sh", f"Time each batch with ais_bench ({PROFILE_LOOP} loops after "
             f"{PROFILE_WARMUP} warm-up runs).", ais_setup + [
@@ -169,6 +178,57 @@ def _write(source: CompileSource, spec: TargetSpec, opts: Any, signature: Any, r
     (root / "README.md").write_text(_readme(meta, source.ref))
 
 
+TOOLKIT_HOME = "/usr/local/Ascend/ascend-toolkit/latest"
+MSACCUCMP_IN_TOOLKIT = "tools/operator_cmp/compare/msaccucmp.py"
+DUMP_DIR = "results/dump"
+
+
+def model_json_path(build: str) -> str:
+    """Where compile.sh has ATC describe the .om it built (op names, the ONNX nodes each covers)."""
+    return f"om/model_{build}.json"
+
+
+def _model_json_lines(build: str) -> list[str]:
+    """`atc --mode=1` turns the .om into JSON: each op's _datadump_original_op_names and, per
+    output, _datadump_origin_name/_datadump_origin_output_index, which map dumped ops to ONNX
+    tensors. Optional: without it `vlc ascend import` maps dumps by op name alone."""
+    return [f"OM=$(ls om/model_{build}*.om | head -n 1)",
+            f'atc --mode=1 --om="$OM" --json={model_json_path(build)} >> logs/atc_{build}.log 2>&1 '
+            f"|| echo 'note: atc --mode=1 wrote no {model_json_path(build)}; dumped ops will be mapped by name'"]
+
+
+def dump_commands(build: str, batch: int, inputs: list[str], dym_batch: int | None) -> list[str]:
+    """One dumping run of a build at `batch`: an acl.json naming the model and the dump folder
+    (dump_mode output), ais_bench with --acl_json_path for one execution and no warm-up (every
+    execution is dumped), then msaccucmp.py convert of the dump folder into .npy files named
+    <op_type>.<op_name>.<task_id>.<stream_id>.<timestamp>.output.<k>.<shape>.npy."""
+    here = f"{DUMP_DIR}/bs{batch}"
+    dym = ["--dymBatch", str(dym_batch)] if dym_batch is not None else []
+    ais = ["--model", "$OM", "--input", ",".join(inputs), "--device", "$DEVICE", "--loop", "1",
+           "--warmup_count", "0", "--acl_json_path", f"{here}/acl.json", *dym]
+    quoted = " ".join('"$OM"' if a == "$OM" else '"$DEVICE"' if a == "$DEVICE" else shlex.quote(a) for a in ais)
+    acl = ('import json, os, sys; json.dump({"dump": {"dump_path": os.path.abspath(sys.argv[2]), '
+           '"dump_mode": "output", "dump_list": [{"model_name": sys.argv[3]}]}}, open(sys.argv[1], "w"), indent=2)')
+    return [
+        f"echo '== dump batch {batch}'",
+        f"OM=$(ls om/model_{build}*.om | head -n 1)",
+        # only what this script wrote before is replaced, so two runs' dumps never mix
+        f"rm -rf {here}/dump {here}/npy {here}/acl.json",
+        f"mkdir -p {here}/dump",
+        f'python3 -c {shlex.quote(acl)} {here}/acl.json {here}/dump "$(basename "$OM" .om)"',
+        f'"${{AIS[@]}}" {quoted} 2>&1 | tee {here}.log',
+        # ACL writes dump_path/<time>/<device>/<model>/<model id>/<execution>/<one file per op>
+        f"RAW=$(find {here}/dump -type f -printf '%h\\n' | sort -u | tail -n 1)",
+        f'if [ -z "$RAW" ]; then echo "ais_bench wrote no dump under {here}/dump" >&2; exit 1; fi',
+        'if [ -f "$MSACCUCMP" ]; then',
+        f'  python3 "$MSACCUCMP" convert -d "$RAW" -out {here}/npy 2>&1 | tee -a {here}.log',
+        "else",
+        f'  echo "note: $MSACCUCMP not found (set MSACCUCMP or ASCEND_TOOLKIT_HOME); convert later with: '
+        f'python3 msaccucmp.py convert -d $RAW -out {here}/npy"',
+        "fi",
+    ]
+
+
 def _ais_lines(build: str, batch: int, args: list[str], what: str) -> list[str]:
     quoted = " ".join('"$OM"' if a == "$OM" else '"$DEVICE"' if a == "$DEVICE" else shlex.quote(a)
                       for a in args)
@@ -185,8 +245,10 @@ def _script(path: Path, purpose: str, lines: list[str]) -> None:
 
 
 def _readme(meta: dict[str, Any], ref: str) -> str:
+    dumps = ", ".join(str(b["dump_batch"]) for b in meta["builds"])
     builds = "\n".join(f"- `{b['name']}`: batch sizes {b['batches']}, patches "
                        f"{', '.join(p['name'] for p in b['patches']) or 'none'}" for b in meta["builds"])
+    msaccucmp = MSACCUCMP_IN_TOOLKIT
     return f"""# vlc Ascend bundle: {ref} for {meta['soc_version']} (CANN {meta['cann']})
 
 Written by vlc {meta['vlc_version']} on a machine without the Ascend toolkit. **vlc has never run
@@ -203,10 +265,42 @@ On a machine with the CANN toolkit and an Ascend NPU (`npu-smi info` should show
    command in `${ENV_COMMAND}`; `DEVICE=N` picks the NPU); outputs land in `results/run/`.
 3. `./profile.sh` — times every batch ({meta['profile']['loop']} loops after
    {meta['profile']['warmup']} warm-up runs); summaries land in `results/profile/`.
-4. Copy the whole directory back and import it:
+4. Optional, to find where accuracy is lost: `./dump.sh` — dumps every op's output of one
+   execution per build (batch sizes {dumps}) and converts the dumps to .npy (see "Dumps" below).
+5. Copy the whole directory back and import it:
    `vlc ascend import THIS_DIR` (accuracy against `reference/*/original`, the ONNX Runtime outputs
    of the graph before patching, and NPU compute times), or `--json` for a record per batch;
    `--results DIR` writes bench records there, which `vlc report DIR` merges with other machines'.
+   After dump.sh, the import also compares every dumped op with the same tensor of the graph ATC
+   compiled, run in fp32 in ONNX Runtime on the same inputs, and names the first divergent node
+   (`--html PAGE` for the plot along the graph; `--json` holds the per-node numbers).
+
+## Dumps
+
+compile.sh also runs `atc --mode=1 --om=om/model_<build>*.om --json=om/model_<build>.json`, the
+op list of each .om with the ONNX nodes each op computes (`_datadump_original_op_names`, and per
+output `_datadump_origin_name` / `_datadump_origin_output_index`); without it the import maps
+dumped ops by name (ATC names ops after ONNX nodes, a fused op by concatenating their names).
+For each build, dump.sh runs, from this directory:
+
+```
+python3 -c '<writes results/dump/bs<N>/acl.json>'   # {{"dump": {{"dump_path": "<abs>/results/dump/bs<N>/dump",
+                                                    #   "dump_mode": "output", "dump_list": [{{"model_name": "<om stem>"}}]}}}}
+python3 -m ais_bench --model om/model_<build>*.om --input inputs/bs<N>/in0.npy,... --device $DEVICE \
+    --loop 1 --warmup_count 0 --acl_json_path results/dump/bs<N>/acl.json [--dymBatch N]
+python3 $MSACCUCMP convert -d <the folder holding the dump files> -out results/dump/bs<N>/npy
+```
+
+ACL writes `dump/<time>/<device>/<model>/<model id>/<execution>/<op_type>.<op_name>.<task_id>.<stream_id>.<timestamp>`;
+msaccucmp.py (`$MSACCUCMP`, default `$ASCEND_TOOLKIT_HOME/{msaccucmp}`) turns each into
+`<that name>.output.<k>.<shape>.npy`. Tensors a device holds in NC1HWC0 (5HD) or FRACTAL_NZ
+are converted back to the ONNX layout on import; other layouts are reported as unmatched.
+
+**Never checked on hardware:** that this ais_bench/ACL writes the dump folder as above for an
+`--acl_json_path` run, that msaccucmp.py's `convert` without `-f` names its files as above and
+keeps the dump's own layout, which ops a real .om dumps in which layout, and that a fused op's
+name and `_datadump_*` attributes are as the CANN documentation shows. vlc's tests run dump.sh
+against stand-ins of ais_bench and msaccucmp.py that follow those documents.
 
 Inputs are in `inputs/bs<N>/in<i>.npy` in the model's input order and dtypes; reference outputs
 in `reference/bs<N>/{{original,patched}}/out<k>.npy` in output order; `bundle.json` says which is
@@ -223,6 +317,15 @@ class BundleResults:
     profiles: dict[int, ProfileResult] = field(default_factory=dict)
     reference: dict[int, dict[str, dict[str, np.ndarray]]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    dumps: list[Any] = field(default_factory=list)  # vlc.targets.ascend.dumps.BuildDump, after dump.sh
+
+    def layerwise(self, tolerance: Tolerance | None = None, window: int = 64) -> dict[int, Any]:
+        """Per dumped batch, every dumped op against the graph ATC compiled in fp32 ONNX Runtime
+        (a vlc.debug.LayerwiseReport)."""
+        from vlc.targets.ascend.dumps import compare_dump
+
+        return {d.batch: compare_dump(d, self.meta, self.path, window=window, tolerance=tolerance)
+                for d in self.dumps}
 
     def compare(self, tolerance: Tolerance | None = None, against: str = "original"
                 ) -> dict[int, AccuracyReport]:
@@ -278,6 +381,10 @@ def import_results(bundle_dir: str | Path) -> BundleResults:
                 profile = summary.to_profile(batch, f"{meta['soc_version']} (imported bundle)")
                 profile.extra["bundle"] = str(root)
                 results.profiles[batch] = profile
+    from vlc.targets.ascend.dumps import bundle_dumps
+
+    results.dumps, missing = bundle_dumps(root, meta)
+    results.missing += missing
     return results
 
 

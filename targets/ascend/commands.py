@@ -48,8 +48,13 @@ def import_(
                                                "batch into this results directory, for `vlc report`."),
     machine: Optional[str] = typer.Option(None, "--machine", help="Machine name in those records (default: "
                                           "the host name profile.sh recorded)."),
+    html: Optional[Path] = typer.Option(None, "--html", help="After dump.sh: write the per-op comparison with its "
+                                        "plot along the graph (one page per dumped batch: PAGE, or "
+                                        "PAGE-bs<N>.html when there are several)."),
+    row_limit: int = typer.Option(40, "--rows", help="Rows of the per-op table to print; 0 for every tensor."),
 ) -> None:
-    """Read a bundle's outputs and timings back: accuracy against ONNX Runtime, NPU compute time."""
+    """Read a bundle's outputs and timings back: accuracy against ONNX Runtime, NPU compute time; after
+    dump.sh, every dumped op against the compiled graph in ONNX Runtime and the first divergent node."""
     from vlc.cli import console
     from vlc.errors import InputError
     from vlc.outdir import check_output_file, claim_output_dir
@@ -57,6 +62,8 @@ def import_(
 
     if output is not None:
         check_output_file(output)
+    if html is not None and html.suffix.lower() not in (".html", ".htm"):
+        raise InputError(f"--html {html} does not end in .html", fix="name the page report.html")
     if results_dir is not None:
         claim_output_dir(results_dir, "results", option="--results")
     results = import_results(directory)
@@ -78,6 +85,10 @@ def import_(
                         "source": results.meta["source"]["ref"], "bundle": str(directory),
                         "accuracy": accuracy.to_json() if accuracy else None,
                         "profile": profile.to_json() if profile else None})
+    layerwise = results.layerwise() if results.dumps else {}
+    pages = _pages(html, sorted(layerwise)) if html is not None else {}
+    for path in pages.values():
+        check_output_file(path, option="--html")
     if output is not None:
         output.write_text(json.dumps(records, indent=2, default=str) + "\n")
     if results_dir is not None:
@@ -88,8 +99,15 @@ def import_(
             write_record(results_dir, record)
         console.info(f"wrote {len(bench)} record(s) to {results_dir}; `vlc report {results_dir}` merges them "
                      "with other machines' results")
+    if pages:
+        from vlc.debug.html import write_html
+
+        for batch, path in pages.items():
+            write_html(layerwise[batch], path)
+            console.info(f"wrote {path}")
     if json_out:
-        console.emit_json({"records": records, "missing": results.missing})
+        console.emit_json({"records": records, "missing": results.missing,
+                           "layerwise": [{"batch": batch, **report.to_json()} for batch, report in layerwise.items()]})
         return
     rows = []
     for r in records:
@@ -102,3 +120,16 @@ def import_(
                   ["batch", "accuracy", "min cosine", "NPU median ms", "samples/s"], rows)
     for item in results.missing:
         console.info(f"missing: {item}")
+    if layerwise:
+        from vlc.cli.debug_cmd import print_report
+
+        for batch, report in layerwise.items():
+            console.out.print(f"\nper-op comparison of the dump at batch {batch}:", highlight=False)
+            print_report(report, row_limit)
+
+
+def _pages(html: Path, batches: list[int]) -> dict[int, Path]:
+    """One page per dumped batch: the given name for one, NAME-bs<N>.html for several."""
+    if len(batches) == 1:
+        return {batches[0]: html}
+    return {b: html.with_name(f"{html.stem}-bs{b}{html.suffix}") for b in batches}

@@ -36,10 +36,32 @@ def parse(argv):
     p.add_argument("--batchsize", type=int, default=None)
     p.add_argument("--display_all_summary", type=str2bool, default=False)
     p.add_argument("--warmup_count", type=int, default=1)
+    p.add_argument("--dump", type=str2bool, default=False)
+    p.add_argument("--acl_json_path", default=None)
     args = p.parse_args(argv)
     if args.output is None and args.output_dirname is not None:
         p.error("--output_dirname cannot be used without --output")
+    if args.dump and args.output is None:
+        p.error("when dump or profiler, miss output path, please check them!")
     return args
+
+
+def dump_config(args):
+    """The dump section ACL would run with: --acl_json_path's, else the acl.json that --dump
+    writes into --output (dump_path OUTPUT/dump, dump_mode all, dump_list the model's name), as
+    ais_bench's get_acl_json_path does."""
+    if args.acl_json_path:
+        with open(args.acl_json_path) as f:
+            section = json.load(f).get("dump")
+        return None if section is None else {**section, "device": args.device}
+    if not args.dump:
+        return None
+    section = {"dump_path": os.path.join(args.output, "dump"), "dump_mode": "all",
+               "dump_list": [{"model_name": Path(args.model).name.split(".")[0]}]}
+    os.makedirs(section["dump_path"], exist_ok=True)
+    with open(os.path.join(args.output, "acl.json"), "w") as f:
+        json.dump({"dump": section}, f, indent=4, sort_keys=True)
+    return {**section, "device": args.device}
 
 
 def stats(values):
@@ -85,15 +107,16 @@ def main(argv):
             print(f"[ERROR] input {k} is {array.dtype}, the model input is {dtype}", file=sys.stderr)
             return 1
         arrays.append(array.reshape(shape))
+    dump = dump_config(args)
     for _ in range(args.warmup_count):
-        model.run(arrays)
+        model.run(arrays, dump)
     times, h2d, d2h = [], [], []
     outs = None
     for _ in range(args.loop):
         t0 = time.perf_counter()
         copies = [np.array(a) for a in arrays]
         t1 = time.perf_counter()
-        outs = model.run(copies)
+        outs = model.run(copies, dump)
         t2 = time.perf_counter()
         outs = [np.array(o) for o in outs]
         t3 = time.perf_counter()
