@@ -1,11 +1,11 @@
 """Polygraphy bound to the TensorRT module of a Backend (`tensorrt` or `tensorrt_rtx`).
 
-Polygraphy chooses its TensorRT module once, when `polygraphy.backend.trt` is first imported,
-from `polygraphy.config.USE_TENSORRT_RTX` (what the POLYGRAPHY_USE_TENSORRT_RTX environment
-variable sets; polygraphy/mod/trt_importer.py). vlc sets that flag before the import. A process
-that needs the other module later (a bench over `trt` and `trt-rtx` on a machine with both)
-gets Polygraphy's TensorRT modules imported afresh under the other flag; objects made before
-keep the modules they were made with.
+Polygraphy chooses its TensorRT module once per process, when `polygraphy.backend.trt` is first
+imported, from `polygraphy.config.USE_TENSORRT_RTX` (what the POLYGRAPHY_USE_TENSORRT_RTX
+environment variable sets; polygraphy/mod/trt_importer.py). vlc sets that flag before the
+import. Importing those modules a second time under the other flag is not possible (their
+JSON codecs register once), so a process bound to one module refuses the other with one line:
+`trt` and `trt-rtx` then run in separate vlc commands.
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ from typing import Any
 
 from vlc.errors import TargetUnavailable
 from vlc.targets.trt.backend import Backend
-
-_TRT_PACKAGES = ("polygraphy.backend.trt", "polygraphy.backend.tensorrt_rtx")
-
 
 @dataclass(frozen=True)
 class Polygraphy:
@@ -43,29 +40,38 @@ def _import_polygraphy() -> ModuleType:
                                     "vlc[trt-rtx] extras)") from None
 
 
+_bound: list[str] = []  # the TensorRT module vlc bound Polygraphy to in this process
+
+
 def bound_module() -> str | None:
-    """The TensorRT module name Polygraphy is bound to in this process; None before its import."""
-    loader = sys.modules.get("polygraphy.backend.trt.loader")
-    if loader is None:
+    """The TensorRT module Polygraphy is bound to in this process; None before its import.
+
+    Bound by vlc: the one it chose; imported by something else first: the one the flag named."""
+    if _bound:
+        return _bound[-1]
+    if "polygraphy.backend.trt.loader" not in sys.modules:
         return None
-    try:
-        return loader.trt.__name__  # Polygraphy's lazy module: this imports the module it names
-    except Exception:  # noqa: BLE001 - the module it was bound to does not import
-        return None
+    from polygraphy import config
+
+    return "tensorrt_rtx" if config.USE_TENSORRT_RTX else "tensorrt"
 
 
 def polygraphy_for(backend: Backend) -> Polygraphy:
-    """Polygraphy with `backend.name` as its TensorRT module (rebinding it when it differs)."""
+    """Polygraphy with `backend.name` as its TensorRT module."""
     polygraphy = _import_polygraphy()
     from polygraphy import config
 
-    current = bound_module()
-    if current is not None and current != backend.name:
-        for name in [m for m in sys.modules if m.startswith(_TRT_PACKAGES)]:
-            del sys.modules[name]
-    config.USE_TENSORRT_RTX = backend.is_rtx
+    bound = bound_module()
+    if bound is not None and bound != backend.name:
+        other = "trt-rtx" if backend.is_rtx else "trt"
+        raise TargetUnavailable(f"Polygraphy in this process already uses {bound}, and it takes one "
+                                f"TensorRT module per process (POLYGRAPHY_USE_TENSORRT_RTX)",
+                                fix=f"run the {other} target in a vlc command of its own")
+    if bound is None:
+        config.USE_TENSORRT_RTX = backend.is_rtx
     trt = importlib.import_module("polygraphy.backend.trt")
     rtx = importlib.import_module("polygraphy.backend.tensorrt_rtx") if backend.is_rtx else None
+    _bound[:] = [backend.name]
     from polygraphy.exception import PolygraphyException
     from polygraphy.logger import G_LOGGER
 

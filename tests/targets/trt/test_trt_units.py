@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+
 import pytest
 
 from vlc.errors import InputError
@@ -177,3 +180,23 @@ def test_summary_without_a_cuda_event_breakdown():
                       host_walltime_s=0.003, cuda_graph=False)
     assert result.breakdown == {} and result.latency.count == 3 and not result.warnings
     assert "GPU Compute Time" not in result.extra["trtexec_summary"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None, reason="tensorrt_rtx is not installed")
+def test_polygraphy_binds_one_tensorrt_module_per_process():
+    from vlc.errors import TargetUnavailable
+    from vlc.targets.trt import pg
+    from vlc.targets.trt.backend import TENSORRT_RTX, load_backend
+
+    bound = pg.polygraphy_for(load_backend(TENSORRT_RTX))
+    assert pg.bound_module() == "tensorrt_rtx" and bound.trt.loader.trt.__name__ == "tensorrt_rtx"
+    assert pg.polygraphy_for(load_backend(TENSORRT_RTX)).trt is bound.trt
+    saved = list(pg._bound)
+    pg._bound[:] = ["tensorrt"]  # as after a `trt` build in this process
+    try:
+        with pytest.raises(TargetUnavailable) as info:
+            pg.polygraphy_for(load_backend(TENSORRT_RTX))
+    finally:
+        pg._bound[:] = saved
+    line = info.value.line()
+    assert "already uses tensorrt" in line and "run the trt-rtx target in a vlc command of its own" in line
