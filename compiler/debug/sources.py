@@ -127,6 +127,11 @@ def _artifact(text: str, path: Path) -> DebugGraph:
     from vlc.inputs import source_generator
 
     artifact = Artifact.load(path)
+    if (artifact.manifest.get("extra") or {}).get("bundle"):
+        raise InputError(f"{path} is a {artifact.target} deploy bundle: its compiled files are built and run on "
+                         "another machine, so nothing here can be compared",
+                         fix="run its scripts where the target runs and import the results (Ascend: compile.sh and "
+                             f"dump.sh, then `vlc ascend import {path}` compares every dumped op)")
     graph, notes = artifact_graph(artifact)
     source = artifact.manifest.get("source", {})
     specs = [InputSpec.from_json(s) for s in source.get("input_specs", [])] or None

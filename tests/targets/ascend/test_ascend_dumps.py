@@ -225,3 +225,9 @@ def test_bisection_rebuilds_the_om_with_marked_outputs(standins, tmp_path, monke
     assert any("bisection on the compiled ascend310p file" in n for n in report.notes)
     assert not any("cannot expose" in n for n in report.notes)  # the .om itself was probed
     shutil.rmtree(artifact.path)
+
+
+def test_a_bundle_given_to_debug_accuracy_points_at_the_import(mlp_bundle, vlc_cli):
+    code, _, err = vlc_cli("debug", "accuracy", model_ref("mlp"), mlp_bundle)
+    assert code == 2 and "deploy bundle" in err and "vlc ascend import" in err
+    assert len(err.strip().splitlines()) == 1, err
