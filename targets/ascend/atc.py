@@ -138,12 +138,17 @@ class AtcFiles:
 
 
 def write_side_files(opts: AscendOptions, directory: Path) -> AtcFiles:
+    """keep_dtype.cfg (-O keep_dtype, plus the nodes islands=auto chose for the builds prepared in
+    `directory`) and mixlist.json (-O fp32_ops)."""
     import json
 
+    from vlc.targets.ascend.precision import auto_keep_dtype
+
     keep = mix = None
-    if opts.keep_dtype:
+    kept = tuple(dict.fromkeys(opts.keep_dtype + auto_keep_dtype(opts, directory)))
+    if kept:
         keep_path = directory / "keep_dtype.cfg"
-        keep_path.write_text("\n".join(opts.keep_dtype) + "\n")
+        keep_path.write_text("\n".join(kept) + "\n")
         keep = str(keep_path)
     if opts.fp32_ops:
         mix_path = directory / "mixlist.json"

@@ -106,4 +106,8 @@ def prepare_builds(source: CompileSource, spec: TargetSpec, opts: AscendOptions,
         builds.append(PreparedBuild(name, batch, path, onnx_signature(patched),
                                     [r.to_json() for r in records], parity, parity_batch, feeds,
                                     original, after))
+    if opts.islands == "auto":  # the fp32 nodes for ATC's keep_dtype file, from the patched graphs
+        from vlc.targets.ascend.precision import search_build_islands
+
+        search_build_islands(builds, opts, out_dir, log)
     return report, builds

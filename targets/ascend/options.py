@@ -32,6 +32,11 @@ OPTIONS: dict[str, OptionInfo] = {
                              "(ATC --keep_dtype file)", list),
     "fp32_ops": OptionInfo("op types kept in fp32 under mixed precision (ATC --modify_mixlist "
                            "black-list); implies allow_mix_precision for fp16 builds", list),
+    "islands": OptionInfo("fp16: static (ATC's precision mode decides) or auto (vlc measures in ONNX "
+                          "Runtime which of its fp32 islands the patched graph needs to meet -O accuracy "
+                          "and lists those nodes in the --keep_dtype file)", str, "static"),
+    "accuracy": OptionInfo("islands=auto's goal: the worst output cosine against fp32 (default: fp16's "
+                           "tolerance)", str, None),
     "implmode": OptionInfo("ATC --op_select_implmode: high_performance or high_precision"),
     "implmode_ops": OptionInfo("ATC --optypelist_for_implmode op types, e.g. [\"Gelu\"]", list),
     "log": OptionInfo("ATC --log level: error, warning, info, debug, null", str, "error"),
@@ -95,6 +100,8 @@ class AscendOptions:
     device_id: int
     emit: str | None
     notes: tuple[str, ...] = field(default=())
+    islands: str = "static"  # auto: the fp32 nodes vlc's search finds go into the keep_dtype file
+    accuracy: float | None = None  # islands=auto's cosine goal (None: fp16's tolerance)
 
     @property
     def builds(self) -> list[tuple[str, int | None]]:
@@ -152,6 +159,15 @@ def parse_options(target: str, spec: TargetSpec, signature: Signature) -> Ascend
     if fp32_ops and flag[1] not in ("allow_mix_precision", "allow_mix_precision_fp16", "mixed_float16"):
         raise InputError(f"fp32_ops needs mixed precision, but the precision mode is {flag[1]}",
                          fix="drop -O precision_mode or use allow_mix_precision")
+    from vlc.frontend.precision.islands import parse_goal
+
+    islands, goal = parse_goal(options.get("islands"), options.get("accuracy"), spec.precision.value)
+    if islands == "auto" and spec.precision != Precision.FP16:
+        raise InputError(f"islands=auto chooses fp32 nodes of an fp16 build; this build is "
+                         f"{spec.precision.value}", fix="use -p fp16, or drop -O islands")
+    if islands == "auto" and flag[1] in ("must_keep_origin_dtype", "origin"):
+        raise InputError(f"islands=auto lists nodes in ATC's --keep_dtype file, which {flag[1]} ignores",
+                         fix="drop -O precision_mode or use force_fp16 / allow_mix_precision")
     implmode = options.get("implmode")
     if implmode is not None:
         implmode = _choice("implmode", implmode, IMPLMODES)
@@ -192,4 +208,5 @@ def parse_options(target: str, spec: TargetSpec, signature: Signature) -> Ascend
     emit = options.get("emit")
     return AscendOptions(target, soc, cann, spec.precision, flag, input_format, keep_dtype,
                          fp32_ops, implmode, implmode_ops, log, gears, batches, patches, timeout,
-                         device_id, str(emit) if emit else None, tuple(notes))
+                         device_id, str(emit) if emit else None, tuple(notes), islands,
+                         goal.min_cosine if goal is not None else None)

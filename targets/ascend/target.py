@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
@@ -107,6 +108,11 @@ class AscendTarget(Target):
         opts = self.ascend_options(spec, signature)
         report, builds = prepare_builds(source, spec, opts, signature, build.path, log=build.log)
         files = atc_mod.write_side_files(opts, build.path)
+        if opts.islands == "auto":
+            from vlc.targets.ascend.precision import AUTO_ISLANDS_FILE
+
+            build.extra["precision"] = json.loads((build.path / AUTO_ISLANDS_FILE).read_text())
+            build.files["islands"] = AUTO_ISLANDS_FILE
         build.extra.update({"soc_version": opts.soc_version, "cann": opts.cann,
                             "precision_flag": list(opts.precision_flag), "input_format": opts.input_format,
                             "gears": list(opts.gears), "check": report.to_json(), "builds": []})

@@ -127,6 +127,7 @@ class IslandSearch:
     chosen_nodes: int = 0  # nodes the chosen conversion keeps in fp32 (every reason)
     chosen_by_op: dict[str, int] = field(default_factory=dict)
     chosen_numbers: dict[str, float] = field(default_factory=dict)
+    followers: list[str] = field(default_factory=list)  # kept for fp16's range after a kept unit (lowp "range")
     released: list[str] = field(default_factory=list)  # unit nodes moved to low precision
     must_keep: list[str] = field(default_factory=list)  # units that miss the goal when released alone
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
@@ -144,7 +145,7 @@ class IslandSearch:
             "static": {"fp32_nodes": self.static_nodes, "units": self.static_units,
                        "numbers": _json_numbers(self.static_numbers)},
             "chosen": {"fp32_nodes": self.chosen_nodes, "units_kept": self.chosen,
-                       "by_op": self.chosen_by_op, "numbers": _json_numbers(self.chosen_numbers)},
+                       "range_followers": self.followers, "by_op": self.chosen_by_op, "numbers": _json_numbers(self.chosen_numbers)},
             "released": self.released, "must_keep": self.must_keep, "sensitivity": self.sensitivity,
             "search": {"evaluations": self.evaluations, "seconds": round(self.seconds, 3),
                        "max_evaluations": self.max_evaluations, "groups": self.groups,
@@ -310,6 +311,7 @@ def search_islands(model: onnx.ModelProto, low: int, feeds: Mapping[str, np.ndar
         record.released = [n for k in sorted(released) for n in units[k].nodes]
         record.chosen_nodes = sum(stats.fp32_ops.values())
         record.chosen_by_op = dict(sorted(stats.fp32_ops.items()))
+        record.followers = [n for n, why in stats.fp32_nodes.items() if why == "range"]
         record.chosen_numbers = trial.numbers
         record.evaluations = evaluate.count
         record.seconds = time.perf_counter() - start
