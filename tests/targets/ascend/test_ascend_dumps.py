@@ -124,7 +124,7 @@ def test_a_corrupted_op_is_named_first_after_import(cnn_bundle, vlc_cli, tmp_pat
     assert f"first divergent node: {convs[1]} (Conv)" in out
 
 
-def test_a_fused_op_is_mapped_to_the_nodes_it_covers(mlp_bundle):
+def test_a_fused_op_is_mapped_to_the_nodes_it_covers(mlp_bundle, vlc_cli):
     graph = _graph(mlp_bundle).graph
     consumers = {i: n for n in graph.node for i in n.input}
     fused = [(n, consumers[n.output[0]]) for n in graph.node
@@ -138,6 +138,9 @@ def test_a_fused_op_is_mapped_to_the_nodes_it_covers(mlp_bundle):
     first = report.first_divergent
     assert first.covers == [gemm.name, relu.name] and first.candidate_tensor == f"{gemm.name}{relu.name}:0"
     assert gemm.output[0] in report.unmatched  # computed inside the fused op: never dumped
+    code, out, err = vlc_cli("ascend", "import", mlp_bundle)
+    assert code == 0, err
+    assert f"fused op {gemm.name}{relu.name}:0 covering {gemm.name}, {relu.name}" in out
     # without atc --mode=1's JSON the fused op is found from its concatenated name
     (mlp_bundle / "om" / "model_bs2.json").rename(mlp_bundle / "om" / "model_bs2.json.away")
     try:

@@ -12,17 +12,10 @@ class _Summary:
 
 
 class InferSession:
-    def __init__(self, device_id, model_path, acl_json_path=None, debug=False, loop=1):
-        import json
-
+    def __init__(self, device_id, model_path):
         self.device_id = device_id
         self.model = Model(Path(model_path))
         self._times = []
-        self._dump = None
-        if acl_json_path:  # ACL reads the dump section of acl.json when the session starts
-            with open(acl_json_path) as f:
-                section = json.load(f).get("dump")
-            self._dump = None if section is None else {**section, "device": device_id}
 
     def get_inputs(self):
         return self.model.inputs
@@ -43,7 +36,7 @@ class InferSession:
                 raise RuntimeError(f"input {k} has shape {list(array.shape)}, the model takes {shape}")
             arrays.append(array)
         start = time.perf_counter()
-        outs = self.model.run(arrays, self._dump)
+        outs = self.model.run(arrays)
         self._times.append((time.perf_counter() - start) * 1000)
         return outs
 
