@@ -32,7 +32,6 @@ from vlc.errors import CompileError
 from vlc.spec import ShapeRange
 
 Dims = tuple[int | None, ...]
-_OPS = {"AveragePool", "LayerNormalization", "NonZero"}
 _EXTERNAL_DATA_BYTES = 1 << 30  # keep weights beside the rewritten graph above 1 GiB (protobuf's 2 GiB cap)
 
 
@@ -320,49 +319,58 @@ def _folded_copy(ir: Any, optimizer: Any, graph: Path, shapes: Mapping[str, Sequ
 
 # ---- entry point -------------------------------------------------------------------------------
 
-def needs_rewrites(proto: Any) -> bool:
-    """Whether the graph (an onnx.ModelProto) has any op the rules look at, in any subgraph."""
-    seen: set[str] = set()
+def rules_to_run(proto: Any, *, rtx: bool) -> set[str]:
+    """Which rules have something to look at (a scan of the graph and its subgraphs, no weights):
+    "pool" (an AveragePool at the top level), "layernorm" (a LayerNormalization with more than
+    one output), "nonzero" (a NonZero, on TensorRT-RTX)."""
+    found: set[str] = set()
 
-    def scan(g: Any) -> None:
+    def scan(g: Any, top: bool) -> None:
         for node in g.node:
-            seen.add(node.op_type)
+            if node.domain not in ("", "ai.onnx"):
+                continue
+            if node.op_type == "AveragePool" and top:
+                found.add("pool")
+            elif node.op_type == "LayerNormalization" and len(node.output) > 1:
+                found.add("layernorm")
+            elif node.op_type == "NonZero" and rtx:
+                found.add("nonzero")
             for attr in node.attribute:
-                if attr.HasField("g"):
-                    scan(attr.g)
-                for sub in attr.graphs:
-                    scan(sub)
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    scan(sub, False)
 
-    scan(proto.graph)
-    return bool(seen & _OPS)
+    scan(proto.graph, True)
+    return found
 
 
 def rewrite_for_parser(graph: Path, out_dir: Path, profile: Mapping[str, ShapeRange], *,
                        rtx: bool) -> tuple[Path, RewriteReport]:
     """The graph TensorRT's parser gets: `graph` itself when no rule applies, else the rewritten
     graph saved in `out_dir` as <stem>.trt.onnx. `profile`: the build's shape ranges by ONNX
-    input name. `rtx`: TensorRT-RTX (no NonZero plugin)."""
+    input name. `rtx`: TensorRT-RTX (no NonZero plugin). Shape inference runs only for the rules
+    that have a node to look at."""
     import onnx
     import onnx_ir as ir
 
     report = RewriteReport()
     proto = onnx.load(str(graph), load_external_data=False)  # structure and shapes only
-    if not needs_rewrites(proto):
+    rules = rules_to_run(proto, rtx=rtx)
+    if not rules:
         return graph, report
-    low_inputs, high_inputs = profile_points(profile)
-    low = inferred_shapes(proto, low_inputs)
-    high = low if low_inputs == high_inputs else inferred_shapes(proto, high_inputs)
-    open_shapes = inferred_shapes(proto)
-    ranks = {name: len(dims) for name, dims in open_shapes.items()}
     model = ir.load(str(graph))
-    _rewrite_pools(model, low, high, report)
-    unknown = _rewrite_layernorms(model, ranks, report)
-    if unknown:
-        raise CompileError(f"{unknown[0]} (LayerNormalization) has Mean/InvStdDev outputs that are "
-                           "used, which TensorRT does not take, and the rank of its input is unknown "
-                           "so vlc cannot decompose it", fix="export the model with static input ranks, "
-                           "or compute mean and variance with ReduceMean in the model")
-    if rtx:
+    if "pool" in rules:
+        low_inputs, high_inputs = profile_points(profile)
+        low = inferred_shapes(proto, low_inputs)
+        high = low if low_inputs == high_inputs else inferred_shapes(proto, high_inputs)
+        _rewrite_pools(model, low, high, report)
+    if "layernorm" in rules:
+        ranks = {name: len(dims) for name, dims in inferred_shapes(proto).items()}
+        if unknown := _rewrite_layernorms(model, ranks, report):
+            raise CompileError(f"{unknown[0]} (LayerNormalization) has Mean/InvStdDev outputs that are "
+                               "used, which TensorRT does not take, and the rank of its input is unknown "
+                               "so vlc cannot decompose it", fix="export the model with static input ranks, "
+                               "or compute mean and variance with ReduceMean in the model")
+    if "nonzero" in rules:
         _fold_nonzeros(model, graph, profile, report)
     if not report.changed:
         return graph, report
