@@ -129,10 +129,15 @@ def test_worker_start_probes_targets_into_resources(vlc_cli, monkeypatch):
     assert "vlc/ascend310p" not in offered  # no atc/ais_bench here
     from vlc.cli.targets_cmd import describe_targets
 
+    from vlc.environment import nvidia_gpus
+
     rtx = next(t for t in describe_targets()["targets"] if t["name"] == "trt-rtx")
-    assert ("vlc/trt-sm86" in offered) == rtx["available"]  # TensorRT-RTX builds for 8.6 (A10)
+    assert ("vlc/trt-build-sm86" in offered) == rtx["available"]  # the toolchain: TensorRT-RTX builds for 8.6 (A10)
+    a10s = [g for g in nvidia_gpus() if g.get("compute_capability") == "8.6"]
+    assert ("vlc/trt-sm86" in offered) == bool(rtx["available"] and a10s)  # the hardware: an sm86 GPU here
     command = plan["command"]
     assert command[1:3] == ["start", "--head"] and "--num-cpus=1" in command
+    assert command[0].endswith("ray")  # `ray start` itself; a loopback address goes through vlc's launcher
     assert command[-1] == "--temp-dir=/tmp/vlc-ray"  # after `--`: passed to `ray start` as given
     assert json.loads(next(c for c in command if c.startswith("--resources="))[len("--resources="):]) == offered
     assert plan["machine"] == "lab-1"
@@ -145,6 +150,12 @@ def test_worker_start_probes_targets_into_resources(vlc_cli, monkeypatch):
     assert plan["resources"]["vlc/ascend310p"] == 1  # atc and ais_bench found
     assert "--address=127.0.0.1:6379" in plan["command"]
 
+    code, out, err = vlc_cli("worker", "start", "--address", "127.0.0.1:6379", "--node-ip-address", "127.0.0.1",
+                             "--temp-dir", "/tmp/vlc-node", "--dry-run")
+    assert code == 0, err
+    command = json.loads(out)["command"]  # Ray would replace 127.0.0.1 with the host's outward address
+    assert command[1:4] == ["-m", "vlc.campaign.ray_start", "start"] and "--temp-dir=/tmp/vlc-node" in command
+
 
 @pytest.mark.parametrize("args, expected", [
     ([], "give one of --head and --address HEAD"),
@@ -152,6 +163,7 @@ def test_worker_start_probes_targets_into_resources(vlc_cli, monkeypatch):
     (["--head", "--resources", "{nope"], "--resources is not JSON"),
     (["--head", "--resources", '{"vlc/a10": -1}'], "--resources must be a JSON object"),
     (["--address", "h:1", "--port", "7000"], "--port is the head's port"),
+    (["--head", "--temp-dir", "rel/dir"], "--temp-dir rel/dir is not an absolute path"),
 ])
 def test_worker_start_mistakes(vlc_cli, args, expected):
     code, _, err = vlc_cli("worker", "start", *args, "--dry-run")
