@@ -333,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=300, help="seconds per vlc call")
     parser.add_argument("--resume", action="store_true",
                         help="keep the cells of models already in OUT/LABEL.json; run the others")
+    parser.add_argument("--rerun", default="",
+                        help="with --resume: comma-separated models whose kept cells are run again "
+                             "(after a fix), the rest kept")
     args = parser.parse_args(argv)
     corpus = args.corpus or corpus_dir()
     entries = load_manifest(corpus)
@@ -366,8 +369,9 @@ def _resumed(args: argparse.Namespace, paths: list[str]) -> list[Cell]:
     if not args.resume or not path.exists():
         return []
     cells = [Cell(**c) for c in json.loads(path.read_text())["cells"]]
+    rerun = set(filter(None, args.rerun.split(",")))
     complete = {m for m in {c.model for c in cells}
-                if {c.path for c in cells if c.model == m} >= set(paths)}
+                if {c.path for c in cells if c.model == m} >= set(paths) and m not in rerun}
     return [c for c in cells if c.model in complete and c.path in paths]
 
 
