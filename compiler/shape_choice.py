@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from vlc.errors import InputError
+from vlc.model import BATCH as BATCH_NAME
 from vlc.model import InputSpec, specs_from_signature
 from vlc.signature import Signature, TensorSig
 from vlc.spec import ShapeRange, TargetSpec
@@ -285,3 +286,31 @@ def sized_spec(onnx_path: str | Path, signature: Signature, spec: TargetSpec, *,
         notes.append(f"each build sets the batch to its own size ({', '.join(map(str, sizes))})")
     line = record(chosen, notes, extra if extra is not None else {}, log_line)
     return replace(spec, shapes={**spec.shapes, **chosen}), chosen, line
+
+
+def from_user_inputs(signature: Signature, spec: TargetSpec, feeds: Mapping[str, np.ndarray],
+                     input_specs: Sequence[InputSpec]) -> tuple[TargetSpec, list[InputSpec], str | None]:
+    """The user's inputs (`vlc compile --input`) size the dynamic dims nobody gave a range for:
+    without --batch each such input builds for exactly its shape (min = opt = max); with --batch
+    its other dynamic dims take the input's sizes. Returns (spec, input specs, a note or None)."""
+    shapes = dict(spec.shapes)
+    specs = list(input_specs)
+    taken = []
+    names = batch_dim_names(signature)
+    for sig in signature.inputs:
+        if sig.name in spec.shapes or sig.name not in feeds or all(isinstance(d, int) for d in sig.shape):
+            continue
+        shape = tuple(int(d) for d in np.asarray(feeds[sig.name]).shape)
+        if len(shape) != len(sig.shape):
+            continue  # load_inputs has refused a wrong rank already; nothing to take
+        if spec.batch is None:
+            shapes[sig.name] = ShapeRange(shape, shape, shape)
+            taken.append(f"{sig.name} {'x'.join(map(str, shape))}")
+            continue
+        sized = tuple(d if isinstance(d, int) or d in names else size for d, size in zip(sig.shape, shape))
+        specs = [replace(s, shape=tuple(BATCH_NAME if isinstance(d, str) and d in names else n
+                                        for d, n in zip(sig.shape, sized)))
+                 if s.name == sig.name and len(s.shape) == len(sized) else s for s in specs]
+        taken.append(f"{sig.name} sizes {'x'.join(str(n) for n in sized)}")
+    note = f"shapes from the inputs given with --input: {'; '.join(taken)}" if taken else None
+    return replace(spec, shapes=shapes), specs, note

@@ -43,6 +43,9 @@ class CompileSource:
     input_specs: list[InputSpec]
     model: ModelSource | None = None
     frontend: dict[str, Any] = field(default_factory=dict)  # what the front end did (report)
+    # inputs the user gave (`vlc compile --input`): the precision check runs on them, and they
+    # size the dynamic dims nobody gave a range for
+    user_inputs: dict[str, np.ndarray] | None = None
 
     @property
     def name(self) -> str:

@@ -230,3 +230,40 @@ def test_ascend_check_sees_the_chosen_sizes(tmp_path):
     report = get_target("ascend310p").preflight(CompileSource(path, "detector", []), TargetSpec("ascend310p"))
     assert not [f for f in report.remaining if f.code == "dynamic-dim"]
     assert any("'L'=32" in n for n in report.notes)
+
+
+def reflect_pad(tmp_path: Path) -> Path:
+    """A reflect Pad over a dynamic length: the user's own length must reach the build."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "L"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "L2"])
+    pads = numpy_helper.from_array(np.array([0, 2, 0, 2], np.int64), "pads")
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["p"], mode="reflect"), helper.make_node("Tanh", ["p"], ["y"])]
+    return _save(tmp_path, "reflect", nodes, [x], [y], [pads])
+
+
+def test_user_inputs_size_the_dynamic_dims_and_feed_the_check(tmp_path, vlc_cli):
+    path = reflect_pad(tmp_path)
+    feeds = tmp_path / "in.npz"
+    np.savez(feeds, x=np.random.default_rng(3).standard_normal((2, 37)).astype(np.float32))
+    out = tmp_path / "fp16"
+    code, o, e = vlc_cli("compile", path, "--target", "onnxruntime", "--precision", "fp16", "-i", feeds,
+                         "-o", out, "--cache-dir", tmp_path / "c", "--json")
+    assert code == 0, o + e
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["extra"]["precision"]["check"]["inputs"] == "the inputs given with --input"
+    assert manifest["batch_range"] == [2, 2]  # min = opt = max: the user's shape
+    assert "shapes from the inputs given with --input: x 2x37" in e
+
+
+@pytest.mark.skipif(rtx_missing, reason="TensorRT-RTX is not installed")
+def test_trt_rtx_builds_for_the_users_length(tmp_path, vlc_cli):
+    path = reflect_pad(tmp_path)
+    feeds = tmp_path / "in.npz"
+    np.savez(feeds, x=np.random.default_rng(3).standard_normal((1, 37)).astype(np.float32))
+    out = tmp_path / "rtx"
+    code, o, e = vlc_cli("compile", path, "--target", "trt-rtx", "--preset", "a10", "--batch", "1,2,4",
+                         "-i", feeds, "-o", out, "--cache-dir", tmp_path / "c")
+    assert code == 0, o + e
+    manifest = json.loads((out / "manifest.json").read_text())
+    shapes = json.dumps(manifest)
+    assert "37" in shapes and "x sizes Nx37" in e

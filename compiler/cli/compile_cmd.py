@@ -83,6 +83,9 @@ def register(app: typer.Typer) -> None:
         weights: WeightsOpt = None,
         cache_dir: CacheDirOpt = None,
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+        inputs: list[str] = typer.Option([], "--input", "-i", help="Input files (.npy, .npz, .pb, Polygraphy "
+                                         "JSON): the precision check runs on them, and their shapes size "
+                                         "dynamic dims nobody gave a range for; repeatable."),
     ) -> None:
         """Compile a model for one target into an artifact directory (reused when nothing changed)."""
         from vlc.cli.export_cmd import frontend_options
@@ -123,6 +126,16 @@ def register(app: typer.Typer) -> None:
             source = prepare(absolute_ref(model), cache_dir=cache_dir, options=options)
         source.onnx_path = Path(source.onnx_path).resolve()
         frontend_seconds = time.perf_counter() - start
+        if inputs:
+            from vlc.inputs import load_inputs
+            from vlc.shape_choice import from_user_inputs
+
+            source.user_inputs = load_inputs(inputs, source.signature)
+            spec, source.input_specs, note = from_user_inputs(source.signature, spec, source.user_inputs,
+                                                              source.input_specs)
+            if note:
+                console.info(note)
+            force = True  # an artifact checked on other inputs must not stand for this check
         out_dir = output or Path("artifacts") / f"{model_name(source)}-{backend.name}-{spec.precision.value}"
         if not bundle_only:
             claim_output_dir(out_dir, "artifact")  # the default directory, too, may hold someone's files

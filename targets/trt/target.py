@@ -345,11 +345,17 @@ class TrtTarget(Target):
                     source.model if source.model is not None else list(source.input_specs),
                     batches=option(spec, "calibration_batches"))
         out = build.path / f"model.{precision.value}.onnx"
-        if source.model is not None:
+        check_note = "given feeds"
+        if source.user_inputs:
+            check_feeds, check_note = source.user_inputs, "the inputs given with --input"
+        elif source.model is not None:
             check_feeds = source.model.generate_inputs(2, seed=0)
+            check_note = f"{source.model.name}'s input generator (batch 2, seed 0)"
+        elif check_feeds is not None:
+            check_note = "inputs at the shapes vlc chose"
         report = convert(source.onnx_path, precision, out, calibration=calibration,
                          method=option(spec, "calibration_method"), input_specs=list(source.input_specs),
-                         check_feeds=check_feeds, strict=option(spec, "strict_precision"),
+                         check_feeds=check_feeds, check_note=check_note, strict=option(spec, "strict_precision"),
                          islands=islands, tolerance=goal)
         build.files["graph"] = out.name
         for sidecar in build.path.glob(out.name + ".data"):

@@ -53,6 +53,8 @@ def model_inputs(source: Any, precision: Precision | str) -> dict[str, Any]:
     (token ids within the embedding tables, masks that keep a token, images with their real
     distribution); otherwise convert() derives them from the input specs. Checking on other data
     than the artifact is compared on later would pass builds that `vlc compare` then fails."""
+    if getattr(source, "user_inputs", None):
+        return {"check_feeds": source.user_inputs, "check_note": "the inputs given with --input"}
     if source.model is None:
         return {}
     inputs: dict[str, Any] = {"check_feeds": source.model.generate_inputs(CHECK_BATCH, seed=CHECK_SEED),
