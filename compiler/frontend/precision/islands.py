@@ -14,6 +14,11 @@ fp16/bf16 costs:
    released together (bisection over the prefix length);
 5. every unit still kept tried once more on top of that (greedy), least sensitive first.
 
+For fp16, a native normalization (LayerNormalization, GroupNormalization, ...) whose input lies
+more than NORM_DEVIATION_LIMIT from its mean on the check inputs is never released: fp16 kernels
+may square the centred input, past 65504 there (what TensorRT warns about for LayerNorms after
+attention), and the emulation sees only the op's output.
+
 Each measurement converts the graph with lowp.to_low_precision (the kept units named in
 `keep_nodes`) and checks it as the conversion check does: through check.emulate_low_precision
 (every low-precision tensor rounded and ranged where produced), and for fp16 also as ONNX
@@ -35,7 +40,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import onnx
-from onnx import TensorProto
+from onnx import TensorProto, helper
 
 from vlc.accuracy import AccuracyReport, Tolerance, compare_outputs, default_tolerance, tolerance_with
 from vlc.errors import InputError
@@ -45,6 +50,9 @@ ISLAND_MODES = ("static", "auto")
 DEFAULT_MAX_EVALUATIONS = 120
 DEFAULT_MAX_GROUPS = 48
 LARGE_MODEL_BYTES = 1_800_000_000  # protobuf's 2 GiB limit: such graphs run from a file
+NORMALIZATION_OPS = frozenset({"LayerNormalization", "GroupNormalization", "InstanceNormalization",
+                               "MeanVarianceNormalization"})
+NORM_DEVIATION_LIMIT = 256.0  # its square is fp16's largest finite value, 65504, to rounding
 STAT_KEYS = ("min_cosine", "max_abs", "mean_abs", "median_abs", "max_rel", "mean_rel", "median_rel")
 
 
@@ -130,6 +138,7 @@ class IslandSearch:
     followers: list[str] = field(default_factory=list)  # kept for fp16's range after a kept unit (lowp "range")
     released: list[str] = field(default_factory=list)  # unit nodes moved to low precision
     must_keep: list[str] = field(default_factory=list)  # units that miss the goal when released alone
+    guarded: list[dict[str, Any]] = field(default_factory=list)  # normalizations kept for fp16's range
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
     evaluations: int = 0
     seconds: float = 0.0
@@ -146,7 +155,8 @@ class IslandSearch:
                        "numbers": _json_numbers(self.static_numbers)},
             "chosen": {"fp32_nodes": self.chosen_nodes, "units_kept": self.chosen,
                        "range_followers": self.followers, "by_op": self.chosen_by_op, "numbers": _json_numbers(self.chosen_numbers)},
-            "released": self.released, "must_keep": self.must_keep, "sensitivity": self.sensitivity,
+            "released": self.released, "must_keep": self.must_keep, "guarded": self.guarded,
+            "sensitivity": self.sensitivity,
             "search": {"evaluations": self.evaluations, "seconds": round(self.seconds, 3),
                        "max_evaluations": self.max_evaluations, "groups": self.groups,
                        "budget_exhausted": self.budget_exhausted, "steps": self.steps,
@@ -209,7 +219,8 @@ def _score(errors: Mapping[str, float], baseline: Mapping[str, float]) -> float:
     return max(growth, default=0.0) if all(math.isfinite(g) for g in growth) else math.inf
 
 
-def _worst(report: AccuracyReport) -> dict[str, float]:
+def worst_numbers(report: AccuracyReport) -> dict[str, float]:
+    """The worst of each of STAT_KEYS over a report's outputs (lowest cosine, largest errors)."""
     outs = report.outputs
     if not outs:
         return {}
@@ -225,8 +236,10 @@ class _Evaluator:
 
     def __init__(self, model: onnx.ModelProto, low: int, keep_ops: frozenset[str], units: list[Unit],
                  feeds: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], goal: Tolerance,
-                 run: Callable[[Any, Mapping[str, np.ndarray]], dict[str, np.ndarray]]) -> None:
+                 run: Callable[[Any, Mapping[str, np.ndarray]], dict[str, np.ndarray]],
+                 always_keep: list[str] | None = None) -> None:
         self.model, self.low, self.units = model, low, units
+        self.always_keep = list(always_keep or [])
         self.fixed_ops = frozenset(keep_ops) & TYPE_FIXED_OPS
         self.feeds, self.reference, self.goal, self.run = feeds, reference, goal, run
         self.count = 0
@@ -234,7 +247,7 @@ class _Evaluator:
         self.baseline: dict[str, float] = {}  # the static islands' errors, once measured
 
     def kept_names(self, released: frozenset[int]) -> list[str]:
-        return [n for k, u in enumerate(self.units) if k not in released for n in u.nodes]
+        return self.always_keep + [n for k, u in enumerate(self.units) if k not in released for n in u.nodes]
 
     def convert(self, released: frozenset[int]) -> tuple[onnx.ModelProto, LowPrecisionStats]:
         return to_low_precision(self.model, self.low, self.fixed_ops, keep_nodes=self.kept_names(released),
@@ -263,12 +276,38 @@ class _Evaluator:
             passed = passed and report.passed
             errors = {k: max(v, _errors(actual, self.reference)[k]) for k, v in errors.items()}
         worst = AccuracyReport(self.goal, [o for r in reports for o in r.outputs])
-        trial = Trial(passed, errors, _worst(worst), sum(stats.fp32_ops.values()), worst)
+        trial = Trial(passed, errors, worst_numbers(worst), sum(stats.fp32_ops.values()), worst)
         if not released:
             self.baseline = trial.errors
         trial.score = _score(trial.errors, self.baseline)
         self.cache[released] = trial
         return trial
+
+
+def _normalization_deviations(model: onnx.ModelProto, names: list[str], feeds: Mapping[str, np.ndarray],
+                              run: Callable[[Any, Mapping[str, np.ndarray]], dict[str, np.ndarray]],
+                              ) -> dict[str, float]:
+    """For each named normalization node: the largest |x - mean(x)| of its input on `feeds` (fp32),
+    the mean over the axes it normalizes (LayerNormalization: `axis` on; others: every axis past
+    the batch, which only overstates a group's deviation)."""
+    if not names:
+        return {}
+    nodes = {n.name: n for n in model.graph.node if n.name in set(names)}
+    probe = onnx.ModelProto.FromString(model.SerializeToString())
+    exposed = {n.input[0] for n in nodes.values()} - {o.name for o in probe.graph.output}
+    probe.graph.output.extend(helper.make_tensor_value_info(t, TensorProto.FLOAT, None) for t in sorted(exposed))
+    values = run(probe, feeds)
+    deviations = {}
+    for name, node in nodes.items():
+        x = np.asarray(values[node.input[0]], np.float64)
+        if node.op_type == "LayerNormalization":
+            axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+            axes = tuple(range(axis % x.ndim, x.ndim))
+        else:
+            axes = tuple(range(1, x.ndim))
+        deviation = np.abs(x - x.mean(axis=axes, keepdims=True)) if x.size else np.zeros(1)
+        deviations[name] = float(deviation.max()) if np.isfinite(deviation).all() else math.inf
+    return deviations
 
 
 def run_in_memory_or_file(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -300,7 +339,20 @@ def search_islands(model: onnx.ModelProto, low: int, feeds: Mapping[str, np.ndar
     op_of = {n.name: n.op_type for n in model.graph.node}
     _, static_stats = to_low_precision(model, low, keep_ops)
     units = _units(static_stats, order, op_of)
-    evaluate = _Evaluator(model, low, keep_ops, units, feeds, reference, goal, run or run_in_memory_or_file)
+    run = run or run_in_memory_or_file
+    guarded: list[str] = []
+    if low == TensorProto.FLOAT16:
+        deviations = _normalization_deviations(model, [u.nodes[0] for u in units
+                                                       if len(u.nodes) == 1 and u.op_types[0] in NORMALIZATION_OPS],
+                                               feeds, run)
+        record.guarded = [{"node": n, "max_deviation": d} for n, d in deviations.items()
+                          if not d <= NORM_DEVIATION_LIMIT]
+        guarded = [g["node"] for g in record.guarded]
+        units = [u for u in units if u.nodes[0] not in guarded]
+        if guarded:
+            record.steps.append(f"{len(guarded)} normalizations kept: their input strays more than "
+                                f"{NORM_DEVIATION_LIMIT:g} from its mean (fp16 squares it past 65504)")
+    evaluate = _Evaluator(model, low, keep_ops, units, feeds, reference, goal, run, guarded)
     record.static_units = len(units)
     every = frozenset(range(len(units)))
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto
+from onnx import TensorProto, helper, numpy_helper
 
 from tests.frontend.precision.island_graphs import LN_NODES, OVERFLOWING, feeds, mixed_graph
 from vlc.accuracy import compare_outputs, default_tolerance
@@ -167,3 +168,33 @@ def test_goal_defaults_to_the_precision_tolerance():
     assert parse_goal("auto", None, "fp16") == ("auto", None)
     mode, goal = parse_goal(None, "0.99", "bf16")
     assert mode == "static" and goal.min_cosine == 0.99 and goal.atol == default_tolerance("bf16").atol
+
+
+def _two_layernorms(path) -> None:  # noqa: ANN001
+    """Two native LayerNorms: one on unit-scale values, one on values 500 times larger (whose
+    squared deviations, ~1e6, no fp16 kernel could hold, although its output is normalized)."""
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array((1 + 0.1 * rng.standard_normal(32)).astype(np.float32), "g"),
+             numpy_helper.from_array((0.1 * rng.standard_normal(32)).astype(np.float32), "b"),
+             numpy_helper.from_array(np.array(500.0, np.float32), "big")]
+    nodes = [helper.make_node("LayerNormalization", ["x", "g", "b"], ["small"], name="ln_small", axis=-1),
+             helper.make_node("Mul", ["x", "big"], ["xl"], name="scale_up"),
+             helper.make_node("LayerNormalization", ["xl", "g", "b"], ["large"], name="ln_large", axis=-1)]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["B", 32]) for n in ("small", "large")]
+    graph = helper.make_graph(nodes, "lns", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 32])],
+                              outputs, inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_a_normalization_of_large_values_stays_fp32(tmp_path):
+    src = tmp_path / "lns.onnx"
+    _two_layernorms(src)
+    x = {"x": np.random.default_rng(0).standard_normal((4, 32)).astype(np.float32)}
+    report = convert(src, "fp16", tmp_path / "lns.fp16.onnx", check_feeds=x, islands="auto")
+    assert report.passed
+    guarded = report.islands["guarded"]
+    assert [g["node"] for g in guarded] == ["ln_large"] and guarded[0]["max_deviation"] > 256
+    assert report.islands["chosen"]["units_kept"] == ["ln_large"]
+    assert report.islands["released"] == ["ln_small"]
+    bf16 = convert(src, "bf16", tmp_path / "lns.bf16.onnx", check_feeds=x, islands="auto")
+    assert bf16.islands["guarded"] == [] and bf16.islands["chosen"]["units_kept"] == []  # bf16 has the range

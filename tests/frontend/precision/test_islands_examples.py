@@ -58,3 +58,20 @@ def test_bad_islands_option_is_one_line(vlc_cli, tmp_path):
     code, _, stderr = vlc_cli("compile", EXAMPLES[0], "-t", "onnxruntime", "-p", "fp16",
                               "-O", "accuracy=2", "-o", tmp_path / "x")
     assert code != 0 and "accuracy=2" in stderr and "Traceback" not in stderr
+
+
+def test_trt_rtx_build_with_auto_islands(vlc_cli, tmp_path):
+    """TensorRT-RTX builds ahead of time without a GPU: the engine is parsed from the auto graph."""
+    from vlc.plugin_manager import get_target
+
+    if not get_target("trt-rtx").available().ok:
+        pytest.skip("TensorRT-RTX is not installed")
+    out = tmp_path / "rtx"
+    code, _, stderr = vlc_cli("compile", EXAMPLES[0], "-t", "trt-rtx", "-p", "fp16", "--preset", "rtx4090",
+                              "-O", "islands=auto", "-o", out)
+    assert code == 0, stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    precision = manifest["extra"]["precision"]
+    assert precision["passed"]
+    assert precision["islands"]["chosen"]["fp32_nodes"] < precision["islands"]["static"]["fp32_nodes"]
+    assert manifest["files"]["graph"].startswith("model.fp16")  # the engine was parsed from the converted graph
