@@ -8,7 +8,10 @@ between the two regions, once per tensor and direction. Constants are converted 
 (no runtime Cast); for fp16, values beyond +-65504 (e.g. -3.4e38 attention-mask fills) are
 clamped to +-65504 and tiny non-zero values raised to the smallest subnormal.
 
-Nodes carrying subgraphs (If/Loop/Scan) stay fp32, and so do tensors their bodies read.
+Nodes carrying subgraphs (If/Loop/Scan) stay fp32, and so do tensors their bodies read. Nodes
+can also be kept by name (`keep_nodes`: what islands=auto chose, islands.py). For fp16, what reads
+an fp32 sum, product, power or exponential next through elementwise ops (ReduceSum -> Add(eps) ->
+Sqrt -> Div) stays fp32 too: casting that tensor to fp16 would turn 7e4 into inf.
 """
 
 from __future__ import annotations
