@@ -24,17 +24,17 @@ def _scale_rule() -> Any:
     import onnx_ir as ir
     from onnxscript.rewriter import pattern
 
-    def target(op, x, c):  # noqa: ANN001, ANN202
+    def target(op, x, c):
         return op.Div(x, c)
 
-    def check(context, x, c, **_):  # noqa: ANN001, ANN202
+    def check(context, x, c, **_):
         tensor = ir.convenience.get_const_tensor(c)
         if tensor is None:
             return False
         value = tensor.numpy()
         return value.size == 1 and value.dtype.kind == "f" and float(value.reshape(-1)[0]) != 0.0
 
-    def replacement(op, x, c):  # noqa: ANN001, ANN202
+    def replacement(op, x, c):
         value = ir.convenience.get_const_tensor(c).numpy()
         reciprocal = (np.ones_like(value) / value).astype(value.dtype)
         return op.Mul(x, op.Constant(value=ir.tensor(reciprocal)))

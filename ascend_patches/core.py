@@ -9,8 +9,9 @@ order of `ORDER` and records what each changed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from vlc.errors import InputError
 
@@ -33,7 +34,7 @@ class PatchContext:
     precision: str = "fp16"
     soc_version: str | None = None
 
-    def with_batch(self, batch: int | None) -> "PatchContext":
+    def with_batch(self, batch: int | None) -> PatchContext:
         return replace(self, batch=batch)
 
 
@@ -100,8 +101,7 @@ def patch(name: str, summary: str) -> Callable[[PatchFn], PatchFn]:
 
 def _load_all() -> None:
     # Importing the modules registers their patches.
-    from vlc.ascend_patches import (  # noqa: F401
-        attention, einsum, fp16, gather, int32, layernorm, opset, shapes, trilu)
+    from vlc.ascend_patches import attention, einsum, fp16, gather, int32, layernorm, opset, shapes, trilu  # noqa: F401
 
 
 def get_patch(name: str) -> Patch:

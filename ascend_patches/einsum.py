@@ -19,8 +19,18 @@ from typing import Any
 import numpy as np
 
 from vlc.ascend_patches.core import PatchContext, PatchRecord, patch
-from vlc.ascend_patches.graph import (Graph, attr, infer_shapes, node, opset, squeeze_node,
-                                      standard_nodes, static_shape, unsqueeze_node, value_types)
+from vlc.ascend_patches.graph import (
+    Graph,
+    attr,
+    infer_shapes,
+    node,
+    opset,
+    squeeze_node,
+    standard_nodes,
+    static_shape,
+    unsqueeze_node,
+    value_types,
+)
 
 
 @dataclass(frozen=True)
@@ -30,7 +40,7 @@ class Equation:
     out: str
 
     @classmethod
-    def parse(cls, text: str, ranks: tuple[int | None, ...] = (None, None)) -> "Equation | None":
+    def parse(cls, text: str, ranks: tuple[int | None, ...] = (None, None)) -> Equation | None:
         """The equation with every ellipsis spelled out as letters (needs the operands' ranks)."""
         text = text.replace(" ", "")
         lhs, arrow, out = text.partition("->")

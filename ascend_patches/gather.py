@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 
 from vlc.ascend_patches.core import PatchContext, PatchRecord, patch
-from vlc.ascend_patches.graph import (Graph, attr, infer_shapes, node, opset, squeeze_node,
-                                      static_shape, value_types)
+from vlc.ascend_patches.graph import Graph, attr, infer_shapes, node, opset, squeeze_node, static_shape, value_types
 
 INT64_MAX = np.iinfo(np.int64).max
 

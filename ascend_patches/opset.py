@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 
 from vlc.ascend_patches.core import PatchContext, PatchRecord, patch
-from vlc.ascend_patches.graph import (Graph, attr, infer_shapes, node, opset, standard_nodes,
-                                      value_types)
+from vlc.ascend_patches.graph import Graph, attr, infer_shapes, node, opset, standard_nodes, value_types
 from vlc.errors import CompileError
 
 

@@ -7,7 +7,8 @@ Ascend targets run the same patches with the build's own context.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from vlc.ascend_patches.core import Patch, all_patches, context_from_metadata
 from vlc.frontend.passes import GraphPass

@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 
 from vlc.ascend_patches.core import PatchContext, PatchRecord, patch
-from vlc.ascend_patches.graph import (Graph, attr, infer_shapes, node, standard_nodes, static_shape,
-                                      value_types)
+from vlc.ascend_patches.graph import Graph, attr, infer_shapes, node, standard_nodes, static_shape, value_types
 
 
 def trilu_mask(shape: tuple[int, ...], k: int, upper: bool) -> np.ndarray:

@@ -11,10 +11,11 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 import vlc
 from vlc.errors import InputError
@@ -74,7 +75,7 @@ class Artifact:
         return self.path / self.manifest["files"][key]
 
     @classmethod
-    def load(cls, path: str | Path) -> "Artifact":
+    def load(cls, path: str | Path) -> Artifact:
         path = Path(path)
         manifest_path = path / MANIFEST
         if not path.exists():

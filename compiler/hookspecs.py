@@ -7,7 +7,8 @@ Built-in targets are loaded exactly like third-party plugins (entry-point group 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -22,7 +23,7 @@ hookimpl = pluggy.HookimplMarker("vlc")
 
 
 @hookspec
-def register_targets(register: Callable[["Target"], None]) -> None:
+def register_targets(register: Callable[[Target], None]) -> None:
     """Register compilation targets.
 
     Call ``register(target)`` once per :class:`vlc.target.Target` instance. The target's
@@ -33,7 +34,7 @@ def register_targets(register: Callable[["Target"], None]) -> None:
 
 
 @hookspec
-def register_passes(register: Callable[["GraphPass"], None]) -> None:
+def register_passes(register: Callable[[GraphPass], None]) -> None:
     """Register named ONNX graph passes for the front end's pass manager.
 
     Call ``register(graph_pass)`` with a :class:`vlc.frontend.passes.GraphPass`; users select
@@ -52,7 +53,7 @@ def register_plugins(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
-def register_commands(app: "typer.Typer") -> None:
+def register_commands(app: typer.Typer) -> None:
     """Add commands to the ``vlc`` command line.
 
     ``app`` is the root Typer application; add commands with ``app.command()`` or sub-groups

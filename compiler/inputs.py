@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+
 from vlc.errors import InputError, first_line
 from vlc.model import InputSpec, generate_from_specs, specs_from_signature
 from vlc.signature import Signature

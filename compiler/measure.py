@@ -16,10 +16,10 @@ No backend session is imported here: the references call PyTorch and ONNX Runtim
 from __future__ import annotations
 
 import math
-
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,7 +47,7 @@ _FLOAT_TYPES = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "ten
 
 # ---- references ---------------------------------------------------------------------------------
 
-def reference_outputs(kind: str, source: "ModelSource | str | Path", feeds: Mapping[str, np.ndarray], *,
+def reference_outputs(kind: str, source: ModelSource | str | Path, feeds: Mapping[str, np.ndarray], *,
                       device: str = "cpu") -> dict[str, np.ndarray]:
     """The reference outputs on `feeds`: `kind` "torch" runs the PyTorch model `source` in true
     fp32 (on `device`); "onnxruntime-fp32" runs the ONNX graph at path `source` on the CPU."""
@@ -66,7 +66,7 @@ def reference_outputs(kind: str, source: "ModelSource | str | Path", feeds: Mapp
     raise InputError(f"unknown reference '{kind}'", fix=f"use one of: {', '.join(REFERENCES)}")
 
 
-def torch_outputs(source: "ModelSource", feeds: Mapping[str, Any], device: str = "cpu") -> dict[str, Any]:
+def torch_outputs(source: ModelSource, feeds: Mapping[str, Any], device: str = "cpu") -> dict[str, Any]:
     """The PyTorch model's outputs in fp32 (on `device`; TF32 off so CUDA stays a true fp32 reference)."""
     import torch
 
@@ -86,7 +86,7 @@ def torch_outputs(source: "ModelSource", feeds: Mapping[str, Any], device: str =
             for name, v in named_outputs(out, source.output_names).items()}
 
 
-def parity_check(source: "ModelSource", onnx_path: str | Path, batch: int) -> AccuracyReport:
+def parity_check(source: ModelSource, onnx_path: str | Path, batch: int) -> AccuracyReport:
     """The exported graph in ONNX Runtime (CPU, fp32) against the PyTorch model on the same inputs."""
     from vlc.accuracy import compare_outputs, default_tolerance
     from vlc.spec import Precision
@@ -106,7 +106,7 @@ def cpu_options() -> Any:
     return options
 
 
-def onnx_cpu_outputs(model: "str | Path | onnx.ModelProto", feeds: Mapping[str, np.ndarray], *,
+def onnx_cpu_outputs(model: str | Path | onnx.ModelProto, feeds: Mapping[str, np.ndarray], *,
                      options: Any = None) -> dict[str, np.ndarray]:
     """A graph in ONNX Runtime on the CPU, outputs by name.
 

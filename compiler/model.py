@@ -6,8 +6,9 @@ or a plain `(module, example_inputs)` pair that vlc turns into one.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,7 @@ class InputSpec:
                 "kind": self.kind, "low": self.low, "high": self.high}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "InputSpec":
+    def from_json(cls, data: Mapping[str, Any]) -> InputSpec:
         return cls(data["name"], tuple(data["shape"]), data["dtype"], data["kind"],
                    data["low"], data["high"])
 

@@ -14,6 +14,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import pluggy
+
 from vlc import hookspecs
 from vlc.errors import InputError
 
@@ -93,7 +94,7 @@ def _collect(hook_name: str) -> list[Any]:
 
 
 @cache
-def targets() -> dict[str, "Target"]:
+def targets() -> dict[str, Target]:
     found: dict[str, Target] = {}
     for target in _collect("register_targets"):
         if target.name in found:
@@ -104,7 +105,7 @@ def targets() -> dict[str, "Target"]:
     return found
 
 
-def get_target(name: str) -> "Target":
+def get_target(name: str) -> Target:
     known = targets()
     if name not in known:
         raise InputError(f"unknown target '{name}'",
@@ -113,7 +114,7 @@ def get_target(name: str) -> "Target":
 
 
 @cache
-def passes() -> dict[str, "GraphPass"]:
+def passes() -> dict[str, GraphPass]:
     return {p.name: p for p in _collect("register_passes")}
 
 

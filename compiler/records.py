@@ -19,10 +19,11 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from vlc.errors import InputError
 
@@ -122,7 +123,7 @@ class BenchRecord:
         return _finite(data)
 
     @classmethod
-    def from_json(cls, data: Any, *, where: str = "record") -> "BenchRecord":
+    def from_json(cls, data: Any, *, where: str = "record") -> BenchRecord:
         validate(data, where)
         values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
         if values.get("accuracy") is not None:

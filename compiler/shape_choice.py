@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from vlc.errors import InputError
 from vlc.model import BATCH as BATCH_NAME
 from vlc.model import InputSpec, specs_from_signature

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ class TensorSig:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "TensorSig":
+    def from_json(cls, data: Mapping[str, Any]) -> TensorSig:
         return cls(data["name"], data["dtype"], tuple(data["shape"]))
 
     def concrete(self, batch: int) -> tuple[int, ...]:
@@ -44,7 +45,7 @@ class Signature:
                 "outputs": [t.to_json() for t in self.outputs]}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Signature":
+    def from_json(cls, data: Mapping[str, Any]) -> Signature:
         return cls(tuple(TensorSig.from_json(t) for t in data["inputs"]),
                    tuple(TensorSig.from_json(t) for t in data["outputs"]))
 

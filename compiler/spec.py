@@ -19,7 +19,7 @@ class Precision(str, Enum):
     INT8 = "int8"
 
     @classmethod
-    def parse(cls, text: str) -> "Precision":
+    def parse(cls, text: str) -> Precision:
         try:
             return cls(text.lower())
         except ValueError:
@@ -61,7 +61,7 @@ class ShapeRange:
         return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
 
     @classmethod
-    def from_json(cls, data: dict[str, list[int]]) -> "ShapeRange":
+    def from_json(cls, data: dict[str, list[int]]) -> ShapeRange:
         return cls(tuple(data["min"]), tuple(data["opt"]), tuple(data["max"]))
 
 
@@ -135,7 +135,7 @@ class TargetSpec:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "TargetSpec":
+    def from_json(cls, data: dict[str, Any]) -> TargetSpec:
         return cls(
             target=data["target"],
             precision=Precision(data["precision"]),

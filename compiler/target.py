@@ -9,15 +9,15 @@ methods only, so `vlc --help` and `vlc targets` work on machines without them.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 import vlc
-from vlc.artifact import (Artifact, BuildDir, building, cache_key, finalize, find_reusable, graph_hash,
-                          keep_source_graph)
+from vlc.artifact import Artifact, BuildDir, building, cache_key, finalize, find_reusable, graph_hash, keep_source_graph
 from vlc.errors import InputError, TargetUnavailable
 from vlc.inputs import recompile_fix
 from vlc.model import InputSpec, ModelSource

@@ -8,8 +8,9 @@ with its result; each ProfileResult says in `extra["timing"]` how it was timed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class LatencyStats:
         return self.std / self.mean if self.mean > 0 else 0.0
 
     @classmethod
-    def from_samples(cls, samples_ms: list[float] | np.ndarray) -> "LatencyStats":
+    def from_samples(cls, samples_ms: list[float] | np.ndarray) -> LatencyStats:
         s = np.asarray(samples_ms, dtype=np.float64)
         if s.size == 0:
             raise ValueError("no timing samples")
@@ -53,7 +54,7 @@ class LatencyStats:
         return {**data, "cv": self.cv}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "LatencyStats":
+    def from_json(cls, data: dict[str, Any]) -> LatencyStats:
         return cls(**{k: data[k] for k in ("count", "min", "max", "mean", "median", "p90", "p95",
                                            "p99", "std")})
 
@@ -92,7 +93,7 @@ class ProfileResult:
                 "warnings": self.warnings, "extra": self.extra}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ProfileResult":
+    def from_json(cls, data: dict[str, Any]) -> ProfileResult:
         return cls(batch=data["batch"], latency=LatencyStats.from_json(data["latency_ms"]),
                    includes_transfers=data["includes_transfers"],
                    breakdown={k: LatencyStats.from_json(v) for k, v in data.get("breakdown_ms", {}).items()},

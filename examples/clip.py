@@ -20,14 +20,14 @@ with these ~0.83, so outputs depend on the image as a trained model's do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import (CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisionConfig,
-                          CLIPVisionModelWithProjection)
+from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from vlc.examples import hf
 from vlc.examples import inputs as gen

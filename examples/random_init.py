@@ -13,7 +13,7 @@ a LayerNorm scale of ones) would let benchmarks time a graph that no real model 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn

@@ -12,10 +12,11 @@ and a module-level WEIGHTS_NOTE saying which weight files it reads and how names
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from vlc.errors import InputError
 from vlc.model import InputSpec, ModelSource

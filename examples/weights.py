@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import io
 import tarfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from vlc.errors import InputError, first_line
 

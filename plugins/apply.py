@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import onnx_ir as ir
+
 from vlc.errors import InputError
 from vlc.plugins.base import DOMAIN, OpPlugin
 

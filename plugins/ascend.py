@@ -28,6 +28,7 @@ a direct parser or that a fusion pass recognises:
 from __future__ import annotations
 
 from onnxscript.rewriter import pattern
+
 from vlc.plugins.base import DOMAIN
 from vlc.plugins.patterns import (
     gelu_expand_rules,

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
+
 from vlc.plugins.base import DOMAIN
 
 SQRT2 = math.sqrt(2.0)

@@ -57,6 +57,7 @@ def unique(calls: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def example_shapes(name: str, size: str = "full") -> list[dict[str, Any]]:
     """Trace one example (vlc.examples.load) at batch 1."""
     import torch
+
     from vlc import examples
 
     source = examples.load(name, size=size)

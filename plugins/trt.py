@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
+
 from vlc.errors import CompileError
 from vlc.plugins.base import DOMAIN, PLUGIN_NAMESPACE
 from vlc.plugins.patterns import gelu_approximate, layernorm_epsilon

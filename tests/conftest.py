@@ -7,8 +7,8 @@ import importlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -68,7 +68,7 @@ def vlc_cli(capsys: pytest.CaptureFixture[str]):
     return run
 
 
-def save_onnx(model, path: Path, *, location: str | None = None, one_file: bool = True) -> Path:  # noqa: ANN001
+def save_onnx(model, path: Path, *, location: str | None = None, one_file: bool = True) -> Path:
     """Save an onnx ModelProto at `path`; with `location`, every tensor as external data there
     (relative to the model's folder, subfolders created), as exporters of large models write them."""
     from onnx import save

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from vlc.accuracy import Tolerance, compare_outputs, default_tolerance
 from vlc.spec import Precision
 

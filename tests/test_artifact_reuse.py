@@ -10,13 +10,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+from tests.conftest import save_onnx
 from vlc.artifact import Artifact, building, cache_key, finalize, find_reusable
 from vlc.frontend.pipeline import FrontendOptions, prepare
 from vlc.onnx_files import copy_onnx
 from vlc.plugin_manager import get_target
 from vlc.spec import TargetSpec
-
-from tests.conftest import save_onnx
 
 X = np.random.default_rng(11).standard_normal((3, 16)).astype(np.float32)
 

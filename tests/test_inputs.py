@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
+
 from vlc.errors import InputError
 from vlc.inputs import generate_inputs, load_arrays, load_inputs, save_outputs
 from vlc.model import BATCH, InputSpec
@@ -114,7 +115,7 @@ def test_generate_inputs_uses_specs_generator_or_signature():
     feeds = generate_inputs(specs, SIG, batch=3, seed=1)
     assert feeds["image"].shape == (3, 3, 4) and feeds["image"].dtype == np.float32
     assert feeds["image"].std() > 0.5  # real spread, not zeros
-    assert feeds["ids"].dtype == np.int64 and 0 <= feeds["ids"].min() and feeds["ids"].max() < 7
+    assert feeds["ids"].dtype == np.int64 and feeds["ids"].min() >= 0 and feeds["ids"].max() < 7
     again = generate_inputs(specs, SIG, batch=3, seed=1)
     np.testing.assert_array_equal(feeds["image"], again["image"])  # seeded
     other = generate_inputs(specs, SIG, batch=3, seed=2)

@@ -12,14 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import model_ref
 from vlc import measure
 from vlc.accuracy import compare_outputs, default_tolerance
 from vlc.errors import InputError, VlcError
 from vlc.records import read_record, write_record
 from vlc.spec import TargetSpec
 from vlc.timing import HOST_CLOCK, HOST_CLOCK_SYNCED, ProfileSettings, host_profile
-
-from tests.conftest import model_ref
 
 ROOT = Path(__file__).resolve().parents[1]
 

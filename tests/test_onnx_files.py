@@ -10,6 +10,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import set_external_data
+
+from tests.conftest import save_onnx
 from vlc.errors import InputError
 from vlc.onnx_files import (
     copy_onnx,
@@ -17,8 +19,6 @@ from vlc.onnx_files import (
     external_data_locations,
     onnx_sha256,
 )
-
-from tests.conftest import save_onnx
 
 
 def model_with_constant(seed: int = 0) -> onnx.ModelProto:

@@ -1,7 +1,8 @@
 """The installed package list must cover every source folder (the folders map onto vlc.*)."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

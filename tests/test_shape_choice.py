@@ -15,6 +15,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
 from vlc.plugin_manager import get_target
 from vlc.shape_choice import choose_shapes, record, warning_line
 from vlc.signature import onnx_signature

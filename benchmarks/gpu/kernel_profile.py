@@ -25,8 +25,9 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from vlc.frontend.pipeline import FrontendOptions, prepare
 from vlc.plugin_manager import get_target

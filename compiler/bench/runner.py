@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -35,8 +36,16 @@ from vlc.artifact import Artifact, graph_hash
 from vlc.bench.variants import TargetVariant, resolve
 from vlc.errors import InputError, TargetUnavailable, first_line
 from vlc.flops import FlopCount
-from vlc.measure import (BUNDLE_CELL, REFERENCE_ONNX, REFERENCE_TORCH, accuracy_of, flop_count, make_record,
-                         profile_settings, reference_outputs)
+from vlc.measure import (
+    BUNDLE_CELL,
+    REFERENCE_ONNX,
+    REFERENCE_TORCH,
+    accuracy_of,
+    flop_count,
+    make_record,
+    profile_settings,
+    reference_outputs,
+)
 from vlc.records import BenchRecord, RecordError, read_record, record_path, write_record
 from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, CompileSource, Target

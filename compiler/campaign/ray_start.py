@@ -11,7 +11,8 @@ through here. Every other address is resolved by Ray as usual.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 

@@ -8,6 +8,7 @@ import traceback
 
 import typer
 from typer.exceptions import Abort, TyperException
+
 from vlc.cli.console import err, escape, set_verbosity, state
 from vlc.errors import InputError, VlcError
 

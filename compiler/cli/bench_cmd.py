@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -24,7 +23,7 @@ class CellsFailed(VlcError):
     exit_code = 1
 
 
-def _claim_outputs(results: Path, artifacts: Path, emit: Optional[Path]) -> list[tuple[Path, str]]:
+def _claim_outputs(results: Path, artifacts: Path, emit: Path | None) -> list[tuple[Path, str]]:
     """Every folder the sweep writes into, checked before anything runs (see vlc.outdir)."""
     from vlc.outdir import claim_output_dir
 
@@ -55,20 +54,20 @@ def register(app: typer.Typer) -> None:
                                     "torch,torch:mode=compile (each variant is its own column)."),
         precisions: str = typer.Option("fp32", "--precisions", "-p", help="Comma-separated precisions, "
                                        "e.g. fp32,fp16."),
-        batch: Optional[str] = typer.Option(None, "--batch", "-b", help="Batch sizes, e.g. 1,8,32 "
+        batch: str | None = typer.Option(None, "--batch", "-b", help="Batch sizes, e.g. 1,8,32 "
                                             "(default: the model's own)."),
         results: Path = typer.Option(Path("results"), "--results", help="Results directory; one JSON record "
                                      "per cell is written (or replaced) there. `vlc report` reads it."),
-        emit: Optional[Path] = typer.Option(None, "--emit", help="Write deploy bundles here for targets that "
+        emit: Path | None = typer.Option(None, "--emit", help="Write deploy bundles here for targets that "
                                             "cannot run on this machine but can emit one (e.g. ascend)."),
-        emit_targets: Optional[str] = typer.Option(None, "--emit-targets", help="Targets that write bundles "
+        emit_targets: str | None = typer.Option(None, "--emit-targets", help="Targets that write bundles "
                                                    "(default with --emit: those unavailable here)."),
         warmup: int = typer.Option(10, "--warmup", help="Warm-up iterations per cell."),
-        iterations: Optional[int] = typer.Option(None, "--iterations", "-n", help="Timed iterations (default 50)."),
-        duration: Optional[float] = typer.Option(None, "--duration", help="Time each cell for this many seconds."),
-        device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda for every target (default: "
+        iterations: int | None = typer.Option(None, "--iterations", "-n", help="Timed iterations (default 50)."),
+        duration: float | None = typer.Option(None, "--duration", help="Time each cell for this many seconds."),
+        device: str | None = typer.Option(None, "--device", help="cpu or cuda for every target (default: "
                                              "each target's accelerator when present, else cpu)."),
-        machine: Optional[str] = typer.Option(None, "--machine", help="Machine name in the records "
+        machine: str | None = typer.Option(None, "--machine", help="Machine name in the records "
                                               "(default: the host name)."),
         artifacts: Path = typer.Option(Path(".vlc/bench"), "--artifacts", help="Where compiled artifacts "
                                        "are kept (reused when the source graph and spec match)."),
@@ -79,7 +78,7 @@ def register(app: typer.Typer) -> None:
         graph: str = typer.Option("normalized", "--graph", help="normalized (default): the front end's graph; "
                                   "raw: the plain exporter output (no simplifier, no passes), its targets "
                                   "labelled NAME@raw."),
-        cache_dir: Optional[Path] = typer.Option(None, help="Front-end cache (default: $VLC_CACHE, else ~/.cache/vlc)."),
+        cache_dir: Path | None = typer.Option(None, help="Front-end cache (default: $VLC_CACHE, else ~/.cache/vlc)."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary of the cells."),
     ) -> None:
         """Export once, compile each target x precision, check accuracy, profile every batch size."""

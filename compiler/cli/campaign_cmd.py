@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -24,7 +23,7 @@ def _progress_printer(bar: object, title: str):
     return progress
 
 
-def write_report(results: Path, output: Path, *, baseline: Optional[str], published: bool) -> Path:
+def write_report(results: Path, output: Path, *, baseline: str | None, published: bool) -> Path:
     """`vlc report RESULTS -o OUTPUT` of the campaign's results."""
     from vlc.outdir import check_output_file
     from vlc.records import load_records
@@ -47,7 +46,7 @@ def register(app: typer.Typer) -> None:
     @campaign_app.command("run")
     def run(
         file: Path = typer.Argument(..., help="Campaign file (TOML): results, report options, run tables."),
-        cluster: Optional[str] = typer.Option(None, "--cluster", help="Ray cluster address (HEAD:PORT, from "
+        cluster: str | None = typer.Option(None, "--cluster", help="Ray cluster address (HEAD:PORT, from "
                                               "`vlc worker start --head`); each cell runs on a node offering "
                                               "its run's `requires`. Default: every cell on this machine."),
         report: bool = typer.Option(False, "--report", help="Write the campaign's report at the end (the "

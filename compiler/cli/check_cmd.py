@@ -12,8 +12,17 @@ from typing import Any
 import typer
 
 from vlc.cli import console
-from vlc.cli.options import (BatchOpt, CacheDirOpt, ModelArg, PrecisionOpt, PresetOpt, ShapesOpt,
-                             TargetOpt, TargetOptionsOpt, build_spec)
+from vlc.cli.options import (
+    BatchOpt,
+    CacheDirOpt,
+    ModelArg,
+    PrecisionOpt,
+    PresetOpt,
+    ShapesOpt,
+    TargetOpt,
+    TargetOptionsOpt,
+    build_spec,
+)
 
 
 def print_report(report: Any) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
+
 from vlc.cli import console
 from vlc.errors import AccuracyError, InputError
 
@@ -65,7 +67,7 @@ def register(app: typer.Typer) -> None:
     @app.command("compare")
     def compare(
         artifact_dir: Path = typer.Argument(..., metavar="ARTIFACT", help="Directory written by `vlc compile`."),
-        reference: Optional[str] = typer.Option(None, "--reference", "-r", help="torch (the original model, CPU "
+        reference: str | None = typer.Option(None, "--reference", "-r", help="torch (the original model, CPU "
                                                 "fp32), onnx (the source graph in ONNX Runtime CPU fp32), or "
                                                 "another artifact directory. Default: torch for PyTorch models, "
                                                 "else onnx."),
@@ -73,11 +75,11 @@ def register(app: typer.Typer) -> None:
                                            ".pb, or a directory) instead of running a reference; repeatable."),
         inputs: list[str] = typer.Option([], "--input", "-i", help="Input files (as for `vlc run`); default: "
                                          "generated."),
-        batch: Optional[int] = typer.Option(None, "--batch", "-b", help="Batch of generated inputs."),
+        batch: int | None = typer.Option(None, "--batch", "-b", help="Batch of generated inputs."),
         seed: int = typer.Option(0, "--seed", help="Seed of generated inputs."),
-        atol: Optional[float] = typer.Option(None, "--atol", help="Absolute tolerance (default per precision)."),
-        rtol: Optional[float] = typer.Option(None, "--rtol", help="Relative tolerance (default per precision)."),
-        min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Minimum cosine similarity."),
+        atol: float | None = typer.Option(None, "--atol", help="Absolute tolerance (default per precision)."),
+        rtol: float | None = typer.Option(None, "--rtol", help="Relative tolerance (default per precision)."),
+        min_cosine: float | None = typer.Option(None, "--min-cosine", help="Minimum cosine similarity."),
         json_out: bool = typer.Option(False, "--json", help="Print the accuracy report as JSON."),
     ) -> None:
         """Compare an artifact's outputs with a reference; exit 4 when they differ beyond tolerance."""

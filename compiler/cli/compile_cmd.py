@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
+
 from vlc.cli import console
-from vlc.cli.options import (BatchOpt, CacheDirOpt, ExporterOpt, ModelArg, NoParityOpt, NoSimplifyOpt, OpsetOpt,
-                             PassesOpt, PrecisionOpt, PresetOpt, ShapesOpt, TargetOpt, TargetOptionsOpt,
-                             WeightsOpt, build_spec)
+from vlc.cli.options import (
+    BatchOpt,
+    CacheDirOpt,
+    ExporterOpt,
+    ModelArg,
+    NoParityOpt,
+    NoSimplifyOpt,
+    OpsetOpt,
+    PassesOpt,
+    PrecisionOpt,
+    PresetOpt,
+    ShapesOpt,
+    TargetOpt,
+    TargetOptionsOpt,
+    WeightsOpt,
+    build_spec,
+)
 from vlc.errors import InputError, TargetUnavailable
 from vlc.outdir import claim_output_dir
 
@@ -62,17 +77,17 @@ def register(app: typer.Typer) -> None:
         target: TargetOpt,
         precision: PrecisionOpt = "fp32",
         preset: PresetOpt = None,
-        device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: the "
+        device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: the "
                                              "target's first device: cpu for torch/onnxruntime, "
                                              "cuda for trt, npu for ascend)."),
         shapes: ShapesOpt = [],
         batch: BatchOpt = None,
         option: TargetOptionsOpt = [],
-        output: Optional[Path] = typer.Option(None, "-o", "--output",
+        output: Path | None = typer.Option(None, "-o", "--output",
                                               help="Artifact directory "
                                                    "(default artifacts/<model>-<target>-<precision>)."),
         force: bool = typer.Option(False, "--force", help="Rebuild even if a matching artifact exists."),
-        emit: Optional[Path] = typer.Option(None, "--emit", help="Write a deploy bundle here for a machine with "
+        emit: Path | None = typer.Option(None, "--emit", help="Write a deploy bundle here for a machine with "
                                             "the target's toolchain instead of building (targets that can, "
                                             "e.g. ascend310p); needs no toolchain here."),
         exporter: ExporterOpt = "auto",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
+
 from vlc.cli import console
 
 debug_app = typer.Typer(help="Find where accuracy is lost.", no_args_is_help=True)
@@ -73,21 +74,21 @@ def accuracy(
                                      "generated with spread."),
     batch: int = typer.Option(1, "--batch", "-b", help="Batch of generated inputs."),
     seed: int = typer.Option(0, "--seed", help="Seed of generated inputs."),
-    window: Optional[int] = typer.Option(None, "--window", help="Tensors exposed per run of each graph at "
+    window: int | None = typer.Option(None, "--window", help="Tensors exposed per run of each graph at "
                                          "most; bounds memory (default 64, fewer when they would hold over "
                                          "1 GiB; with --bisect, 1)."),
     bisect: bool = typer.Option(False, "--bisect", help="Find the first divergent tensor by bisection (O(log n) "
                                 "runs marking --window tensors each) instead of comparing every tensor."),
-    rebuild: Optional[bool] = typer.Option(None, "--rebuild/--no-rebuild", help="With --bisect and an artifact: "
+    rebuild: bool | None = typer.Option(None, "--rebuild/--no-rebuild", help="With --bisect and an artifact: "
                                            "probe the compiled file itself, rebuilding it with the marked tensors "
                                            "as extra outputs through its target (default for TensorRT engines and "
                                            "Ascend .om files, whose intermediates cannot be exposed)."),
-    atol: Optional[float] = typer.Option(None, "--atol", help="Absolute tolerance (default per precision)."),
-    rtol: Optional[float] = typer.Option(None, "--rtol", help="Relative tolerance (default per precision)."),
-    min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Minimum cosine similarity."),
+    atol: float | None = typer.Option(None, "--atol", help="Absolute tolerance (default per precision)."),
+    rtol: float | None = typer.Option(None, "--rtol", help="Relative tolerance (default per precision)."),
+    min_cosine: float | None = typer.Option(None, "--min-cosine", help="Minimum cosine similarity."),
     rows: int = typer.Option(DEFAULT_ROWS, "--rows", help="Table rows to print; 0 for every tensor."),
-    html: Optional[Path] = typer.Option(None, "--html", help="Write a page with the plot along the graph."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Front-end cache for model refs."),
+    html: Path | None = typer.Option(None, "--html", help="Write a page with the plot along the graph."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Front-end cache for model refs."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Compare every intermediate tensor of CANDIDATE with REFERENCE in ONNX Runtime; name the first divergent node."""

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
 from vlc.cli import console
-from vlc.cli.options import (CacheDirOpt, ExporterOpt, ModelArg, NoParityOpt, NoSimplifyOpt, OpsetOpt,
-                             PassesOpt, WeightsOpt)
+from vlc.cli.options import (
+    CacheDirOpt,
+    ExporterOpt,
+    ModelArg,
+    NoParityOpt,
+    NoSimplifyOpt,
+    OpsetOpt,
+    PassesOpt,
+    WeightsOpt,
+)
 from vlc.errors import InputError
 
 
-def frontend_options(exporter: str, opset: Optional[int], passes: Optional[str], no_simplify: bool,
-                     no_parity: bool, weights: Optional[str]) -> Any:
+def frontend_options(exporter: str, opset: int | None, passes: str | None, no_simplify: bool,
+                     no_parity: bool, weights: str | None) -> Any:
     from vlc.frontend.pipeline import FrontendOptions
 
     return FrontendOptions(exporter=exporter, opset=opset, simplify=not no_simplify,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -12,27 +12,27 @@ ModelArg = Annotated[str, typer.Argument(
          "or an .onnx file.")]
 TargetOpt = Annotated[str, typer.Option("--target", "-t", help="Target name (see `vlc targets`).")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", "-p", help="fp32, tf32, fp16, bf16 or int8.")]
-PresetOpt = Annotated[Optional[str], typer.Option("--preset", help="Named hardware preset of the target.")]
+PresetOpt = Annotated[str | None, typer.Option("--preset", help="Named hardware preset of the target.")]
 ShapesOpt = Annotated[list[str], typer.Option(
     "--shapes", help="name:MIN,OPT,MAX shape range of one input "
                      "(e.g. image:1x3x224x224,8x3x224x224,32x3x224x224); repeatable.")]
-BatchOpt = Annotated[Optional[str], typer.Option("--batch", help="Batch range N or MIN,OPT,MAX.")]
+BatchOpt = Annotated[str | None, typer.Option("--batch", help="Batch range N or MIN,OPT,MAX.")]
 TargetOptionsOpt = Annotated[list[str], typer.Option(
     "-O", "--option", help="Target option key=value; repeatable (see `vlc targets --json`).")]
-CacheDirOpt = Annotated[Optional[Path], typer.Option(
+CacheDirOpt = Annotated[Path | None, typer.Option(
     help="Front-end cache directory (default: $VLC_CACHE, else $XDG_CACHE_HOME/vlc or ~/.cache/vlc).")]
 ExporterOpt = Annotated[str, typer.Option(help="Front end: auto (default: dynamo, then TorchScript when dynamo fails), dynamo or torchscript.")]
-OpsetOpt = Annotated[Optional[int], typer.Option(help="Front end: ONNX opset (exporter default when unset).")]
-PassesOpt = Annotated[Optional[str], typer.Option(
+OpsetOpt = Annotated[int | None, typer.Option(help="Front end: ONNX opset (exporter default when unset).")]
+PassesOpt = Annotated[str | None, typer.Option(
     help="Front end: comma-separated pass names; '' for none. "
          "Default: rewrite-default,fuse-layernorm,remove-unused.")]
 NoSimplifyOpt = Annotated[bool, typer.Option("--no-simplify", help="Front end: skip onnxsim / the optimizer.")]
 NoParityOpt = Annotated[bool, typer.Option("--no-parity", help="Front end: skip the PyTorch parity check.")]
-WeightsOpt = Annotated[Optional[str], typer.Option(help="Real weights for an example model.")]
+WeightsOpt = Annotated[str | None, typer.Option(help="Real weights for an example model.")]
 
 
-def build_spec(target: Any, precision: str, preset: Optional[str], shapes: list[str],
-               batch: Optional[str], options: list[str], device: Optional[str] = None) -> Any:
+def build_spec(target: Any, precision: str, preset: str | None, shapes: list[str],
+               batch: str | None, options: list[str], device: str | None = None) -> Any:
     """The TargetSpec the user typed; the device defaults to the target's first (cuda for trt)."""
     from vlc.spec import Precision, TargetSpec, parse_batch_range, parse_options, parse_shape_ranges
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -13,11 +12,11 @@ from vlc.cli import console
 def register(app: typer.Typer) -> None:
     @app.command("report")
     def report(
-        results: List[Path] = typer.Argument(..., help="Result directories (or record files) written by "
+        results: list[Path] = typer.Argument(..., help="Result directories (or record files) written by "
                                              "`vlc bench --results DIR`, from any number of machines."),
         output: Path = typer.Option(..., "-o", "--output", help="report.html (one self-contained file, "
                                     "plots inlined) or report.md (PNG plots written beside it)."),
-        baseline: Optional[str] = typer.Option(None, help="Column to compare against, TARGET/PRECISION/DEVICE "
+        baseline: str | None = typer.Option(None, help="Column to compare against, TARGET/PRECISION/DEVICE "
                                                "(device: a substring of the device or machine name, or cpu/cuda); "
                                                "default: torch fp32, on CPU when measured."),
         published: bool = typer.Option(False, "--published", help="Add the write-ups' published figures as "

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
+
 from vlc.cli import console
 
 if TYPE_CHECKING:  # numpy is imported by the command when it runs, not to print --help
@@ -95,12 +96,12 @@ def register(app: typer.Typer) -> None:
         inputs: list[str] = typer.Option([], "--input", "-i", help="Input file: .npy (name from the stem, or "
                                          "name=file.npy), .npz, .pb, Polygraphy .json (--save-inputs), or a "
                                          "directory of them; repeatable."),
-        batch: Optional[int] = typer.Option(None, "--batch", "-b", help="Batch of generated inputs "
+        batch: int | None = typer.Option(None, "--batch", "-b", help="Batch of generated inputs "
                                             "(default: the compiled opt batch)."),
         seed: int = typer.Option(0, "--seed", help="Seed of generated inputs."),
-        output: Optional[Path] = typer.Option(None, "-o", "--output",
+        output: Path | None = typer.Option(None, "-o", "--output",
                                               help="Save outputs here (.npy each + outputs.npz)."),
-        save_inputs: Optional[Path] = typer.Option(None, "--save-inputs", metavar="DIR",
+        save_inputs: Path | None = typer.Option(None, "--save-inputs", metavar="DIR",
                                                    help="Save the inputs used here (.npy each, inputs.npz "
                                                         "and Polygraphy's inputs.json)."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -39,9 +38,9 @@ def ray_executable() -> str:
     return found
 
 
-def ray_start_command(*, head: bool, address: Optional[str], resources: dict[str, float],
-                      port: Optional[int], node_ip: Optional[str], num_cpus: Optional[int],
-                      extra: list[str], temp_dir: Optional[Path] = None) -> list[str]:
+def ray_start_command(*, head: bool, address: str | None, resources: dict[str, float],
+                      port: int | None, node_ip: str | None, num_cpus: int | None,
+                      extra: list[str], temp_dir: Path | None = None) -> list[str]:
     from vlc.campaign.ray_start import LOOPBACK
 
     ray = ray_executable()  # Ray installed, or the hint
@@ -124,18 +123,18 @@ def register(app: typer.Typer) -> None:
     @worker_app.command("start", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def start(
         ctx: typer.Context,
-        address: Optional[str] = typer.Option(None, "--address", help="The head's address, HOST:PORT."),
+        address: str | None = typer.Option(None, "--address", help="The head's address, HOST:PORT."),
         head: bool = typer.Option(False, "--head", help="Start a head node (a campaign's --cluster address)."),
-        resources: Optional[str] = typer.Option(None, "--resources", help='More Ray resources, JSON, e.g. '
+        resources: str | None = typer.Option(None, "--resources", help='More Ray resources, JSON, e.g. '
                                                 '\'{"vlc/a10": 1}\' (added to the probed vlc/... ones).'),
-        machine: Optional[str] = typer.Option(None, "--machine", help="Machine name in the records of the "
+        machine: str | None = typer.Option(None, "--machine", help="Machine name in the records of the "
                                               "cells run here (default: the host name)."),
-        port: Optional[int] = typer.Option(None, "--port", help="The head's port (default Ray's, 6379)."),
-        node_ip: Optional[str] = typer.Option(None, "--node-ip-address", help="The address this node is "
+        port: int | None = typer.Option(None, "--port", help="The head's port (default Ray's, 6379)."),
+        node_ip: str | None = typer.Option(None, "--node-ip-address", help="The address this node is "
                                               "reached at (default: Ray's guess)."),
-        num_cpus: Optional[int] = typer.Option(None, "--num-cpus", help="CPUs offered; each cell takes one, "
+        num_cpus: int | None = typer.Option(None, "--num-cpus", help="CPUs offered; each cell takes one, "
                                                "so 1 measures one cell at a time."),
-        temp_dir: Optional[Path] = typer.Option(None, "--temp-dir", help="This node's own Ray folder (absolute), "
+        temp_dir: Path | None = typer.Option(None, "--temp-dir", help="This node's own Ray folder (absolute), "
                                                 "so `vlc worker stop --temp-dir` ends it alone."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the probed resources and the `ray start` "
                                      "command, start nothing."),
@@ -170,7 +169,7 @@ def register(app: typer.Typer) -> None:
 
     @worker_app.command("stop")
     def stop(
-        temp_dir: Optional[Path] = typer.Option(None, "--temp-dir", help="Stop only the node(s) started with this "
+        temp_dir: Path | None = typer.Option(None, "--temp-dir", help="Stop only the node(s) started with this "
                                                 "--temp-dir; default: every Ray node of this machine (ray stop)."),
         grace: float = typer.Option(10.0, "--grace", min=0.0, help="Seconds to wait after SIGTERM before SIGKILL."),
         json_out: bool = typer.Option(False, "--json", help="Print what was stopped as JSON."),

@@ -13,8 +13,14 @@ file by rebuilding it with marked outputs through its own target (`compiled`). F
 
 from vlc.debug.bisect import BisectResult, bisect_first_divergent, bisect_graphs
 from vlc.debug.graph import GraphRunner
-from vlc.debug.layerwise import (DEFAULT_WINDOW, LayerwiseReport, TensorComparison, compare_layerwise,
-                                 compare_tensors, judge)
+from vlc.debug.layerwise import (
+                                 DEFAULT_WINDOW,
+                                 LayerwiseReport,
+                                 TensorComparison,
+                                 compare_layerwise,
+                                 compare_tensors,
+                                 judge,
+)
 from vlc.debug.sensitivity import Int8Plan, NodeSensitivity, int8_sensitivity, plan_int8
 from vlc.debug.session import debug_accuracy, debug_inputs, debug_tolerance
 

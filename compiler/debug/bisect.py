@@ -10,10 +10,12 @@ ends at a tensor that fails while its node's inputs pass, in O(log n) runs for o
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+
 from vlc.accuracy import Tolerance
 from vlc.debug.graph import GraphRunner, Node
 from vlc.debug.layerwise import judge, plan

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+
 from vlc.errors import InputError
 
 
@@ -112,7 +114,7 @@ class RebuiltCandidate:
     def close(self) -> None:
         self._tmp.cleanup()
 
-    def __enter__(self) -> "RebuiltCandidate":
+    def __enter__(self) -> RebuiltCandidate:
         return self
 
     def __exit__(self, *exc: Any) -> None:

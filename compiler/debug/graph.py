@@ -4,11 +4,13 @@ candidate tensor stands for, and ONNX Runtime runs with chosen intermediate tens
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+
 from vlc.errors import InputError
 
 # Names the precision pass (vlc.frontend.precision.lowp) gives the copies of a tensor X it casts:
@@ -140,6 +142,7 @@ class GraphRunner:
 
     def __init__(self, onnx_path: Path):
         import onnx
+
         from vlc.onnx_files import external_data_files
 
         self.path = Path(onnx_path)
@@ -174,7 +177,7 @@ class GraphRunner:
             self._spilled.cleanup()
             self._spilled = None
 
-    def __enter__(self) -> "GraphRunner":
+    def __enter__(self) -> GraphRunner:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -183,6 +186,7 @@ class GraphRunner:
     def run(self, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
         """The values of `names` (any tensors the graph computes) on `feeds`."""
         import onnx
+
         from vlc.measure import onnx_cpu_outputs
 
         graph = self.proto.graph
@@ -206,6 +210,7 @@ def debug_options() -> Any:
     what it says (fusions differ with the set of exposed tensors and would change the numbers
     from one window to the next)."""
     import onnxruntime as ort
+
     from vlc.measure import cpu_options
 
     options = cpu_options()

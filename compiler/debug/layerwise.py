@@ -4,10 +4,12 @@ in windows of exposed tensors, and the first node whose output diverges while it
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+
 from vlc.accuracy import Tolerance, compare_outputs, no_spread
 from vlc.debug.graph import (
     GraphRunner,

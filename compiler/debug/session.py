@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
+
 from vlc.accuracy import Tolerance, default_tolerance, tolerance_with
 from vlc.debug.graph import GraphRunner
 from vlc.debug.layerwise import DEFAULT_WINDOW, LayerwiseReport, compare_layerwise

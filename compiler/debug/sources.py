@@ -3,11 +3,13 @@ resolved to the ONNX graph that runs, its precision and how to generate its inpu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+
 from vlc.errors import InputError, first_line
 from vlc.model import InputSpec
 

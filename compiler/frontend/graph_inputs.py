@@ -32,7 +32,8 @@ import numpy as np
 
 from vlc.accuracy import no_spread
 from vlc.model import BATCH, InputSpec
-from vlc.shape_choice import batch_dim_names as _batch_names, dim_slots
+from vlc.shape_choice import batch_dim_names as _batch_names
+from vlc.shape_choice import dim_slots
 from vlc.signature import Signature, TensorSig
 
 # Ops a value passes through unchanged in meaning (an index stays an index).

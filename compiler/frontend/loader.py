@@ -111,7 +111,7 @@ def _import_factory(ref: str) -> Any:
         try:
             # Compiled from the source itself, never from a cached .pyc: a file edited twice within
             # one second at the same size would otherwise run the old code under the new hash.
-            exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)  # noqa: S102
+            exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)
         except SystemExit as exc:
             raise _exit_error(f"importing {path}", exc, ref, _MAIN_GUARD) from None
         except Exception as exc:

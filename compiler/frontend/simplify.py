@@ -6,7 +6,6 @@ from typing import Any
 
 from vlc.frontend.export import TWO_GB, model_bytes
 
-
 RUNTIME_FUSIONS = ("fuse_attention",)
 
 

@@ -9,8 +9,8 @@ figures, always shown as "published, not measured by vlc").
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 
 def make_report(results: Iterable[str | Path], out: str | Path, *, baseline: str | None = None,

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Iterable
 
 import vlc
 from vlc.errors import InputError
@@ -78,7 +78,7 @@ class BaselineSpec:
     device: str | None
 
     @classmethod
-    def parse(cls, text: str) -> "BaselineSpec":
+    def parse(cls, text: str) -> BaselineSpec:
         parts = [p.strip() for p in text.split("/")]
         if not 1 <= len(parts) <= 3 or not all(parts):
             raise InputError(f"cannot read --baseline '{text}'",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 # (label, [(batch, value), ...], published?, colour key (target/precision), marker key (device))
 Series = tuple[str, Sequence[tuple[int, float]], bool, str, str]

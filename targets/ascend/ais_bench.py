@@ -19,9 +19,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -318,7 +319,7 @@ class AisBench:
             reset()
         for _ in range(iterations):
             session.infer(feeds, mode=_mode(dym_batch))
-        getter = getattr(session, "summary", None) or getattr(session, "sumary")
+        getter = getattr(session, "summary", None) or session.sumary
         times = _durations(list(getter().exec_time_list))[-iterations:]
         summary = AisSummary(compute_times=times, source="InferSession summary")
         summary.throughput = 1000.0 * batch / float(np.mean(times)) if times and np.mean(times) > 0 else None

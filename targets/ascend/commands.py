@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,9 +17,9 @@ def emit(
     directory: Path = typer.Argument(..., help="Bundle directory to write."),
     target: str = typer.Option("ascend310p", "--target", "-t", help="ascend310 or ascend310p."),
     precision: str = typer.Option("fp16", "--precision", "-p", help="fp16 or fp32."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="SoC preset, e.g. Ascend310P3."),
+    preset: str | None = typer.Option(None, "--preset", help="SoC preset, e.g. Ascend310P3."),
     shapes: list[str] = typer.Option([], "--shapes", help="name:shape of one input; repeatable."),
-    batch: Optional[str] = typer.Option(None, "--batch", help="Batch sizes N or MIN,OPT,MAX."),
+    batch: str | None = typer.Option(None, "--batch", help="Batch sizes N or MIN,OPT,MAX."),
     option: list[str] = typer.Option([], "-O", "--option", help="Target option key=value; repeatable."),
 ) -> None:
     """Write a self-contained bundle: patched ONNX, atc and ais_bench scripts, inputs, references."""
@@ -43,12 +42,12 @@ def emit(
 def import_(
     directory: Path = typer.Argument(..., help="A bundle after its scripts ran."),
     json_out: bool = typer.Option(False, "--json", help="Print one record per batch as JSON."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Also write the JSON records here."),
-    results_dir: Optional[Path] = typer.Option(None, "--results", help="Write one bench record per timed "
+    output: Path | None = typer.Option(None, "-o", "--output", help="Also write the JSON records here."),
+    results_dir: Path | None = typer.Option(None, "--results", help="Write one bench record per timed "
                                                "batch into this results directory, for `vlc report`."),
-    machine: Optional[str] = typer.Option(None, "--machine", help="Machine name in those records (default: "
+    machine: str | None = typer.Option(None, "--machine", help="Machine name in those records (default: "
                                           "the host name profile.sh recorded)."),
-    html: Optional[Path] = typer.Option(None, "--html", help="After dump.sh: write the per-op comparison with its "
+    html: Path | None = typer.Option(None, "--html", help="After dump.sh: write the per-op comparison with its "
                                         "plot along the graph (one page per dumped batch: PAGE, or "
                                         "PAGE-bs<N>.html when there are several)."),
     row_limit: int = typer.Option(40, "--rows", help="Rows of the per-op table to print; 0 for every tensor."),

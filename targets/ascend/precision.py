@@ -13,15 +13,16 @@ Runtime's with every fp16 tensor rounded (and ranged) as stored, not the NPU's.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from vlc.errors import CompileError
 
 AUTO_ISLANDS_FILE = "precision_islands.json"
 
 
-def _goal(opts: Any):  # noqa: ANN202 - a Tolerance
+def _goal(opts: Any):
     from vlc.accuracy import default_tolerance, tolerance_with
 
     base = default_tolerance("fp16")

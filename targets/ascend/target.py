@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -14,13 +15,13 @@ from vlc.errors import CompileError, InputError, TargetUnavailable
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, CompileSource, OptionInfo, Target
-from vlc.timing import ProfileResult, ProfileSettings
 from vlc.targets.ascend import atc as atc_mod
 from vlc.targets.ascend.ais_bench import AisBench, find_ais_bench
 from vlc.targets.ascend.builds import prepare_builds
 from vlc.targets.ascend.cann import soc_presets, soc_table
 from vlc.targets.ascend.options import OPTIONS, AscendOptions, parse_options
 from vlc.targets.ascend.preflight import CheckReport, check
+from vlc.timing import ProfileResult, ProfileSettings
 
 DEVICE = "npu"
 
@@ -142,7 +143,7 @@ class AscendTarget(Target):
         build.files["main"] = build.files[f"om_{builds[0].name}"]
 
     # ---- run and profile -------------------------------------------------------------------
-    def _open(self, artifact: Artifact) -> "AscendSession":
+    def _open(self, artifact: Artifact) -> AscendSession:
         if artifact.manifest.get("extra", {}).get("bundle"):
             raise InputError(f"{artifact.path} is an emitted bundle, not a built model",
                              fix="run its compile.sh/run.sh/profile.sh on an Ascend machine, then "

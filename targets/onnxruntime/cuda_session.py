@@ -7,7 +7,8 @@ compute plus launch costs, the number that compares with other runtimes' GPU com
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -3,8 +3,9 @@ ONNX Runtime's CUDA kernels, and sessions that keep buffers on the GPU (CUDA gra
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -7,5 +7,5 @@ from vlc.targets.onnxruntime.target import OnnxRuntimeTarget
 
 
 @vlc.hookspecs.hookimpl
-def register_targets(register) -> None:  # noqa: ANN001
+def register_targets(register) -> None:
     register(OnnxRuntimeTarget())

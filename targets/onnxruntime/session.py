@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
+
 from vlc.errors import InputError, VlcError, first_line
-from vlc.timing import ProfileResult, ProfileSettings, host_profile
 from vlc.onnx_files import copy_onnx, external_data_locations
+from vlc.timing import ProfileResult, ProfileSettings, host_profile
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 _ORT_TYPES = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(double)": np.float64}

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -12,10 +13,20 @@ from vlc.errors import CompileError, TargetUnavailable, first_line
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, CompileSource, OptionInfo, Session, Target
-from vlc.targets.onnxruntime.gpu_path import (CudaSessions, apply_fusions, attention_kernel,
-                                              check_gpu_options, conv_algo_search, cpu_safe_options,
-                                              cuda_graph_on, disabled_optimizers, fp32_islands,
-                                              fusion_passes, islands_choice, option_bool)
+from vlc.targets.onnxruntime.gpu_path import (
+    CudaSessions,
+    apply_fusions,
+    attention_kernel,
+    check_gpu_options,
+    conv_algo_search,
+    cpu_safe_options,
+    cuda_graph_on,
+    disabled_optimizers,
+    fp32_islands,
+    fusion_passes,
+    islands_choice,
+    option_bool,
+)
 
 MAIN = "model.onnx"
 OPTIMIZED = "model.optimized.onnx"
@@ -91,6 +102,7 @@ class OnnxRuntimeTarget(Target):
 
     def _compile(self, source: CompileSource, spec: TargetSpec, build: BuildDir) -> None:
         import onnxruntime as ort
+
         from vlc.targets.onnxruntime.providers import choose_providers
         from vlc.targets.onnxruntime.session import copy_graph, external_data_files, session_options
 
@@ -150,6 +162,7 @@ class OnnxRuntimeTarget(Target):
 
     def _open(self, artifact: Artifact) -> Session:
         import onnxruntime as ort
+
         from vlc.targets.onnxruntime.providers import choose_providers
         from vlc.targets.onnxruntime.session import OrtSession, session_options
 

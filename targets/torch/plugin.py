@@ -7,5 +7,5 @@ from vlc.targets.torch.target import TorchTarget
 
 
 @vlc.hookspecs.hookimpl
-def register_targets(register) -> None:  # noqa: ANN001
+def register_targets(register) -> None:
     register(TorchTarget())

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
+
 from vlc.errors import CompileError, InputError, TargetUnavailable
 from vlc.model import named_outputs
 from vlc.spec import Precision
@@ -237,6 +239,7 @@ def _raise_recompile_limit() -> None:
 def load_module(ref: str, weights: Path, device: str, precision: Precision) -> Any:
     """Re-create the module from its ref, load the compiled weights, move and cast it."""
     import torch
+
     from vlc.frontend.loader import load_model
     from vlc.model import ModelSource
 

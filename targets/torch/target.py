@@ -89,6 +89,7 @@ class TorchTarget(Target):
 
     def _compile(self, source: CompileSource, spec: TargetSpec, build: BuildDir) -> None:
         import torch
+
         from vlc.targets.torch.session import WEIGHTS, TorchSession, check_device, load_module, torch_dtype
 
         if source.model is None:

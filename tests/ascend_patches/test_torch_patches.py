@@ -8,8 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from vlc.ascend_patches.torch_patches import (  # noqa: E402
-    SOURCE_PATCHES, FlattenInputs, apply_source_patches, flatten_nested)
+from vlc.ascend_patches.torch_patches import SOURCE_PATCHES, FlattenInputs, apply_source_patches, flatten_nested  # noqa: E402
 from vlc.errors import InputError  # noqa: E402
 
 

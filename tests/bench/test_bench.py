@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import registered_plugin
 from vlc import plugin_manager
 from vlc.artifact import graph_hash
 from vlc.cli.app import main
@@ -21,8 +22,6 @@ from vlc.hookspecs import hookimpl
 from vlc.records import load_records
 from vlc.target import Availability, Target
 from vlc.targets.onnxruntime.target import OnnxRuntimeTarget
-
-from tests.conftest import registered_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
 MLP = f"{ROOT / 'tests' / 'models.py'}:mlp"
@@ -123,7 +122,7 @@ class CountingOrt(OnnxRuntimeTarget):
     def __init__(self) -> None:
         self.opens = 0
 
-    def _open(self, artifact):  # noqa: ANN001, ANN202
+    def _open(self, artifact):
         self.opens += 1
         return super()._open(artifact)
 
@@ -134,7 +133,7 @@ class MiscompilingOrt(OnnxRuntimeTarget):
 
     name = "test-miscompiling-ort"
 
-    def _compile(self, source, spec, build) -> None:  # noqa: ANN001
+    def _compile(self, source, spec, build) -> None:
         import onnx
         from onnx import numpy_helper
 
@@ -148,7 +147,7 @@ class MiscompilingOrt(OnnxRuntimeTarget):
 
 class TestTargets:
     @hookimpl
-    def register_targets(self, register) -> None:  # noqa: ANN001
+    def register_targets(self, register) -> None:
         for target in (Broken(), NeedsHardware(), CountingOrt(), MiscompilingOrt()):
             register(target)
 

@@ -17,7 +17,6 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'vlc[cluster]')")
 
 from tests.campaign.campaign_helpers import MLP, by_cell, run_table  # noqa: E402
-
 from vlc.campaign import load_campaign, run_cluster  # noqa: E402
 from vlc.campaign.cells import MACHINE_ENV, worker_dir  # noqa: E402
 from vlc.records import load_records  # noqa: E402

@@ -128,7 +128,6 @@ def test_worker_start_probes_targets_into_resources(vlc_cli, monkeypatch):
     assert offered["vlc/onnxruntime"] == offered["vlc/torch"] == 1 and offered["vlc/a10"] == 2
     assert "vlc/ascend310p" not in offered  # no atc/ais_bench here
     from vlc.cli.targets_cmd import describe_targets
-
     from vlc.environment import nvidia_gpus
 
     rtx = next(t for t in describe_targets()["targets"] if t["name"] == "trt-rtx")

@@ -4,7 +4,6 @@ so the records are the ones `vlc bench` writes; a re-run resumes; --report ends 
 from __future__ import annotations
 
 from tests.campaign.campaign_helpers import MLP, by_cell, run_table
-
 from vlc.records import load_records
 
 SAME = ("model", "target", "precision", "batch", "machine", "status", "source_hash", "model_ref", "device",

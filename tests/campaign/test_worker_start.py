@@ -18,8 +18,8 @@ import pytest
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'vlc[cluster]')")
 
-from vlc.campaign.resources import probe_resources  # noqa: E402
-from vlc.cli.worker_cmd import _alive, node_processes, stop_node  # noqa: E402
+from vlc.campaign.resources import probe_resources
+from vlc.cli.worker_cmd import _alive, node_processes, stop_node
 
 LIMIT_S = 58  # every command's timeout is what is left of this: the test ends within a minute
 ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}

@@ -17,9 +17,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from vlc.inputs import load_arrays, polygraphy_json
 
 from tests.cli.test_cli_errors import one_line_error
+from vlc.inputs import load_arrays, polygraphy_json
 
 NOTE = "running it through onnxruntime"
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.conftest import model_ref, registered_plugin
 from vlc import plugin_manager
 from vlc.hookspecs import hookimpl
 from vlc.target import Availability, Target
-
-from tests.conftest import model_ref, registered_plugin
 
 
 def one_line_error(result: tuple[int, str, str], code: int, *phrases: str) -> str:
@@ -114,7 +114,7 @@ class AbsentSdkTarget(Target):
 
 class AbsentSdkPlugin:
     @hookimpl
-    def register_targets(self, register) -> None:  # noqa: ANN001
+    def register_targets(self, register) -> None:
         register(AbsentSdkTarget())
 
 

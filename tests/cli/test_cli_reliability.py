@@ -120,9 +120,8 @@ def test_run_saves_outputs_named_like_savez_parameters(vlc_cli, tmp_path, artifa
 
 def _results(tmp_path: Path, *machines: str) -> Path:
     """Records of each machine, all with one device name (so plot labels name the machine)."""
-    from vlc.records import write_record
-
     from tests.report.test_records import ok_record
+    from vlc.records import write_record
 
     results = tmp_path / "results"
     for machine in machines:

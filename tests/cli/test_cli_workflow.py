@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vlc.records import read_record
 
 from tests.conftest import model_ref
+from vlc.records import read_record
 
 
 def ok(result: tuple[int, str, str]) -> str:

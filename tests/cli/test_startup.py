@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+
 from vlc import plugin_manager
 
 # Frameworks that cost from a tenth of a second (onnxruntime) to over a second (torch) to import.
@@ -66,6 +67,7 @@ def test_deferred_op_plugins_still_register() -> None:
 def test_torch_probe_agrees_with_torch(tmp_path) -> None:
     """`vlc targets` reads a CPU build's torch version from metadata; it must say what torch says."""
     import torch
+
     from vlc.targets.torch.target import TorchTarget, _built_cuda
 
     status = TorchTarget().available()

@@ -12,7 +12,7 @@ from vlc.model import InputSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "corpus"))
 
-import corpus_handmade  # noqa: E402
+import corpus_handmade
 
 
 def test_scalar_specs_generate_arrays():

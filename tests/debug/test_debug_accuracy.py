@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from tests.conftest import ROOT, model_ref
 from onnx import TensorProto, helper, numpy_helper
+
+from tests.conftest import ROOT, model_ref
 from vlc.accuracy import default_tolerance
 from vlc.debug import (
     GraphRunner,

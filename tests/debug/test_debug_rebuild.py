@@ -14,6 +14,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+
 from tests.conftest import model_ref
 from tests.debug.corrupt import corrupt_weight
 from vlc.debug import debug_accuracy

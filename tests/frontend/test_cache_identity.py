@@ -12,6 +12,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+from tests.conftest import save_onnx
 from vlc.errors import InputError
 from vlc.frontend import pipeline
 from vlc.frontend.pipeline import (
@@ -20,8 +22,6 @@ from vlc.frontend.pipeline import (
     model_code_files,
     prepare,
 )
-
-from tests.conftest import save_onnx
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = FrontendOptions(parity=False)
@@ -142,6 +142,7 @@ def test_editing_a_package_module_factory_exports_again(tmp_path, monkeypatch):
 
 def test_model_code_files_leave_out_installed_libraries(tmp_path):
     import torch
+
     from vlc.frontend.loader import load_model
 
     model_file = write_model(tmp_path / "m.py", "torch.relu(self.fc(x))")

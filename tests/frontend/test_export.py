@@ -10,8 +10,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from vlc.frontend.builtin_passes import DEFAULT_PASSES
 from tests.conftest import model_ref
+from vlc.frontend.builtin_passes import DEFAULT_PASSES
 
 
 def _export(vlc_cli, factory: str, out: Path, *extra: str) -> dict:

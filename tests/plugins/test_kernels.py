@@ -7,6 +7,7 @@ the quick gate. Without triton or a CUDA device the tests are skipped with the r
 from __future__ import annotations
 
 import pytest
+
 from vlc.plugins import kernels
 
 OK, WHY = kernels.available()
@@ -21,6 +22,7 @@ SHAPES = [(1, 16, 128, 128), (4, 256, 144), (1, 32, 3072), (3, 77, 512), (5, 100
 def test_kernels_match_torch_on_the_whole_tensor(shape, dtype):
     import torch
     import torch.nn.functional as F
+
     from vlc.plugins.kernels import ops
 
     dt = getattr(torch, dtype)

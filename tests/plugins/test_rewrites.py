@@ -7,6 +7,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 from plugin_models import EXPECTED_FUSED, feeds, op_types, run_ort
+
 from vlc.errors import InputError
 from vlc.plugins import (
     DOMAIN,

@@ -7,10 +7,10 @@ clear error vlc gives; the native lowering still builds a real engine for comput
 
 from __future__ import annotations
 
-
 import onnx
 import pytest
 from plugin_models import export
+
 from tests.conftest import rtx_has_python_plugins
 from vlc.errors import CompileError
 from vlc.plugins import apply_plugins

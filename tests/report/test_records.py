@@ -8,8 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from vlc.records import (RECORD_SUFFIX, SCHEMA_VERSION, Accuracy, BenchRecord, RecordError, load_records,
-                         read_record, record_path, write_record)
+from vlc.records import (
+    RECORD_SUFFIX,
+    SCHEMA_VERSION,
+    Accuracy,
+    BenchRecord,
+    RecordError,
+    load_records,
+    read_record,
+    record_path,
+    write_record,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -214,7 +215,7 @@ def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
     return report
 
 
-def _save(model, path: Path) -> None:  # noqa: ANN001
+def _save(model, path: Path) -> None:
     import onnx
 
     for stale in path.parent.glob(path.name + ".data"):
@@ -226,10 +227,10 @@ def _save(model, path: Path) -> None:  # noqa: ANN001
         onnx.save(model, str(path))
 
 
-def _check(report: ConversionReport, source: Path, converted, precision: Precision, signature,  # noqa: ANN001
+def _check(report: ConversionReport, source: Path, converted, precision: Precision, signature,
            feeds: Mapping[str, np.ndarray] | None, input_specs: list[InputSpec] | None,
            batch: int, seed: int, tolerance: Tolerance | None, check_note: str = "given feeds",
-           emulated=None) -> None:  # noqa: ANN001
+           emulated=None) -> None:
     import onnxruntime
 
     from vlc.frontend.precision.check import run_onnx
@@ -254,7 +255,7 @@ def _check(report: ConversionReport, source: Path, converted, precision: Precisi
                          "inputs": where, "reference": "the fp32 source graph in the same runtime"})
 
 
-def _check_inputs(signature, feeds: Mapping[str, np.ndarray] | None,  # noqa: ANN001
+def _check_inputs(signature, feeds: Mapping[str, np.ndarray] | None,
                   input_specs: list[InputSpec] | None, batch: int, seed: int,
                   check_note: str) -> tuple[Mapping[str, np.ndarray], str]:
     """The check's feeds (given, or generated from the specs) and a line saying what they are."""

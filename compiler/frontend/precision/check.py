@@ -12,8 +12,8 @@ not part of this number (the artifact's own check covers that).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import onnx

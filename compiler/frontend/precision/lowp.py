@@ -17,8 +17,8 @@ Sqrt -> Div) stays fp32 too: casting that tensor to fp16 would turn 7e4 into inf
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 import onnx
@@ -231,7 +231,7 @@ def _convert_tensor(tensor: onnx.TensorProto, low: int, name: str, stats: LowPre
 
 
 def _decide(nodes: list[onnx.NodeProto], consumers: dict[str, list[onnx.NodeProto]],
-            islands: list[set[int]], pinned: set[str], is_f32, low: int,  # noqa: ANN001
+            islands: list[set[int]], pinned: set[str], is_f32, low: int,
             keep_ops: frozenset[str], keep_nodes: frozenset[str], stats: LowPrecisionStats) -> set[int]:
     """Each float node's precision: the ids of the nodes that run in `low` (the rest stay fp32)."""
     island_ids: set[int] = set().union(*islands)

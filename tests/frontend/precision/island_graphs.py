@@ -13,7 +13,7 @@ LN_NODES = {"ln_mean", "ln_sub", "ln_pow", "ln_var", "ln_add_eps", "ln_sqrt", "l
 OVERFLOWING = {"exp", "sum_exp", "sum_sq"}
 
 
-def mixed_graph(path=None) -> onnx.ModelProto:  # noqa: ANN001
+def mixed_graph(path=None) -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     f32 = np.float32
     inits = [numpy_helper.from_array(np.array([-1], np.int64), "axes"),

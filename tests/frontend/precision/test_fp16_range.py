@@ -13,7 +13,7 @@ from vlc.frontend.precision.check import emulate_low_precision, run_onnx
 from vlc.frontend.precision.lowp import to_low_precision
 
 
-def l2_norm_graph(path=None) -> onnx.ModelProto:  # noqa: ANN001
+def l2_norm_graph(path=None) -> onnx.ModelProto:
     """y = x / sqrt(ReduceSum(x * x) + eps), the normalization CLIP-style heads end with."""
     inits = [numpy_helper.from_array(np.array([-1], np.int64), "axes"),
              numpy_helper.from_array(np.array(1e-6, np.float32), "eps")]

@@ -170,7 +170,7 @@ def test_goal_defaults_to_the_precision_tolerance():
     assert mode == "static" and goal.min_cosine == 0.99 and goal.atol == default_tolerance("bf16").atol
 
 
-def _two_layernorms(path) -> None:  # noqa: ANN001
+def _two_layernorms(path) -> None:
     """Two native LayerNorms: one on unit-scale values, one on values 500 times larger (whose
     squared deviations, ~1e6, no fp16 kernel could hold, although its output is normalized)."""
     rng = np.random.default_rng(1)

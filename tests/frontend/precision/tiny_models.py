@@ -52,7 +52,7 @@ def transformer_module(decomposed_layernorm: bool = True):
             self.weight = nn.Parameter(torch.ones(dim) + 0.1 * torch.randn(dim))
             self.bias = nn.Parameter(0.1 * torch.randn(dim))
 
-        def forward(self, x):  # noqa: ANN001, ANN202
+        def forward(self, x):
             mean = x.mean(-1, keepdim=True)
             var = (x - mean).pow(2).mean(-1, keepdim=True)
             return (x - mean) / torch.sqrt(var + 1e-12) * self.weight + self.bias
@@ -67,7 +67,7 @@ def transformer_module(decomposed_layernorm: bool = True):
             self.mlp = nn.Sequential(nn.Linear(DIM, 4 * DIM), nn.GELU(), nn.Linear(4 * DIM, DIM))
             self.heads = 4
 
-        def forward(self, x, mask):  # noqa: ANN001, ANN202
+        def forward(self, x, mask):
             b, s, d = x.shape
             h = self.ln1(x)
             q, k, v = self.qkv(h).reshape(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
@@ -109,7 +109,7 @@ def export(name: str, path: Path, **kwargs) -> Path:
     return path
 
 
-def generate(name: str, batch: int, seed: int = 0):  # noqa: ANN201
+def generate(name: str, batch: int, seed: int = 0):
     """Feeds for model `name`: normal floats; the transformer's 0/1 mask always keeps key 0."""
     from vlc.model import generate_from_specs
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vlc.signature import Signature, TensorSig
 from vlc.targets.ascend import ais_bench
 from vlc.targets.ascend.target import map_outputs
-from vlc.signature import Signature, TensorSig
 
 SUMMARY_JSON = {
     "filesinfo": {}, "args": ["ais_bench", "--model", "m.om"],

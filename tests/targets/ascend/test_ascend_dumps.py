@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 import pytest
 from standin_env import STANDINS, standin_path
-from tests.conftest import model_ref
 
+from tests.conftest import model_ref
 from vlc.spec import Precision, TargetSpec
 
 pytest.importorskip("torch")

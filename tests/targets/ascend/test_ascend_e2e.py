@@ -114,10 +114,8 @@ def _examples() -> list[str]:
 
 @pytest.mark.parametrize("name", _examples())
 def test_emit_bundle_scripts_and_import(name, standins, tmp_path):
-    from vlc.frontend.pipeline import prepare
+    from vlc.frontend.pipeline import FrontendOptions, prepare
     from vlc.targets.ascend.bundle import emit_bundle, import_results
-
-    from vlc.frontend.pipeline import FrontendOptions
 
     # The front end's onnxsim step fuses some attention blocks into ONNX Runtime's
     # com.microsoft::Attention (onnxsim 0.8); vlc check rightly refuses those for ATC, so the

@@ -11,7 +11,7 @@ import onnx
 from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "ascend_patches"))
-from ascend_patch_helpers import make_model, tensor  # noqa: E402
+from ascend_patch_helpers import make_model, tensor
 
 from vlc.cli.app import main
 from vlc.signature import onnx_signature

@@ -14,8 +14,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from vlc.errors import InputError
 from vlc.targets.onnxruntime.cuda_rewrites import RULES
-from vlc.targets.onnxruntime.gpu_path import (FUSION_PASSES, attention_kernel, conv_algo_search,
-                                              disabled_optimizers, fusion_passes)
+from vlc.targets.onnxruntime.gpu_path import (
+    FUSION_PASSES,
+    attention_kernel,
+    conv_algo_search,
+    disabled_optimizers,
+    fusion_passes,
+)
 
 RNG = np.random.default_rng(1)
 

@@ -11,6 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
 from vlc.artifact import Artifact
 from vlc.errors import InputError, TargetUnavailable
 from vlc.model import specs_from_signature

@@ -12,14 +12,14 @@ import shutil
 import numpy as np
 import pytest
 import torch
+
+from tests.conftest import model_ref
 from vlc.errors import InputError
 from vlc.frontend.loader import load_model
 from vlc.plugin_manager import get_target
 from vlc.spec import Precision, TargetSpec
 from vlc.targets.torch.session import MODES, TorchSession, check_mode
 from vlc.timing import ProfileSettings
-
-from tests.conftest import model_ref
 
 CUDA = torch.cuda.is_available()
 needs_inductor = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("gcc") is None,

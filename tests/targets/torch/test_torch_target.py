@@ -8,19 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from tests.conftest import model_ref
 from vlc.artifact import Artifact
 from vlc.errors import CompileError, InputError, TargetUnavailable
 from vlc.frontend.loader import load_model
 from vlc.frontend.pipeline import prepare
-from vlc.model import specs_from_signature
+from vlc.model import flatten_outputs, named_outputs, specs_from_signature
 from vlc.plugin_manager import get_target
 from vlc.signature import onnx_signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import CompileSource
-from vlc.model import flatten_outputs, named_outputs
 from vlc.timing import ProfileSettings
-
-from tests.conftest import model_ref
 
 HERE = Path(__file__).resolve().parent
 CUDA = torch.cuda.is_available()
