@@ -75,6 +75,23 @@ def artifact_record(artifact: Any, result: Any, settings: Any, env: dict[str, An
         result=result, flops=artifact_flops(artifact, result.batch))
 
 
+LAYER_ROWS = 15
+
+
+def print_layers(target: str, result: Any) -> None:
+    """The slowest layers (TensorRT) or operator types (ONNX Runtime) of one batch, or why none."""
+    if layers := result.extra.get("layers"):
+        rows = [[row["name"], row["mean_ms"], row["median_ms"], row["percent"]] for row in layers[:LAYER_ROWS]]
+        console.table(f"batch {result.batch}: slowest of {len(layers)} layers (TensorRT's profiler, ms)",
+                      ["layer", "mean", "median", "%"], rows)
+    elif operators := (result.extra.get("per_operator") or {}).get("operators"):
+        rows = [[o["op"], o["nodes"], o["ms_per_run"], 100.0 * o["share"]] for o in operators[:LAYER_ROWS]]
+        console.table(f"batch {result.batch}: operator types by time (ONNX Runtime's profiler, ms per run)",
+                      ["operator", "nodes", "ms", "%"], rows)
+    else:
+        console.info(f"[yellow]warning[/] (batch {result.batch}): {target} gives no per-layer profile", markup=True)
+
+
 def write_records(path: Path, records: list[Any]) -> list[Path]:
     """`FILE.json`: a JSON list of records; otherwise a results directory that `vlc report` reads."""
     from vlc.records import write_record
@@ -109,12 +126,19 @@ def register(app: typer.Typer) -> None:
                                                    help="Save the inputs of each batch in DIR/batch-N "
                                                         "(.npy each, inputs.npz, Polygraphy's inputs.json)."),
         json_out: bool = typer.Option(False, "--json", help="Print the records as JSON."),
+        per_layer: bool = typer.Option(False, "--per-layer", help="Also time each layer (TensorRT's "
+                                       "profiler) or operator type (ONNX Runtime's profiler), in its own "
+                                       "runs after the timed ones; printed and kept in the records."),
+        cuda_graphs: bool = typer.Option(False, "--cuda-graphs", help="Replay the timed calls as a CUDA "
+                                         "graph where the target captures one at profile time (trt); "
+                                         "onnxruntime captures per its -O cuda_graph build option."),
     ) -> None:
         """Measure latency (min/mean/median/p90/p95/p99) and throughput over a batch sweep."""
         from vlc.cli.run_cmd import open_artifact, save_input_files
         from vlc.inputs import artifact_inputs, check_batch, default_batch
 
-        settings = timing_settings(warmup, iterations, duration, include_transfers=not no_transfers)
+        settings = timing_settings(warmup, iterations, duration, include_transfers=not no_transfers,
+                                   per_layer=per_layer, cuda_graph=cuda_graphs)
         if record is not None:  # before any timing: a file name, or a results folder vlc may write
             from vlc.outdir import check_output_file, claim_output_dir
 
@@ -163,6 +187,12 @@ def register(app: typer.Typer) -> None:
         console.out.print(f"machine: {machine or env['host']} ({env['cpu'].get('model')}); {versions}",
                           highlight=False)
         for r in results:
+            if per_layer:
+                print_layers(artifact.target, r)
+            if cuda_graphs and not r.extra.get("cuda_graph"):
+                console.info(f"[yellow]warning[/] (batch {r.batch}): {artifact.target} did not replay a CUDA graph "
+                             f"at profile time{' (its -O cuda_graph build option decides)' if artifact.target.startswith('onnxruntime') else ''}",
+                             markup=True)
             if r.extra.get("trtexec_summary"):  # TensorRT's results also in trtexec's own format
                 console.err.print(f"batch {r.batch}:\n{r.extra['trtexec_summary']}", highlight=False)
             for warning in r.warnings:

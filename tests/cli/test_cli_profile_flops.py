@@ -52,3 +52,17 @@ def test_profile_records_count_flops_and_say_when_they_cannot(vlc_cli, tmp_path)
     (record,) = json.loads(stdout)
     assert record["flops_per_sample"] is None and record["utilisation"] is None
     assert "FLOPs could not be counted from the ONNX graph" in record["warnings"]
+
+
+def test_profile_per_layer_prints_and_records_the_operator_profile(vlc_cli, tmp_path):
+    art = tmp_path / "cnn"
+    code, o, e = vlc_cli("compile", model_ref("cnn"), "--target", "onnxruntime", "-o", art)
+    assert code == 0, o + e
+    code, o, e = vlc_cli("profile", art, "--per-layer", "-n", "5", "--warmup", "1", "--record", tmp_path / "r.json")
+    assert code == 0, o + e
+    assert "operator types by time (ONNX Runtime's profiler" in o and "Conv" in o
+    (record,) = json.loads((tmp_path / "r.json").read_text())
+    operators = record["settings"]["extra"]["per_operator"]["operators"]
+    assert {row["op"] for row in operators} >= {"Conv"} and abs(sum(r["share"] for r in operators) - 1) < 1e-6
+    code, o, e = vlc_cli("profile", art, "--cuda-graphs", "-n", "3", "--warmup", "1")
+    assert code == 0 and "did not replay a CUDA graph" in e  # said, not silently ignored
