@@ -177,7 +177,7 @@ def infer_shapes(model: Any) -> Any:
 
     try:
         return onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception:  # inference is best effort: patches then treat shapes as unknown
+    except Exception:  # noqa: BLE001 - inference is best effort: patches then treat shapes as unknown
         return model
 
 

@@ -40,7 +40,7 @@ def decompose_gelu(model: Any, record: PatchRecord) -> Any:
         dtype = helper.tensor_dtype_to_np_dtype(types.get(x, (1, None))[0])
 
         def const(tag: str, value: float) -> str:
-            return g.add_constant(f"{base}_{tag}", np.array(value, dtype=dtype))
+            return g.add_constant(f"{base}_{tag}", np.array(value, dtype=dtype))  # noqa: B023 - called in this iteration
 
         t = {k: g.fresh(f"{base}_{k}") for k in ("inner", "act", "one_plus", "half_x", "x2", "cube", "poly")}
         approximate = attr(n, "approximate", b"none")
@@ -94,7 +94,7 @@ def convert_opset(model: Any, ctx: PatchContext, record: PatchRecord) -> Any:
         converted = version_converter.convert_version(model, target)
         onnx.checker.check_model(converted)
         how = "onnx.version_converter"
-    except Exception as exc:  # the converter raises RuntimeError/ValidationError with C++ text
+    except Exception as exc:  # noqa: BLE001 - the converter raises RuntimeError/ValidationError with C++ text
         first = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else type(exc).__name__
         converted = onnx.ModelProto()
         converted.CopyFrom(model)

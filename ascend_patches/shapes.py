@@ -88,7 +88,7 @@ def freeze_shapes(model: Any, ctx: PatchContext, record: PatchRecord) -> Any:
             raise RuntimeError(f"onnxsim introduced operators of domain(s) {sorted(added)}")
         record.notes.append(f"onnxsim {getattr(onnxsim, '__version__', '')}".strip())
         model = simplified
-    except Exception as exc:  # onnxsim absent or refusing: the onnxscript optimizer folds instead
+    except Exception as exc:  # noqa: BLE001 - onnxsim absent or refusing: the onnxscript optimizer folds instead
         import onnx_ir as ir
         import onnxscript.optimizer
 

@@ -7,6 +7,7 @@ imports a vendor SDK: versions come from package metadata and version files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -63,10 +64,8 @@ def cpu_info() -> dict[str, Any]:
         r"physical id\s*:\s*(\d+).*?core id\s*:\s*(\d+)", text, re.S)}
     if cores:
         info["physical_cores"] = len(cores)
-    try:
+    with contextlib.suppress(AttributeError, OSError):
         info["usable_cores"] = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        pass
     flags_match = re.search(r"^(?:flags|Features)\s*:\s*(.+)$", text, re.M)
     flags = set(flags_match.group(1).split()) if flags_match else set()
     info["simd"] = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",

@@ -121,7 +121,7 @@ def onnx_cpu_outputs(model: str | Path | onnx.ModelProto, feeds: Mapping[str, np
     try:
         session = ort.InferenceSession(str(model) if on_disk else model.SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime's own exception types are not importable portably
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types are not importable portably
         raise VlcError(f"onnxruntime cannot load {where} on the CPU: {first_line(exc)}",
                        fix="check the file with `vlc export`") from None
     inputs = {}
@@ -134,7 +134,7 @@ def onnx_cpu_outputs(model: str | Path | onnx.ModelProto, feeds: Mapping[str, np
     names = [o.name for o in session.get_outputs()]
     try:
         return dict(zip(names, session.run(names, inputs)))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types are not importable portably
         raise VlcError(f"onnxruntime failed running {where} on the CPU: {first_line(exc)}",
                        fix="check the inputs' shapes; rerun with --debug for details") from None
 

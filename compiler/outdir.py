@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from vlc.errors import InputError
@@ -351,10 +351,8 @@ def output_lock(path: Path, *, on_wait: Callable[[str], None] | None = _tell,
     try:
         yield
     finally:
-        try:
+        with suppress(OSError):
             lock.unlink()  # while still held: a waiter then sees a new inode and retries
-        except OSError:
-            pass
         os.close(fd)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,10 +106,8 @@ def _onnx_dtype_name(elem_type: int) -> str:
 
     if not _ONNX_TO_NUMPY:
         for value in onnx.TensorProto.DataType.values():
-            try:
+            with contextlib.suppress(KeyError, TypeError, ValueError):
                 _ONNX_TO_NUMPY[value] = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value)).name
-            except (KeyError, TypeError, ValueError):
-                pass
         _ONNX_TO_NUMPY[onnx.TensorProto.BFLOAT16] = "bfloat16"
     return _ONNX_TO_NUMPY.get(elem_type, f"onnx:{elem_type}")
 

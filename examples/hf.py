@@ -61,7 +61,7 @@ def from_pretrained(cls: Any, path: Path, example: str, model_types: tuple[str, 
     try:
         model, info = cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32,
                                           attn_implementation="eager", output_loading_info=True)
-    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
+    except Exception as exc:  # noqa: BLE001 - transformers raises OSError, ValueError, KeyError, ...
         raise InputError(f"cannot load a {cls.__name__} from {path}: {wts.reason(exc)}",
                          where=example, fix=FIX) from None
     finally:

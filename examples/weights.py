@@ -77,7 +77,7 @@ def read_state_dict(path: Path, example: str) -> dict[str, Any]:
     except PermissionError:
         raise InputError(f"cannot read weights file {path}: permission denied", where=example,
                          fix="check the file's permissions") from None
-    except Exception as exc:  # torch and safetensors raise many types for a bad file
+    except Exception as exc:  # noqa: BLE001 - torch and safetensors raise many types for a bad file
         raise InputError(f"cannot read weights file {path}: {reason(exc)}", where=example,
                          fix="pass a state dict written by torch.save or safetensors") from None
     return _tensors(state, path, example)
@@ -101,7 +101,7 @@ def _read_archive(path: Path, example: str) -> dict[str, Any]:
                          fix="pass an allennlp model archive (model.tar.gz)") from None
     try:
         state = torch.load(data, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad archive member
         raise InputError(f"cannot read {name} in archive {path}: {reason(exc)}", where=example,
                          fix="the archive's weights must be a torch state dict") from None
     return _tensors(state, path, example)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,10 +87,8 @@ def _infer_shapes(model: ir.Model) -> None:
     """Best effort: shapes let the LayerNorm checks verify scale/bias sizes."""
     from onnx_ir.passes import common
 
-    try:
+    with contextlib.suppress(Exception):  # custom domains or big models may defeat onnx's inference
         common.ShapeInferencePass()(model)
-    except Exception:  # noqa: BLE001 - custom domains or big models may defeat onnx's inference
-        pass
 
 
 def fuse(model: ir.Model, plugins: Iterable[OpPlugin]) -> dict[str, int]:

@@ -308,10 +308,7 @@ def layernorm_epsilon(y: ir.Value) -> float:
 
 def layernorm_decomposed(op, x, scale, bias, eps: float, opset: int):
     """The decomposed form PyTorch's TorchScript exporter emits below opset 17."""
-    if opset >= 18:
-        mean = op.ReduceMean(x, _axes_const(op), keepdims=1)
-    else:
-        mean = op.ReduceMean(x, axes=[-1], keepdims=1)
+    mean = op.ReduceMean(x, _axes_const(op), keepdims=1) if opset >= 18 else op.ReduceMean(x, axes=[-1], keepdims=1)
     d = op.Sub(x, mean)
     sq = op.Pow(d, typed_const(op, 2.0, x))
     var = (op.ReduceMean(sq, _axes_const(op), keepdims=1) if opset >= 18

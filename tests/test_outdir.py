@@ -388,9 +388,9 @@ def test_lock_timeout_is_one_line(tmp_path):
 
     holder = _hold_lock(tmp_path / "art", 30)
     try:
-        with pytest.raises(InputError, match=f"pid {holder.pid}.* is writing"):
-            with output_lock(tmp_path / "art", timeout=0.3):
-                pass
+        with (pytest.raises(InputError, match=f"pid {holder.pid}.* is writing"),
+              output_lock(tmp_path / "art", timeout=0.3)):
+            pass
     finally:
         holder.kill()
         holder.wait()

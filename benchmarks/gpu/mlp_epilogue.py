@@ -33,8 +33,8 @@ def graph(nodes: list[onnx.NodeProto], opset: int = 21) -> onnx.ModelProto:
              (("W", weight), ("b", bias), ("alpha", np.array(1.702, np.float16))) if name in used]
     body = helper.make_graph(nodes, "fc1", [helper.make_tensor_value_info("X", TensorProto.FLOAT16, [M, K])],
                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT16, [M, N])], inits)
-    return helper.make_model(body, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)],
-                             ir_version=10)
+    opsets = [helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(body, opset_imports=opsets, ir_version=10)
 
 
 def node(op: str, inputs: list[str], output: str, **attrs) -> onnx.NodeProto:
@@ -48,13 +48,15 @@ VARIANTS = {
     "Gemm with bias": graph([node("Gemm", ["X", "W", "b"], "Y")]),
     "MatMul + Add + QuickGelu (vlc's graph)": graph([node("MatMul", ["X", "W"], "t"), node("Add", ["t", "b"], "u"),
                                                     node("QuickGelu", ["u"], "Y", alpha=1.702)]),
-    "Gemm with bias + QuickGelu": graph([node("Gemm", ["X", "W", "b"], "u"), node("QuickGelu", ["u"], "Y", alpha=1.702)]),
+    "Gemm with bias + QuickGelu": graph([node("Gemm", ["X", "W", "b"], "u"),
+                                         node("QuickGelu", ["u"], "Y", alpha=1.702)]),
     "MatMul + Add + Mul + Sigmoid + Mul": graph([node("MatMul", ["X", "W"], "t"), node("Add", ["t", "b"], "u"),
                                                  node("Mul", ["u", "alpha"], "v"), node("Sigmoid", ["v"], "s"),
                                                  node("Mul", ["u", "s"], "Y")]),
     "MatMul + Add + Swish (opset 24)": graph([node("MatMul", ["X", "W"], "t"), node("Add", ["t", "b"], "u"),
                                               node("Swish", ["u"], "Y", alpha=1.702)], opset=24),
-    "MatMul + FastGelu(bias) [other function]": graph([node("MatMul", ["X", "W"], "t"), node("FastGelu", ["t", "b"], "Y")]),
+    "MatMul + FastGelu(bias) [other function]": graph([node("MatMul", ["X", "W"], "t"),
+                                                       node("FastGelu", ["t", "b"], "Y")]),
     "MatMul + BiasGelu [other function]": graph([node("MatMul", ["X", "W"], "t"), node("BiasGelu", ["t", "b"], "Y")]),
 }
 
@@ -98,7 +100,7 @@ def main() -> None:
         try:
             median, fastest = time_variant(model, x, y)
             lines.append(f"| {name} | {median:.3f} | {fastest:.3f} |")
-        except Exception as exc:  # an operator this ONNX Runtime build lacks: say so, measure the rest
+        except Exception as exc:  # noqa: BLE001 - an operator this ONNX Runtime build lacks: say so, measure the rest
             lines.append(f"| {name} | failed: {str(exc).splitlines()[0][:100]} | |")
         print(lines[-1], flush=True)
     if args.out:

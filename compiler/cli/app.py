@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         err.print(f"[bold red]error:[/] {escape(exc.line())}", markup=True, highlight=False)
         code = exc.exit_code
-    except Exception as exc:  # a bug or an unexpected library failure: still one line
+    except Exception as exc:  # noqa: BLE001 - a bug or an unexpected library failure: still one line
         if state.debug:
             traceback.print_exc()
         err.print(f"[bold red]error:[/] {escape(f'{type(exc).__name__}: {exc}')} — rerun with --debug "

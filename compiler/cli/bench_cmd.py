@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
@@ -39,10 +40,8 @@ def _mark_outputs(outputs: list[tuple[Path, str]]) -> None:
 
     for path, kind in outputs:
         if path.is_dir() and read_marker(path) != kind:
-            try:
+            with contextlib.suppress(InputError):  # a read-only folder: the records are what matters
                 write_marker(path, kind)
-            except InputError:  # a read-only folder: the records are what matters
-                pass
 
 
 def register(app: typer.Typer) -> None:
@@ -95,8 +94,8 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"--{what} is empty", fix=f"give a comma-separated list of {what}")
         config = BenchConfig(
             model=model, targets=entries, precisions=_names(precisions, "precisions"),
-            batches=parse_batches(batch) if batch is not None else None, results=results, artifacts=artifacts, emit=emit,
-            emit_targets=emit_entries,
+            batches=parse_batches(batch) if batch is not None else None, results=results, artifacts=artifacts,
+            emit=emit, emit_targets=emit_entries,
             settings=settings, device=device, machine=machine, force=force, seed=seed, cache_dir=cache_dir,
             graph=graph)
         with console.progress(f"bench {model}") as bar:

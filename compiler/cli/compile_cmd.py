@@ -80,9 +80,9 @@ def register(app: typer.Typer) -> None:
         device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: the "
                                              "target's first device: cpu for torch/onnxruntime, "
                                              "cuda for trt, npu for ascend)."),
-        shapes: ShapesOpt = [],
+        shapes: ShapesOpt = None,
         batch: BatchOpt = None,
-        option: TargetOptionsOpt = [],
+        option: TargetOptionsOpt = None,
         output: Path | None = typer.Option(None, "-o", "--output",
                                               help="Artifact directory "
                                                    "(default artifacts/<model>-<target>-<precision>)."),

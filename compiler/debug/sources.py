@@ -66,7 +66,7 @@ def _load_proto(path: Path) -> Any:
 
     try:
         return onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises several types for a file that is not ONNX
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several types for a file that is not ONNX
         raise InputError(f"cannot read {path} as an ONNX model: {first_line(exc, with_type=True)}",
                          fix="pass an .onnx file, an artifact directory or a model ref") from None
 

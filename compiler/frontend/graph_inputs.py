@@ -31,9 +31,10 @@ from typing import Any
 import numpy as np
 
 from vlc.accuracy import no_spread
+from vlc.errors import first_line
 from vlc.model import BATCH, InputSpec
+from vlc.shape_choice import TrialRunner, dim_slots
 from vlc.shape_choice import batch_dim_names as _batch_names
-from vlc.shape_choice import dim_slots
 from vlc.signature import Signature, TensorSig
 
 # Ops a value passes through unchanged in meaning (an index stays an index).
@@ -221,12 +222,10 @@ def derive_input_specs(onnx_path: str | Path, signature: Signature, *, batch: in
 
     default = tuple(0 for _ in options)
     try:
-        from vlc.shape_choice import TrialRunner
-
         runner = TrialRunner(Path(onnx_path))
     except Exception as exc:  # noqa: BLE001 - custom ops, a file ONNX Runtime cannot load
-        return DerivedInputs(sized(default, {s.name: 1 for s in slots}), "unchecked: ONNX Runtime cannot load the "
-                             f"graph ({str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__})",
+        return DerivedInputs(sized(default, {s.name: 1 for s in slots}),
+                             f"unchecked: ONNX Runtime cannot load the graph ({first_line(exc, limit=120)})",
                              reasons, {s.name: 1 for s in slots}, spread=False, runs=False)
     start, tried = time.perf_counter(), 0
     first_running: tuple[tuple[int, ...], dict[str, int]] | None = None

@@ -114,7 +114,7 @@ def _import_factory(ref: str) -> Any:
             exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)
         except SystemExit as exc:
             raise _exit_error(f"importing {path}", exc, ref, _MAIN_GUARD) from None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the model file raised while importing, whatever the type
             raise InputError(f"importing {path} failed: {type(exc).__name__}: {exc}", where=ref,
                              fix="fix the model file so it imports") from None
     else:
@@ -125,7 +125,7 @@ def _import_factory(ref: str) -> Any:
                              fix="install the package or check the module path") from None
         except SystemExit as exc:
             raise _exit_error(f"importing module '{target}'", exc, ref, _MAIN_GUARD) from None
-        except Exception as exc:  # the module itself raised while importing
+        except Exception as exc:  # noqa: BLE001 - the module itself raised while importing
             raise InputError(f"importing module '{target}' failed: {type(exc).__name__}: {exc}", where=ref,
                              fix="fix the module so it imports") from None
     factory = getattr(module, attr, None)
@@ -144,7 +144,7 @@ def _load_factory(ref: str) -> ModelSource:
         made = factory()
     except SystemExit as exc:
         raise _exit_error("the model factory", exc, ref, "return the model instead of exiting") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the user's factory may raise any type
         raise InputError(f"model factory failed: {type(exc).__name__}: {exc}", where=ref,
                          fix="fix the factory so it returns a model") from None
     if isinstance(made, ModelSource):
@@ -182,7 +182,7 @@ def source_from_examples(ref: str, module: Any, examples_in: Any) -> ModelSource
     try:
         with torch.no_grad():
             out = module(*named.values())
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the user's model may raise any type
         raise InputError(f"the model fails on the factory's example inputs: {type(exc).__name__}: {exc}",
                          where=ref, fix="return example inputs the model's forward accepts") from None
     return ModelSource(name=_name_from_ref(ref), ref=ref, module=module, inputs=specs,

@@ -28,7 +28,7 @@ def simplify(model: Any) -> tuple[Any, str]:
             # The normalized graph feeds every target: keep it standard ONNX, never fused into
             # one runtime's contrib operators (onnxsim's attention fusion emits com.microsoft ops).
             simplified, ok = onnxsim.simplify(proto, skipped_optimizers=list(RUNTIME_FUSIONS))
-        except Exception as exc:  # onnxsim rejects some graphs; the optimizer still normalizes them
+        except Exception as exc:  # noqa: BLE001 - onnxsim rejects some graphs; the optimizer still normalizes them
             note = f"onnxscript optimizer (onnxsim failed: {type(exc).__name__})"
         else:
             added = _domains(simplified) - _domains(proto)

@@ -158,8 +158,8 @@ def _status_cell(record: BenchRecord | None, notes: Footnotes) -> Cell | None:
     if record.status == "ok":
         return None
     if record.status == "emitted":
-        return Cell(f"bundle {notes.ref(f'deploy bundle written to {record.bundle}; run it on the target machine and merge its results')}",
-                    "na", record.bundle or "")
+        note = f"deploy bundle written to {record.bundle}; run it on the target machine and merge its results"
+        return Cell(f"bundle {notes.ref(note)}", "na", record.bundle or "")
     text = "n/a" if record.status == "unavailable" else "failed"
     css = "na" if record.status == "unavailable" else "failed"
     return Cell(f"{text} {notes.ref(f'{record.target} / {record.precision} on {record.machine}: {record.reason}')}",
@@ -257,7 +257,8 @@ def _utilisation_table(view: ModelView, group: list[Column], groups: list[list[C
             if record is None or record.status != "ok" or record.achieved_tflops is None:
                 row.append(Cell("—", "na"))
             elif record.utilisation is None:
-                row.append(Cell(f"{sci(record.achieved_tflops)} TFLOP/s · peak unknown", title=record.peak_source or ""))
+                row.append(Cell(f"{sci(record.achieved_tflops)} TFLOP/s · peak unknown",
+                                title=record.peak_source or ""))
             else:
                 row.append(Cell(f"{sci(record.achieved_tflops)} TFLOP/s · {percent(record.utilisation)}",
                                 title=record.peak_source or ""))

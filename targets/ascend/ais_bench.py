@@ -10,6 +10,7 @@ summary JSON or console summary becomes a ProfileResult of NPU compute time.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -333,10 +334,8 @@ class AisBench:
             for name in ("free_resource", "finalize"):
                 fn = getattr(session, name, None)
                 if fn is not None:
-                    try:
+                    with contextlib.suppress(Exception):  # closing is best effort; the process ends soon after
                         fn()
-                    except Exception:  # closing is best effort; the process ends soon after
-                        pass
                     break
         self._sessions.clear()
 

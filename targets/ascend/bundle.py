@@ -284,8 +284,9 @@ dumped ops by name (ATC names ops after ONNX nodes, a fused op by concatenating 
 For each build, dump.sh runs, from this directory:
 
 ```
-python3 -c '<writes results/dump/bs<N>/acl.json>'   # {{"dump": {{"dump_path": "<abs>/results/dump/bs<N>/dump",
-                                                    #   "dump_mode": "output", "dump_list": [{{"model_name": "<om stem>"}}]}}}}
+# acl.json: {{"dump": {{"dump_path": "<abs>/results/dump/bs<N>/dump", "dump_mode": "output",
+#             "dump_list": [{{"model_name": "<om stem>"}}]}}}}
+python3 -c '<writes results/dump/bs<N>/acl.json>'
 python3 -m ais_bench --model om/model_<build>*.om --input inputs/bs<N>/in0.npy,... --device $DEVICE \
     --loop 1 --warmup_count 0 --acl_json_path results/dump/bs<N>/acl.json [--dymBatch N]
 python3 $MSACCUCMP convert -d <the folder holding the dump files> -out results/dump/bs<N>/npy

@@ -286,7 +286,7 @@ def check(model: Any, opts: AscendOptions, spec: TargetSpec, signature: Signatur
     batch = opts.builds[0][1]
     try:
         patched, _ = apply_patches(copy, patches, patch_context(opts, spec, batch))
-    except Exception as exc:  # a patch that cannot apply is a finding of its own
+    except Exception as exc:  # noqa: BLE001 - a patch that cannot apply is a finding of its own
         report.patch_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         return report
     from vlc.signature import onnx_signature

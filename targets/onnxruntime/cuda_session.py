@@ -116,7 +116,7 @@ class OrtCudaSession:
     def _run_bound(self) -> None:
         try:
             self._session.run_with_iobinding(self._binding)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types are not importable portably
             text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
             raise VlcError(f"onnxruntime (CUDA) failed while running: {text}",
                            fix="check input shapes; with CUDA graphs every node must run on CUDA "

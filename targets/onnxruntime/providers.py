@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from vlc.errors import InputError, TargetUnavailable
@@ -57,10 +58,8 @@ def load_cuda_libraries() -> None:
     ort.set_default_logger_severity(3)  # provider-registration chatter is not the user's concern
     preload = getattr(ort, "preload_dlls", None)  # onnxruntime >= 1.21
     if preload is not None:
-        try:
+        with contextlib.suppress(Exception):  # system-wide CUDA installs need no preloading
             preload()
-        except Exception:  # noqa: BLE001 - system-wide CUDA installs need no preloading
-            pass
 
 
 def choose_providers(device: str, override: Any = None) -> list[str]:

@@ -8,6 +8,7 @@ in the session for the next call of that shape.
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -195,10 +196,9 @@ class TorchSession:
             args = self.tensors(feeds)
             self._call(args)  # compiles this shape (and keeps how long it took) outside the samples
             if transfers:
-                call: Callable[[], Any] = lambda: self.run(feeds)
+                call: Callable[[], Any] = functools.partial(self.run, feeds)
             else:
-                fn = self.callable_for(args)
-                call = lambda: fn(*args)
+                call = functools.partial(self.callable_for(args), *args)
             for _ in range(PRIME_CALLS):  # CUDA graphs are recorded on the second or third call
                 call()
             self._sync()
@@ -250,7 +250,7 @@ def load_module(ref: str, weights: Path, device: str, precision: Precision) -> A
     module = source.module.eval().to(dtype=torch_dtype(precision))
     try:
         state = torch.load(str(weights), map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a bad file
         raise InputError(f"cannot read the weights {weights}: {type(exc).__name__}: {exc}",
                          fix="rebuild the artifact with `vlc compile --force`") from None
     try:

@@ -122,7 +122,7 @@ class TorchTarget(Target):
             session.run(feeds)
         except VlcError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the model's own failure, whatever its type
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             raise CompileError(f"the model fails at {spec.precision.value} on {spec.device}: "
                                f"{type(exc).__name__}: {first}",

@@ -60,7 +60,7 @@ def test_sweep_measures_checks_and_resumes(tmp_path, cache_dir, capsys):
     assert len(hashes) == 1
     cached = next(cache_dir.rglob("model.onnx"))
     assert hashes == {graph_hash(cached)}
-    for (target, _, batch), r in found.items():
+    for (_target, _, batch), r in found.items():
         assert r.status == "ok" and r.model == "mlp" and r.machine == "test-box" and r.device == "cpu"
         assert r.latency_ms["count"] == 5 and r.latency_ms["median"] > 0
         assert r.throughput_per_s == pytest.approx(batch * 1000 / r.latency_ms["median"])

@@ -18,8 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks" / "corpus"))
 
-import build_corpus
-import matrix
+import build_corpus  # noqa: E402 - the corpus scripts are found through sys.path
+import matrix  # noqa: E402 - the corpus scripts are found through sys.path
 
 # One per producer family that needs no download: IR 3 zoo classic, IR 3 / opset 6 PyTorch
 # converter output, an onnx node case with a scalar bool input and an If, hand-made int32 and

@@ -94,7 +94,8 @@ def test_counting_goes_on_past_onnxruntime_contrib_attention():
                               [numpy_helper.from_array(a, n) for n, a in
                                (("Wqkv", _w(width, 3 * hidden)), ("bqkv", _w(3 * hidden)),
                                 ("Wo", _w(hidden, hidden)), ("Wo2", _w(hidden, 8)))])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets,
                               ir_version=10)
     count = count_flops(model, b)
     attention = 2 * b * s * width * 3 * hidden + 2 * 2 * b * s * s * hidden

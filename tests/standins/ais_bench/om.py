@@ -65,7 +65,8 @@ def plan_ops(model) -> list[dict]:
                     "conv": any(graph.node[k].op_type in ("Conv", "ConvTranspose") for k in group),
                     "matmul": graph.node[group[-1]].op_type == "MatMul",
                     "inputs": [x for x in graph.node[group[0]].input if x],
-                    "outputs": [{"tensor": o, "origin": names[-1], "index": k} for k, o in enumerate(node.output) if o]})
+                    "outputs": [{"tensor": o, "origin": names[-1], "index": k}
+                                for k, o in enumerate(node.output) if o]})
     return ops
 
 
