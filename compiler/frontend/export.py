@@ -108,7 +108,8 @@ def _export_with(source: ModelSource, exporter: str, opset: int | None, log_path
 def quiet_exporter(log_path: Path | None = None, *, append: bool = False) -> Iterator[None]:
     """The exporters' prints, logs and warnings go to `log_path` (else nowhere): registration
     notes, graph dumps and guard traces are not the user's terminal's concern."""
-    stream: Any = open(log_path, "a" if append else "w", encoding="utf-8") if log_path else io.StringIO()
+    # closed in the finally below: the stream outlives this statement
+    stream: Any = open(log_path, "a" if append else "w", encoding="utf-8") if log_path else io.StringIO()  # noqa: SIM115
     handler = logging.StreamHandler(stream)
     handler.setLevel(logging.DEBUG)
     swapped = [(lg, lg.handlers[:], lg.level) for lg in _torch_loggers()]
