@@ -64,6 +64,9 @@ def parse_goal(islands: Any, accuracy: Any, precision: str) -> tuple[str, Tolera
     if mode not in ISLAND_MODES:
         raise InputError(f"-O islands={islands} is not one of {', '.join(ISLAND_MODES)}",
                          fix="use -O islands=auto (search the fewest fp32 nodes) or -O islands=static")
+    if mode == "auto" and str(precision) not in ("fp16", "bf16"):
+        raise InputError(f"-O islands=auto chooses the fp32 nodes of an fp16 or bf16 graph; this build is "
+                         f"{precision}", fix="use --precision fp16 or bf16, or drop -O islands")
     if accuracy is None:
         return mode, None
     try:
