@@ -164,6 +164,11 @@ def test_bad_goal_options_are_one_line_errors(islands, accuracy, message):
         parse_goal(islands, accuracy, "fp16")
 
 
+def test_auto_islands_need_a_low_precision_float_type():
+    with pytest.raises(InputError, match="islands=auto chooses the fp32 nodes of an fp16 or bf16"):
+        parse_goal("auto", None, "int8")
+
+
 def test_goal_defaults_to_the_precision_tolerance():
     assert parse_goal("auto", None, "fp16") == ("auto", None)
     mode, goal = parse_goal(None, "0.99", "bf16")
