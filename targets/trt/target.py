@@ -22,66 +22,66 @@ from vlc.target import Availability, CompileSource, OptionInfo, Session, Target,
 from vlc.targets.trt.backend import TENSORRT, TENSORRT_RTX, Backend, load_backend
 from vlc.targets.trt.presets import DEFAULT_PRESET, GpuPreset, gpu_presets, preset_for_capability
 
+# vlc.frontend.precision's calibration methods (quantize.METHODS), named here so that listing the
+# targets does not import the precision pass; tests/test_options.py checks that the two agree
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "mse")
+ISLAND_MODES = ("static", "auto")
+
+
+def optimization_level(value: Any) -> int:
+    level = integer(value)
+    if not 0 <= level <= 5:  # TensorRT clamps silently
+        raise ValueError("is outside TensorRT's levels 0-5")
+    return level
+
+
+def parse_plugins(value: Any) -> list[str] | None:
+    """-O plugins: default (None: those on by default), none ([]) or names (comma list or JSON list)."""
+    if isinstance(value, str) and value.strip().lower() == "default":
+        return None
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return []
+    return words(value)
+
+
 OPTIONS: dict[str, OptionInfo] = {
     "workspace": OptionInfo("workspace memory pool limit, MiB", int, None),
-    "builder_optimization_level": OptionInfo("TensorRT builder optimization level 0-5 (default 3)", int, None),
+    "builder_optimization_level": OptionInfo("TensorRT builder optimization level 0-5 (default 3)", int, None,
+                                             parse=optimization_level),
     "tf32": OptionInfo("TF32 for fp32 math: on/off (default: on for tf32/fp16/bf16/int8, off for fp32)",
                        bool, None),
     "timing_cache": OptionInfo("timing cache file, loaded if present and written back (TensorRT only)",
                                str, None),
     "plugin_libraries": OptionInfo("plugin .so files loaded with ctypes before parsing (comma-separated)",
-                                   str, None),
+                                   list, None),
     "plugins": OptionInfo("vlc custom-operator kernels: default (those on by default for trt in "
                           "plugins/decisions.json), none, or names from `vlc plugins` (comma-separated)",
-                          str, "default"),
+                          str, "default", parse=parse_plugins),
     "calibration": OptionInfo("int8: directory of .npz feeds (or .npy for single-input models)", str, None),
-    "calibration_method": OptionInfo("int8: minmax, entropy or percentile", str, "minmax"),
+    "calibration_method": OptionInfo("int8: minmax, entropy or percentile", str, "minmax",
+                                     choices=CALIBRATION_METHODS, parse=lower_text),
     "calibration_batches": OptionInfo("int8 without a directory: generated batches", int, 8),
     "strict_precision": OptionInfo("fail the build when the converted graph misses its tolerance", bool, True),
     "islands": OptionInfo("fp16/bf16 nodes kept in fp32: static (the shared op set and LayerNorm "
-                          "patterns) or auto (the fewest of them that meet -O accuracy)", str, "static"),
+                          "patterns) or auto (the fewest of them that meet -O accuracy)", str, "static",
+                          choices=ISLAND_MODES, parse=lower_text),
     "accuracy": OptionInfo("the worst output cosine against fp32 the converted graph must meet "
-                           "(default: the precision's tolerance); islands=auto's goal", str, None),
+                           "(default: the precision's tolerance); islands=auto's goal", float, None, parse=cosine),
     "legacy_precision_flags": OptionInfo("TensorRT < 11 only: FP16/BF16/INT8 builder flags instead of a "
                                          "typed graph", bool, False),
     "shape_values": OptionInfo("value ranges of shape-tensor inputs (a Loop's trip count, a Reshape's "
                                "target): NAME:MIN,OPT,MAX with values joined by x, ';' between inputs "
-                               "(default: the value vlc feeds, fixed)", str, None),
+                               "(default: the value vlc feeds, fixed)", str, None,
+                               parse=lambda value: parse_shape_values(value)),
 }
 
-_TRUE, _FALSE = {"1", "true", "on", "yes"}, {"0", "false", "off", "no"}
 
-
-def option(spec: TargetSpec, name: str) -> Any:
-    """An option's value, converted to its declared type (CLI values arrive as text or JSON)."""
-    info = OPTIONS[name]
-    value = spec.options.get(name, info.default)
-    if value is None:
-        return None
-    try:
-        if info.type is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).lower()
-            if text in _TRUE | _FALSE:
-                return text in _TRUE
-            raise ValueError
-        if info.type is int:
-            if isinstance(value, bool):
-                raise ValueError
-            return int(value)
-    except ValueError:
-        raise InputError(f"option {name}={value!r} is not a valid {info.type.__name__}",
-                         fix=f"{name}: {info.help}") from None
-    if name == "shape_values":
-        return parse_shape_values(str(value))
-    if name == "plugin_libraries" or (name == "plugins" and isinstance(value, list)):
-        return [str(p).strip() for p in (value if isinstance(value, list) else str(value).split(",")) if p]
-    return str(value)
-
-
-def parse_shape_values(text: str) -> dict[str, tuple[tuple[int, ...], ...]]:
-    """`-O shape_values=trip_count:1,5,10;shape:1x8,2x8,4x8` -> {name: (min, opt, max)}."""
+def parse_shape_values(text: str | Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """`-O shape_values=trip_count:1,5,10;shape:1x8,2x8,4x8` -> {name: (min, opt, max)}; the parsed
+    form (as a stored spec holds it, lists for tuples) parses to itself."""
+    if isinstance(text, Mapping):
+        text = ";".join(f"{name}:" + ",".join("x".join(map(str, v)) for v in ranges)
+                        for name, ranges in text.items())
     found: dict[str, tuple[tuple[int, ...], ...]] = {}
     fix = "give -O shape_values=NAME:MIN,OPT,MAX (values joined by x for a 1-D shape tensor; ';' between inputs)"
     for item in filter(None, (part.strip() for part in text.split(";"))):
@@ -98,19 +98,6 @@ def parse_shape_values(text: str) -> dict[str, tuple[tuple[int, ...], ...]]:
                              fix=fix)
         found[name] = values
     return found
-
-
-def enabled_plugins(spec: TargetSpec) -> list[str] | None:
-    """The `plugins` option as apply_plugins takes it: None for the defaults, [] for none."""
-    value = option(spec, "plugins")
-    if isinstance(value, list):
-        return value
-    text = value.strip().lower()
-    if text == "default":
-        return None
-    if text in ("none", ""):
-        return []
-    return [p.strip() for p in value.split(",") if p.strip()]
 
 
 class TrtTarget(Target):
@@ -157,25 +144,15 @@ class TrtTarget(Target):
     # ---- compile ---------------------------------------------------------------------------
     def validate_spec(self, spec: TargetSpec, signature: Signature) -> TargetSpec:
         if spec.device == "cpu":  # the CLI's default device; TensorRT engines always run on cuda
-            spec.device = "cuda"
-        super().validate_spec(spec, signature)
+            spec = replace(spec, device="cuda")
+        spec = super().validate_spec(spec, signature)  # options typed and checked one by one
         preset = gpu_presets()[spec.preset]
-        for name in OPTIONS:
-            option(spec, name)  # type errors surface before any work
-        method = option(spec, "calibration_method")
-        from vlc.frontend.precision import METHODS
-
-        if method not in METHODS:
-            raise InputError(f"unknown calibration_method '{method}'", fix=f"use one of: {', '.join(METHODS)}")
-        from vlc.frontend.precision import parse_goal
-
-        parse_goal(option(spec, "islands"), option(spec, "accuracy"), spec.precision.value)
-        enabled = enabled_plugins(spec)
+        enabled = spec.options["plugins"]
         if enabled:  # unknown names fail here, before any conversion or build work
             from vlc.plugins.apply import _resolve_enabled, registered_plugins
 
             _resolve_enabled(registered_plugins(), self.name, enabled)
-        tf32 = option(spec, "tf32")
+        tf32 = spec.options["tf32"]
         if spec.precision is Precision.FP32 and tf32:
             raise InputError("precision fp32 with tf32=on is TF32 math", fix="use --precision tf32")
         if spec.precision is Precision.TF32 and tf32 is False:
@@ -186,7 +163,7 @@ class TrtTarget(Target):
             return spec  # compile() reports the missing SDK next
         if backend.is_rtx:
             self._check_rtx_preset(backend, preset)
-        if option(spec, "legacy_precision_flags") and not backend.has_precision_flags:
+        if spec.options["legacy_precision_flags"] and not backend.has_precision_flags:
             raise InputError(f"legacy_precision_flags needs TensorRT < 11; this is {backend.name} "
                              f"{backend.version}, which is strongly typed",
                              fix="drop the option: precision comes from the converted graph")
@@ -203,20 +180,19 @@ class TrtTarget(Target):
                                  f"TensorRT 10/11 on a {preset.gpu}")
 
     def _compile(self, source: CompileSource, spec: TargetSpec, build: BuildDir) -> None:
-        from vlc.targets.trt.builder import (BuildSettings, apply_vlc_plugins, build_engine,
-                                             optimization_profile)
+        from vlc.targets.trt.builder import BuildSettings, apply_vlc_plugins, build_engine, optimization_profile
         from vlc.targets.trt.cuda import gpus
 
         backend = self.backend()
         preset = gpu_presets()[spec.preset]
         signature = source.signature
         found, _ = gpus()
-        settings = BuildSettings(workspace_mib=option(spec, "workspace"),
-                                 optimization_level=option(spec, "builder_optimization_level"),
-                                 plugin_libraries=option(spec, "plugin_libraries") or [])
-        tf32 = option(spec, "tf32")
+        settings = BuildSettings(workspace_mib=spec.options["workspace"],
+                                 optimization_level=spec.options["builder_optimization_level"],
+                                 plugin_libraries=spec.options["plugin_libraries"] or [])
+        tf32 = spec.options["tf32"]
         settings.tf32 = tf32 if tf32 is not None else spec.precision is not Precision.FP32
-        if (cache := option(spec, "timing_cache")) is not None:
+        if (cache := spec.options["timing_cache"]) is not None:
             settings.timing_cache = Path(cache).expanduser().resolve()
         gpu = None
         if backend.is_rtx:
@@ -229,13 +205,13 @@ class TrtTarget(Target):
                                  f"'{preset.name}' is compute capability {preset.cc}",
                                  fix=f"use --preset {matches[0]}" if matches else
                                  "add a preset for this GPU, or build with --target trt-rtx")
-        settings.shape_values = option(spec, "shape_values") or {}
+        settings.shape_values = spec.options["shape_values"] or {}
         spec, check_feeds = self._choose_shapes(source, spec, build)
         graph, precision_report = self._graph_for_precision(source, spec, backend, build, settings,
                                                             check_feeds)
         if precision_report is not None:
             build.extra["precision"] = precision_report
-        graph = apply_vlc_plugins(backend, graph, self.name, enabled_plugins(spec),
+        graph = apply_vlc_plugins(backend, graph, self.name, spec.options["plugins"],
                                   preset.compute_capability, build)
         profile = optimization_profile(signature, spec,
                                        source.model.batch_sizes if source.model is not None else None)
@@ -326,7 +302,7 @@ class TrtTarget(Target):
         precision = spec.precision
         if precision in (Precision.FP32, Precision.TF32):
             return source.onnx_path, None
-        legacy = option(spec, "legacy_precision_flags")
+        legacy = spec.options["legacy_precision_flags"]
         if legacy:
             settings.legacy_flags = {Precision.FP16: ("FP16",), Precision.BF16: ("BF16",),
                                      Precision.INT8: ("INT8",)}[precision]
@@ -335,15 +311,15 @@ class TrtTarget(Target):
                                           "flags": list(settings.legacy_flags)}
         from vlc.frontend.precision import CalibrationData, convert, parse_goal
 
-        islands, goal = parse_goal(option(spec, "islands"), option(spec, "accuracy"), precision.value)
+        islands, goal = parse_goal(spec.options["islands"], spec.options["accuracy"], precision.value)
         calibration = None
         if precision is Precision.INT8:
-            if (folder := option(spec, "calibration")) is not None:
+            if (folder := spec.options["calibration"]) is not None:
                 calibration = CalibrationData.from_dir(folder)
             else:
                 calibration = CalibrationData.generate(
                     source.model if source.model is not None else list(source.input_specs),
-                    batches=option(spec, "calibration_batches"))
+                    batches=spec.options["calibration_batches"])
         out = build.path / f"model.{precision.value}.onnx"
         check_note = "given feeds"
         if source.user_inputs:
@@ -354,8 +330,8 @@ class TrtTarget(Target):
         elif check_feeds is not None:
             check_note = "inputs at the shapes vlc chose"
         report = convert(source.onnx_path, precision, out, calibration=calibration,
-                         method=option(spec, "calibration_method"), input_specs=list(source.input_specs),
-                         check_feeds=check_feeds, check_note=check_note, strict=option(spec, "strict_precision"),
+                         method=spec.options["calibration_method"], input_specs=list(source.input_specs),
+                         check_feeds=check_feeds, check_note=check_note, strict=spec.options["strict_precision"],
                          islands=islands, tolerance=goal)
         build.files["graph"] = out.name
         for sidecar in build.path.glob(out.name + ".data"):
