@@ -138,7 +138,7 @@ def _stats(name: str, actual: np.ndarray, ref: np.ndarray, tol: Tolerance) -> Ou
                            mismatched == 0, reason)
     elementwise = tol.atol is not None and tol.rtol is not None
     mismatched = 0
-    if elementwise:
+    if tol.atol is not None and tol.rtol is not None:
         mismatched = int(np.count_nonzero(~(diff <= tol.atol + tol.rtol * np.abs(r))))
     reasons = []
     note = ""

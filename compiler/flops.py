@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -79,8 +79,17 @@ def _shapes(model: Any) -> dict[str, tuple[int | None, ...]]:
     return shapes
 
 
-def _known(*shapes: tuple[int | None, ...] | None) -> bool:
-    return all(s is not None and all(isinstance(d, int) and d > 0 for d in s) for s in shapes)
+Shape = tuple[int, ...]
+
+
+def _concrete(*shapes: tuple[int | None, ...] | None) -> list[Shape] | None:
+    """The shapes when every dimension of every one is known and positive, else None."""
+    known: list[Shape] = []
+    for shape in shapes:
+        if shape is None or not all(isinstance(d, int) and d > 0 for d in shape):
+            return None
+        known.append(tuple(int(d) for d in shape if d is not None))
+    return known
 
 
 def _attr(node: Any, name: str, default: Any = None) -> Any:
@@ -123,64 +132,66 @@ def node_flops(node: Any, shapes: dict[str, tuple[int | None, ...]]) -> float | 
     op = node.op_type
     ins = [shapes.get(name) if name else None for name in node.input]
     out = shapes.get(node.output[0]) if node.output else None
-    if op in ("MatMul", "FusedMatMul", "MatMulInteger"):
-        return _matmul(ins[0], ins[1]) if _known(ins[0], ins[1]) else None
-    if op == "QLinearMatMul":  # a, a_scale, a_zp, b, ...
-        return _matmul(ins[0], ins[3]) if _known(ins[0], ins[3]) else None
+
+    def operand(i: int) -> tuple[int | None, ...] | None:
+        return ins[i] if i < len(ins) else None
+
+    if op in ("MatMul", "FusedMatMul", "MatMulInteger", "QLinearMatMul"):  # QLinear: a, a_scale, a_zp, b, ...
+        known = _concrete(operand(0), operand(3 if op == "QLinearMatMul" else 1))
+        return _matmul(*known) if known else None
     if op == "Gemm":
-        if not _known(ins[0], ins[1]):
+        if not (known := _concrete(operand(0), operand(1))):
             return None
-        a, b = ins[0], ins[1]
+        a, b = known
         m, k = (a[1], a[0]) if _attr(node, "transA", 0) else (a[0], a[1])
         n = b[0] if _attr(node, "transB", 0) else b[1]
         return 2.0 * m * k * n
     if op in ("Conv", "ConvInteger", "QLinearConv"):
         # W: [Cout, Cin/group, k...], Y: [N, Cout, spatial...]; the group is in W's second dim
-        w = ins[3] if op == "QLinearConv" else ins[1]
-        if not _known(w, out):
+        if not (known := _concrete(operand(3 if op == "QLinearConv" else 1), out)):
             return None
-        return 2.0 * out[0] * out[1] * math.prod(out[2:]) * w[1] * math.prod(w[2:])
+        w, y = known
+        return 2.0 * y[0] * y[1] * math.prod(y[2:]) * w[1] * math.prod(w[2:])
     if op == "ConvTranspose":
         # W: [Cin, Cout/group, k...]; every input element scatters through Cout/group kernels
-        x, w = ins[0], ins[1]
-        if not _known(x, w):
+        if not (known := _concrete(operand(0), operand(1))):
             return None
+        x, w = known
         return 2.0 * x[0] * x[1] * math.prod(x[2:]) * w[1] * math.prod(w[2:])
     if op == "Einsum":
-        if not _known(ins[0], ins[1]):
+        if not (known := _concrete(operand(0), operand(1))):
             return None
         equation = _attr(node, "equation", b"")
-        return _einsum(equation.decode() if isinstance(equation, bytes) else equation, ins[0], ins[1])
+        return _einsum(equation.decode() if isinstance(equation, bytes) else equation, *known)
     if op in ("Attention", "MultiHeadAttention"):
-        return _attention(node, ins, out)
+        return _attention(node, ins)
     return 0.0
 
 
-def _attention(node: Any, ins: list, out: tuple[int | None, ...] | None) -> float | None:
+def _attention(node: Any, ins: list[tuple[int | None, ...] | None]) -> float | None:
     """QKᵀ and (softmax)·V: 2·B·H·Sq·Sk·Dqk + 2·B·H·Sq·Sk·Dv (projections are separate MatMuls)."""
     q, k, v = (ins + [None, None, None])[:3]
     if node.domain in ("", "ai.onnx"):  # opset 23: 4-D [B,H,S,D] or 3-D [B,S,H·D] with num_heads
-        if not _known(q, k, v):
+        if not (known := _concrete(q, k, v)):
             return None
-        if len(q) == 4:
-            b, h, sq, dqk = q
-            sk, dv = k[2], v[3]
+        qs, ks, vs = known
+        if len(qs) == 4:
+            b, h, sq, dqk = qs
+            sk, dv = ks[2], vs[3]
         else:
             heads = _attr(node, "q_num_heads") or 1
-            b, sq = q[0], q[1]
-            h, dqk = heads, q[2] // heads
-            sk = k[1]
-            dv = v[2] // (_attr(node, "kv_num_heads") or heads)
+            b, sq = qs[0], qs[1]
+            h, dqk = heads, qs[2] // heads
+            sk = ks[1]
+            dv = vs[2] // (_attr(node, "kv_num_heads") or heads)
         return 2.0 * b * h * sq * sk * (dqk + dv)
-    if node.op_type == "MultiHeadAttention" and _known(q, k, v) and len(q) == 3 and len(k) == 3:
-        heads = _attr(node, "num_heads") or 1
-        b, sq, hidden = q
-        sk = k[1]
-        return 2.0 * b * sq * sk * (hidden + v[2])  # heads cancel: H·(hidden/H)
-    if node.op_type == "Attention" and _known(q, ins[1] if len(ins) > 1 else None):
+    if node.op_type == "MultiHeadAttention" and (known := _concrete(q, k, v)) \
+            and len(known[0]) == 3 and len(known[1]) == 3:
+        (b, sq, hidden), ks, vs = known
+        return 2.0 * b * sq * ks[1] * (hidden + vs[2])  # heads cancel: H·(hidden/H)
+    if node.op_type == "Attention" and (known := _concrete(q, ins[1] if len(ins) > 1 else None)):
         # com.microsoft Attention: input [B,S,In], fused QKV weights [In, 3·Hidden]
-        b, s, width = q
-        w = ins[1]
+        (b, s, width), w = known
         hidden = w[1] // 3
         projection = 2.0 * b * s * width * w[1]
         return projection + 2.0 * b * s * s * hidden * 2
@@ -194,19 +205,21 @@ _SAME_AS_FIRST_INPUT = {"SkipLayerNormalization", "SkipSimplifiedLayerNormalizat
                         "RotaryEmbedding", "LayerNormalization"}
 
 
-def _contrib_output_shape(node: Any, shapes: dict[str, tuple[int | None, ...]]) -> tuple[int, ...] | None:
+def _contrib_output_shape(node: Any, shapes: dict[str, tuple[int | None, ...]]) -> Shape | None:
     ins = [shapes.get(name) if name else None for name in node.input]
     first = ins[0] if ins else None
     if node.op_type in _SAME_AS_FIRST_INPUT:
-        return first if _known(first) else None  # type: ignore[return-value]
-    if node.op_type == "Attention" and _known(first) and len(ins) > 1 and _known(ins[1]):
-        hidden = (_attr(node, "qkv_hidden_sizes") or [None, None, ins[1][1] // 3])[2]
-        return (first[0], first[1], hidden)  # type: ignore[index,return-value]
-    if node.op_type == "MultiHeadAttention" and _known(first) and len(ins) > 2 and _known(ins[2]):
-        value = ins[2]
-        return (first[0], first[1], value[-1] if len(value) == 3 else value[1] * value[3])  # type: ignore[index]
-    if node.op_type == "FusedMatMul" and _known(first, ins[1] if len(ins) > 1 else None):
-        a, b = list(first), list(ins[1])  # type: ignore[arg-type]
+        return known[0] if (known := _concrete(first)) else None
+    second = ins[1] if len(ins) > 1 else None
+    if node.op_type == "Attention" and (known := _concrete(first, second)):
+        x, w = known
+        hidden = (_attr(node, "qkv_hidden_sizes") or [None, None, w[1] // 3])[2]
+        return (x[0], x[1], int(hidden))
+    if node.op_type == "MultiHeadAttention" and (known := _concrete(first, ins[2] if len(ins) > 2 else None)):
+        x, value = known
+        return (x[0], x[1], value[-1] if len(value) == 3 else value[1] * value[3])
+    if node.op_type == "FusedMatMul" and (known := _concrete(first, second)):
+        a, b = list(known[0]), list(known[1])
         if _attr(node, "transA", 0):
             a[-2], a[-1] = a[-1], a[-2]
         if _attr(node, "transB", 0):
@@ -252,7 +265,8 @@ def _strip_weights(model: Any, keep_bytes: int = 4096) -> None:
     """
     from onnx import helper
 
-    keep, dropped = [], []
+    keep: list[Any] = []
+    dropped: list[Any] = []
     for init in model.graph.initializer:
         size = len(init.raw_data) or 4 * (len(init.float_data) + len(init.int64_data) * 2 + len(init.int32_data))
         (keep if size <= keep_bytes and not init.external_data else dropped).append(init)
@@ -295,7 +309,7 @@ def count_flops(model: Any, batch: int) -> FlopCount:
     model = _infer(model)
     shapes = _shapes(model)
     total = 0.0
-    by_op: Counter[str] = Counter()
+    by_op: defaultdict[str, float] = defaultdict(float)
     unresolved: list[str] = []
     uncounted: Counter[str] = Counter()
     for node in model.graph.node:

@@ -244,7 +244,7 @@ def _load_named(paths: Sequence[str | Path], known: Sequence[str], *, what: str
             if not files:
                 raise InputError(f"{what} directory {path} holds no .npy, .npz or .pb files",
                                  fix=f"save one .npy per {what}, named after the {what}")
-            arrays = {}
+            arrays: dict[str, tuple[np.ndarray, str]] = {}
             for f in files:
                 for key, array in _read_file(f, None).items():
                     if key in arrays and _same(arrays[key][0], array):

@@ -118,9 +118,9 @@ def onnx_cpu_outputs(model: str | Path | onnx.ModelProto, feeds: Mapping[str, np
     options = cpu_options() if options is None else options
     on_disk = isinstance(model, (str, Path))
     where = str(model) if on_disk else "the graph in memory"
+    graph = str(model) if isinstance(model, (str, Path)) else model.SerializeToString()
     try:
-        session = ort.InferenceSession(str(model) if on_disk else model.SerializeToString(), options,
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types are not importable portably
         raise VlcError(f"onnxruntime cannot load {where} on the CPU: {first_line(exc)}",
                        fix="check the file with `vlc export`") from None

@@ -50,7 +50,7 @@ def external_data_locations(onnx_path: Path) -> list[str]:
     import onnx
 
     proto = onnx.load(str(onnx_path), load_external_data=False)
-    locations = set()
+    locations: set[str] = set()
     for tensor in _tensors(proto):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             locations.update(e.value for e in tensor.external_data if e.key == "location")

@@ -210,7 +210,7 @@ def validate(data: Any, where: str) -> None:
     if data.get("schema") != SCHEMA:
         raise _fail(where, "schema", f"must be '{SCHEMA}', got {data.get('schema')!r}")
     version = data.get("schema_version")
-    if not _is(version, (int,)):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise _fail(where, "schema_version", f"must be an integer, got {version!r}")
     if version > SCHEMA_VERSION:
         raise RecordError(f"result record has schema version {version}; this vlc reads up to "

@@ -108,7 +108,7 @@ def parse_batch_range(text: str) -> tuple[int, int, int]:
         raise InputError(f"batch range '{text}': batch sizes must be >= 1", fix="use N or MIN,OPT,MAX with N >= 1")
     if not values[0] <= values[1] <= values[2]:
         raise InputError(f"batch range '{text}' is not MIN<=OPT<=MAX", fix="use N or MIN,OPT,MAX")
-    return values  # type: ignore[return-value]
+    return values
 
 
 @dataclass
@@ -142,7 +142,7 @@ class TargetSpec:
             preset=data.get("preset"),
             device=data.get("device", "cpu"),
             shapes={k: ShapeRange.from_json(v) for k, v in data.get("shapes", {}).items()},
-            batch=tuple(data["batch"]) if data.get("batch") else None,  # type: ignore[arg-type]
+            batch=tuple(data["batch"]) if data.get("batch") else None,
             options=dict(data.get("options", {})),
         )
 
