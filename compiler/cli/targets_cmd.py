@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+
 from vlc.cli import console
 
 
@@ -24,7 +25,7 @@ def describe_targets() -> dict[str, Any]:
         try:
             status = target.available()
             ok, reason, versions, devices = status.ok, status.reason, status.versions, status.devices
-        except Exception as exc:  # a broken plugin must not hide the others
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others
             ok, reason, versions, devices = False, f"available() failed: {type(exc).__name__}: {exc}", {}, []
         rows.append({
             "name": name, "summary": target.summary, "available": ok, "reason": reason,

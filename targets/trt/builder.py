@@ -29,6 +29,7 @@ from vlc.targets.trt.backend import Backend
 from vlc.targets.trt.pg import Polygraphy, polygraphy_for
 from vlc.targets.trt.pglog import captured
 
+
 def load_plugin_libraries(pg: Polygraphy, paths: list[str], build: BuildDir) -> list[str]:
     """Load plugin .so files before parsing (Polygraphy's load_plugins), so their creators register;
     a missing or unloadable file is one line naming it."""
@@ -62,6 +63,7 @@ def apply_vlc_plugins(backend: Backend, graph: Path, target: str, enabled: list[
     with vlc plugin nodes get their Python plugins registered here, before parsing.
     """
     import onnx_ir as ir
+
     from vlc.plugins import apply_plugins
     from vlc.plugins import trt as trt_plugins
 
@@ -303,20 +305,23 @@ def _config_loader(pg: Polygraphy, backend: Backend, settings: BuildSettings, pr
             common["load_timing_cache"] = str(path)
     if backend.is_rtx:
         capabilities = [settings.compute_capability] if settings.compute_capability is not None else None
-        return pg.rtx.CreateConfigRTX(compute_capabilities=capabilities, **common)  # type: ignore[union-attr]
+        return pg.rtx.CreateConfigRTX(compute_capabilities=capabilities, **common)
     flags = set(settings.legacy_flags)
-    return pg.trt.CreateConfig(tf32=settings.tf32, fp16="FP16" in flags, bf16="BF16" in flags,
-                               int8="INT8" in flags, **common)
+    # TF32 is left to _set_tf32 (CreateConfig would fail where TensorRT has no such flag)
+    return pg.trt.CreateConfig(fp16="FP16" in flags, bf16="BF16" in flags, int8="INT8" in flags, **common)
 
 
 def _set_tf32(trt: Any, on: bool) -> Callable[[Any, Any, Any], None]:
-    """TF32 set or cleared as vlc decided (CreateConfigRTX has no tf32 argument; TensorRT-RTX has
-    the flag, on by default)."""
+    """TF32 set or cleared as vlc decided, for both configs (CreateConfigRTX has no tf32 argument;
+    TensorRT-RTX has the flag, on by default). A TensorRT without the flag keeps its default."""
     def apply(builder: Any, network: Any, config: Any) -> None:
+        flag = getattr(trt.BuilderFlag, "TF32", None)
+        if flag is None:
+            return
         if on:
-            config.set_flag(trt.BuilderFlag.TF32)
+            config.set_flag(flag)
         else:
-            config.clear_flag(trt.BuilderFlag.TF32)
+            config.clear_flag(flag)
 
     return apply
 

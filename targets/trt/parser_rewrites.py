@@ -1,6 +1,8 @@
 """Graph rewrites before TensorRT's ONNX parser: forms it rejects, replaced by equivalents.
 
-Each rule targets a cause, not a model:
+Each rule is a graph pass (`trt-<rule>`); the pass sets `trt-parser` and `trt-rtx-parser` (the
+latter adds nonzero-static) are what the trt and trt-rtx targets run, through vlc's pass runner,
+in this order. Each rule targets a cause, not a model:
 
 - average-pool-global: an AveragePool whose window is larger than its input (Caffe/Paddle heads,
   small test configurations of larger nets) pools the whole input in one window. Where that is
@@ -21,7 +23,7 @@ Each rule targets a cause, not a model:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from vlc.errors import CompileError
+from vlc.frontend.passes import GraphPass, PassRecord, PassSet, run_pass_set
 from vlc.spec import ShapeRange
 
 Dims = tuple[int | None, ...]
@@ -41,9 +44,7 @@ class RewriteReport:
 
     rules: dict[str, list[str]] = field(default_factory=dict)
     graph: str | None = None  # the rewritten graph's file name in the artifact, when anything changed
-
-    def add(self, rule: str, node: str) -> None:
-        self.rules.setdefault(rule, []).append(node)
+    passes: list[PassRecord] = field(default_factory=list)  # the pass set's run (timings, node counts)
 
     @property
     def changed(self) -> bool:
@@ -107,6 +108,11 @@ def _label(node: Any) -> str:
     return f"node '{node.name}'" if node.name else f"node producing '{node.outputs[0].name}'"
 
 
+def _node_name(node: Any) -> str:
+    """A node's name for the manifest: its own, else its first output's."""
+    return str(node.name or node.outputs[0].name or "")
+
+
 # ---- AveragePool -> GlobalAveragePool ----------------------------------------------------------
 
 def _ints(node: Any, name: str, default: list[int]) -> list[int]:
@@ -149,22 +155,23 @@ def pool_is_global(node: Any, spatial: Sequence[int]) -> bool:
     return exceeds
 
 
-def _rewrite_pools(model: Any, low: Mapping[str, Dims], high: Mapping[str, Dims], report: RewriteReport) -> None:
+def _rewrite_pools(model: Any, low: Mapping[str, Dims], high: Mapping[str, Dims], report: PassRecord) -> None:
     import onnx_ir as ir
 
     for node in list(model.graph):  # top level: the shapes are those of the top-level graph
         if node.op_type != "AveragePool" or node.domain not in ("", "ai.onnx"):
             continue
-        name = node.inputs[0].name
-        a, b = low.get(name), high.get(name)
-        if a is None or b is None or len(a) < 3 or a[2:] != b[2:] or any(d is None for d in a[2:]):
+        x = node.inputs[0]
+        a, b = (low.get(x.name or ""), high.get(x.name or "")) if x is not None else (None, None)
+        if a is None or b is None or len(a) < 3 or a[2:] != b[2:]:
             continue  # spatial size unknown, or not the same over the profile
-        if not pool_is_global(node, [int(d) for d in a[2:]]):
+        spatial = [d for d in a[2:] if d is not None]
+        if len(spatial) != len(a) - 2 or not pool_is_global(node, spatial):
             continue
         pooled = ir.node("GlobalAveragePool", [node.inputs[0]], name=node.name)
         ir.convenience.replace_nodes_and_values(model.graph, node, [node], [pooled],
                                                 [node.outputs[0]], [pooled.outputs[0]])
-        report.add("average-pool-global", node.name or node.outputs[0].name)  # a name, for the manifest
+        report.add("average-pool-global", _node_name(node))
 
 
 # ---- LayerNormalization with Mean / InvStdDev ------------------------------------------------
@@ -230,7 +237,7 @@ def _decompose_layernorm(ir: Any, graph: Any, node: Any, rank: int, opset: int) 
     ir.convenience.replace_nodes_and_values(graph, node, [node], nodes, [o for o, _ in keep], [n for _, n in keep])
 
 
-def _rewrite_layernorms(model: Any, ranks: Mapping[str, int], report: RewriteReport) -> list[str]:
+def _rewrite_layernorms(model: Any, ranks: Mapping[str, int], report: PassRecord) -> list[str]:
     """Returns the nodes that need decomposing but whose input rank is unknown."""
     import onnx_ir as ir
 
@@ -239,8 +246,9 @@ def _rewrite_layernorms(model: Any, ranks: Mapping[str, int], report: RewriteRep
     for node in list(ir.traversal.RecursiveGraphIterator(model.graph)):
         if node.op_type != "LayerNormalization" or node.domain not in ("", "ai.onnx") or len(node.outputs) < 2:
             continue
-        label = node.name or node.outputs[0].name
-        graph = node.graph
+        label, graph, x = _node_name(node), node.graph, node.inputs[0]
+        if graph is None or x is None:
+            continue
         if not any(_used(v) for v in node.outputs[1:]):
             single = ir.node("LayerNormalization", list(node.inputs),
                              {k: v for k, v in node.attributes.items()}, name=node.name)
@@ -248,7 +256,6 @@ def _rewrite_layernorms(model: Any, ranks: Mapping[str, int], report: RewriteRep
                                                     [node.outputs[0]], [single.outputs[0]])
             report.add("layernorm-unused-outputs-dropped", label)
             continue
-        x = node.inputs[0]
         rank = len(x.shape) if x.shape is not None else ranks.get(x.name or "")
         if rank is None:
             unknown.append(_label(node))
@@ -265,8 +272,8 @@ _NONZERO_FIX = ("build with --target trt (TensorRT 10/11 has NonZero natively), 
                 "over the mask)")
 
 
-def _fold_nonzeros(model: Any, graph: Path, profile: Mapping[str, ShapeRange],
-                   report: RewriteReport) -> None:
+def _fold_nonzeros(model: Any, graph: Path | Any, profile: Mapping[str, ShapeRange],
+                   report: PassRecord) -> None:
     """Replace each NonZero whose input is constant at the profile's shapes with its indices;
     stop with one line at the first one that depends on the data."""
     import onnx_ir as ir
@@ -278,27 +285,27 @@ def _fold_nonzeros(model: Any, graph: Path, profile: Mapping[str, ShapeRange],
         return
     static = bool(profile) and all(r.min == r.max for r in profile.values())
     folded = _folded_copy(ir, optimizer, graph, {k: r.min for k, r in profile.items()} if static else None,
-                          [n.outputs[0].name for n in nodes if n.graph is model.graph])
+                          [str(n.outputs[0].name) for n in nodes if n.graph is model.graph])
     for node in nodes:
-        label = node.name or node.outputs[0].name
-        value = folded.get(node.outputs[0].name) if node.graph is model.graph else None
-        if value is None:
-            source = node.inputs[0].name
-            why = ("its input '%s' depends on the model's inputs" % source if node.graph is model.graph
+        label, owner, source_value = _node_name(node), node.graph, node.inputs[0]
+        value = folded.get(str(node.outputs[0].name)) if owner is model.graph else None
+        if value is None or owner is None:
+            source = source_value.name if source_value is not None else "?"
+            why = (f"its input '{source}' depends on the model's inputs" if node.graph is model.graph
                    else "it is inside a control-flow body")
             raise CompileError(f"{_label(node)} (NonZero) has an output whose size depends on the data "
                                f"({why}), and TensorRT-RTX has no NonZero plugin", fix=_NONZERO_FIX)
         const = ir.node("Constant", [], {"value": ir.tensor(value)}, name=node.name)
-        ir.convenience.replace_nodes_and_values(node.graph, node, [node], [const],
+        ir.convenience.replace_nodes_and_values(owner, node, [node], [const],
                                                 [node.outputs[0]], [const.outputs[0]])
         report.add("nonzero-static" + ("-at-profile-shapes" if static else ""), label)
 
 
-def _folded_copy(ir: Any, optimizer: Any, graph: Path, shapes: Mapping[str, Sequence[int]] | None,
+def _folded_copy(ir: Any, optimizer: Any, graph: Path | Any, shapes: Mapping[str, Sequence[int]] | None,
                  wanted: list[str]) -> dict[str, np.ndarray]:
     """The values of `wanted` that onnxscript's constant folder computes, on a second copy of the
     graph (inputs fixed to `shapes` when given, the wanted values made outputs so they stay)."""
-    model = ir.load(str(graph))
+    model = ir.load(str(graph)) if isinstance(graph, Path) else ir.from_proto(graph)  # a file, or a proto
     for value in model.graph.inputs:
         if shapes and value.name in shapes:
             value.shape = ir.Shape([int(d) for d in shapes[value.name]])
@@ -317,61 +324,119 @@ def _folded_copy(ir: Any, optimizer: Any, graph: Path, shapes: Mapping[str, Sequ
     return found
 
 
+# ---- the pass sets ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ParserContext:
+    """What a parser rewrite needs beside the model: the graph's structure (`proto`, loaded
+    without weights: ONNX shape inference), its file (`graph`: NonZero folding works on a second
+    copy; None folds a copy of `proto`) and the build's profile by ONNX input name."""
+
+    proto: Any
+    graph: Path | None
+    profile: Mapping[str, ShapeRange]
+
+
+class ParserRewrite(GraphPass):
+    """One rule of the parser rewrites as a graph pass. Run outside a build (vlc export
+    --passes), its context is the graph itself with its own shapes and no profile."""
+
+    def __init__(self, name: str, summary: str, looks_at: Callable[[Any, bool], bool],
+                 fn: Callable[[Any, ParserContext, PassRecord], None]) -> None:
+        super().__init__(name, summary)
+        self.looks_at = looks_at  # (NodeProto, at the top level) -> whether the rule reads it
+        self.fn = fn
+
+    def context(self, model: Any, given: Any) -> ParserContext:
+        if isinstance(given, ParserContext):
+            return given
+        import onnx_ir as ir
+
+        return ParserContext(ir.to_proto(model), None, {})
+
+    def call(self, model: Any, ctx: ParserContext, record: PassRecord) -> None:
+        self.fn(model, ctx, record)
+
+
+def _pools(model: Any, ctx: ParserContext, record: PassRecord) -> None:
+    low_inputs, high_inputs = profile_points(ctx.profile)
+    low = inferred_shapes(ctx.proto, low_inputs)
+    high = low if low_inputs == high_inputs else inferred_shapes(ctx.proto, high_inputs)
+    _rewrite_pools(model, low, high, record)
+
+
+def _layernorms(model: Any, ctx: ParserContext, record: PassRecord) -> None:
+    ranks = {name: len(dims) for name, dims in inferred_shapes(ctx.proto).items()}
+    if unknown := _rewrite_layernorms(model, ranks, record):
+        raise CompileError(f"{unknown[0]} (LayerNormalization) has Mean/InvStdDev outputs that are "
+                           "used, which TensorRT does not take, and the rank of its input is unknown "
+                           "so vlc cannot decompose it", fix="export the model with static input ranks, "
+                           "or compute mean and variance with ReduceMean in the model")
+
+
+def _nonzeros(model: Any, ctx: ParserContext, record: PassRecord) -> None:
+    _fold_nonzeros(model, ctx.graph if ctx.graph is not None else ctx.proto, ctx.profile, record)
+
+
+PARSER_REWRITES: tuple[ParserRewrite, ...] = (
+    ParserRewrite("trt-average-pool-global", "AveragePool whose one window covers its whole input -> "
+                  "GlobalAveragePool", lambda node, top: top and node.op_type == "AveragePool", _pools),
+    ParserRewrite("trt-layernorm-outputs", "LayerNormalization's Mean/InvStdDev outputs: dropped when "
+                  "unused, else the node decomposed (TensorRT takes one output)",
+                  lambda node, top: node.op_type == "LayerNormalization" and len(node.output) > 1,
+                  _layernorms),
+    ParserRewrite("trt-nonzero-static", "NonZero of an input constant at the profile's shapes -> its "
+                  "indices (TensorRT-RTX has no NonZero plugin)",
+                  lambda node, top: node.op_type == "NonZero", _nonzeros),
+)
+
+PARSER_SET = PassSet("trt-parser", "trt", "rewrites before TensorRT's ONNX parser",
+                     ("trt-average-pool-global", "trt-layernorm-outputs"))
+RTX_PARSER_SET = PassSet("trt-rtx-parser", "trt-rtx", "rewrites before TensorRT-RTX's ONNX parser",
+                         (*PARSER_SET.passes, "trt-nonzero-static"))
+
+
 # ---- entry point -------------------------------------------------------------------------------
 
-def rules_to_run(proto: Any, *, rtx: bool) -> set[str]:
-    """Which rules have something to look at (a scan of the graph and its subgraphs, no weights):
-    "pool" (an AveragePool at the top level), "layernorm" (a LayerNormalization with more than
-    one output), "nonzero" (a NonZero, on TensorRT-RTX)."""
+def rules_to_run(proto: Any, pass_set: PassSet) -> list[str]:
+    """The passes of `pass_set` with a node to look at, in the set's order (a scan of the graph
+    and its subgraphs, no weights)."""
+    rules = [p for p in PARSER_REWRITES if p.name in pass_set.passes]
     found: set[str] = set()
 
     def scan(g: Any, top: bool) -> None:
         for node in g.node:
             if node.domain not in ("", "ai.onnx"):
                 continue
-            if node.op_type == "AveragePool" and top:
-                found.add("pool")
-            elif node.op_type == "LayerNormalization" and len(node.output) > 1:
-                found.add("layernorm")
-            elif node.op_type == "NonZero" and rtx:
-                found.add("nonzero")
+            found.update(p.name for p in rules if p.looks_at(node, top))
             for attr in node.attribute:
                 for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
                     scan(sub, False)
 
     scan(proto.graph, True)
-    return found
+    return [n for n in pass_set.passes if n in found]
 
 
 def rewrite_for_parser(graph: Path, out_dir: Path, profile: Mapping[str, ShapeRange], *,
                        rtx: bool) -> tuple[Path, RewriteReport]:
     """The graph TensorRT's parser gets: `graph` itself when no rule applies, else the rewritten
     graph saved in `out_dir` as <stem>.trt.onnx. `profile`: the build's shape ranges by ONNX
-    input name. `rtx`: TensorRT-RTX (no NonZero plugin). Shape inference runs only for the rules
-    that have a node to look at."""
+    input name. `rtx`: TensorRT-RTX (its pass set adds the NonZero rule). Only the passes that
+    have a node to look at run, so shape inference runs only for them."""
     import onnx
     import onnx_ir as ir
 
     report = RewriteReport()
     proto = onnx.load(str(graph), load_external_data=False)  # structure and shapes only
-    rules = rules_to_run(proto, rtx=rtx)
-    if not rules:
+    pass_set = RTX_PARSER_SET if rtx else PARSER_SET
+    names = rules_to_run(proto, pass_set)
+    if not names:
         return graph, report
-    model = ir.load(str(graph))
-    if "pool" in rules:
-        low_inputs, high_inputs = profile_points(profile)
-        low = inferred_shapes(proto, low_inputs)
-        high = low if low_inputs == high_inputs else inferred_shapes(proto, high_inputs)
-        _rewrite_pools(model, low, high, report)
-    if "layernorm" in rules:
-        ranks = {name: len(dims) for name, dims in inferred_shapes(proto).items()}
-        if unknown := _rewrite_layernorms(model, ranks, report):
-            raise CompileError(f"{unknown[0]} (LayerNormalization) has Mean/InvStdDev outputs that are "
-                               "used, which TensorRT does not take, and the rank of its input is unknown "
-                               "so vlc cannot decompose it", fix="export the model with static input ranks, "
-                               "or compute mean and variance with ReduceMean in the model")
-    if "nonzero" in rules:
-        _fold_nonzeros(model, graph, profile, report)
+    model, report.passes = run_pass_set(ir.load(str(graph)), pass_set, ParserContext(proto, graph, profile),
+                                        only=names)
+    for record in report.passes:
+        for rule, nodes in record.sites.items():
+            report.rules.setdefault(rule, []).extend(nodes)
     if not report.changed:
         return graph, report
     out = out_dir / f"{graph.stem}.trt.onnx"
@@ -382,3 +447,13 @@ def rewrite_for_parser(graph: Path, out_dir: Path, profile: Mapping[str, ShapeRa
         ir.save(model, out)
     report.graph = out.name
     return out, report
+
+
+def register_passes(register: Callable[[GraphPass], None]) -> None:
+    for graph_pass in PARSER_REWRITES:
+        register(graph_pass)
+
+
+def register_pass_sets(register: Callable[[PassSet], None]) -> None:
+    register(PARSER_SET)
+    register(RTX_PARSER_SET)

@@ -19,6 +19,7 @@ from typing import Any
 from vlc.errors import TargetUnavailable
 from vlc.targets.trt.backend import Backend
 
+
 @dataclass(frozen=True)
 class Polygraphy:
     """The Polygraphy modules vlc calls, bound to one TensorRT module."""

@@ -1,8 +1,9 @@
-"""Registers the built-in `trt` and `trt-rtx` targets (loaded like any third-party plugin)."""
+"""Registers the built-in `trt` and `trt-rtx` targets and their parser rewrites (loaded like any third-party plugin)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 from vlc.hookspecs import hookimpl
 from vlc.target import Target
@@ -14,3 +15,17 @@ def register_targets(register: Callable[[Target], None]) -> None:
 
     register(TrtTarget())
     register(TrtRtxTarget())
+
+
+@hookimpl
+def register_passes(register: Callable[[Any], None]) -> None:
+    from vlc.targets.trt import parser_rewrites  # numpy and the rules: only when passes are asked for
+
+    parser_rewrites.register_passes(register)
+
+
+@hookimpl
+def register_pass_sets(register: Callable[[Any], None]) -> None:
+    from vlc.targets.trt import parser_rewrites
+
+    parser_rewrites.register_pass_sets(register)

@@ -19,8 +19,8 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from typing import Any, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -219,7 +219,8 @@ class _EventContext:
         with torch.cuda.stream(self.stream):
             for name in session.inputs:
                 array = np.asarray(feeds[name].float().numpy() if hasattr(feeds[name], "float") else feeds[name])
-                host = torch.from_numpy(np.ascontiguousarray(array)).to(getattr(torch, _TORCH_DTYPES[session.dtypes[name]]))
+                dtype = getattr(torch, _TORCH_DTYPES[session.dtypes[name]])
+                host = torch.from_numpy(np.ascontiguousarray(array)).to(dtype)
                 if name in session.shape_inputs:  # shape tensors live in host memory
                     self.tensors[name] = host.contiguous()
                 else:
@@ -249,12 +250,12 @@ class _EventContext:
 def _layer_profiler(trt: Any) -> Any:
     """An IProfiler collecting per-layer milliseconds over iterations (in `.times`)."""
 
-    class Profiler(trt.IProfiler):  # type: ignore[misc, name-defined]
+    class Profiler(trt.IProfiler):
         def __init__(self) -> None:
             trt.IProfiler.__init__(self)
             self.times: dict[str, list[float]] = defaultdict(list)
 
-        def report_layer_time(self, layer_name, ms):  # noqa: ANN001, ANN202 - TensorRT's interface
+        def report_layer_time(self, layer_name, ms):  # TensorRT's interface
             self.times[layer_name].append(float(ms))
 
     return Profiler()

@@ -5,7 +5,7 @@ Pure functions over numbers (no GPU), so the format and the statistics are teste
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from vlc.timing import CV_WARN, HOST_CLOCK_SYNCED, LatencyStats, ProfileResult, variation_warning
 

@@ -10,12 +10,14 @@ flags are only used on TensorRT < 11 when asked for with -O legacy_precision_fla
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from vlc.artifact import Artifact, BuildDir
 from vlc.errors import InputError, TargetUnavailable
+from vlc.options import cosine, integer, lower_text, words
 from vlc.signature import Signature
 from vlc.spec import Precision, ShapeRange, TargetSpec
 from vlc.target import Availability, CompileSource, OptionInfo, Session, Target, batch_range
@@ -42,6 +44,30 @@ def parse_plugins(value: Any) -> list[str] | None:
     if isinstance(value, str) and value.strip().lower() == "none":
         return []
     return words(value)
+
+
+def parse_shape_values(text: str | Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """`-O shape_values=trip_count:1,5,10;shape:1x8,2x8,4x8` -> {name: (min, opt, max)}; the parsed
+    form (as a stored spec holds it, lists for tuples) parses to itself."""
+    if isinstance(text, Mapping):
+        text = ";".join(f"{name}:" + ",".join("x".join(map(str, v)) for v in ranges)
+                        for name, ranges in text.items())
+    found: dict[str, tuple[tuple[int, ...], ...]] = {}
+    fix = "give -O shape_values=NAME:MIN,OPT,MAX (values joined by x for a 1-D shape tensor; ';' between inputs)"
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        name, sep, ranges = item.rpartition(":")
+        parts = ranges.split(",")
+        try:
+            values = tuple(tuple(int(v) for v in part.split("x")) for part in parts)
+        except ValueError:
+            values = ()
+        if not sep or not name or len(values) != 3 or len({len(v) for v in values}) != 1:
+            raise InputError(f"option shape_values: '{item}' is not NAME:MIN,OPT,MAX", fix=fix)
+        if any(not lo <= opt <= hi for lo, opt, hi in zip(*values)):
+            raise InputError(f"option shape_values: '{item}' is not ordered MIN <= OPT <= MAX in every value",
+                             fix=fix)
+        found[name] = values
+    return found
 
 
 OPTIONS: dict[str, OptionInfo] = {
@@ -72,32 +98,8 @@ OPTIONS: dict[str, OptionInfo] = {
     "shape_values": OptionInfo("value ranges of shape-tensor inputs (a Loop's trip count, a Reshape's "
                                "target): NAME:MIN,OPT,MAX with values joined by x, ';' between inputs "
                                "(default: the value vlc feeds, fixed)", str, None,
-                               parse=lambda value: parse_shape_values(value)),
+                               parse=parse_shape_values),
 }
-
-
-def parse_shape_values(text: str | Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], ...]]:
-    """`-O shape_values=trip_count:1,5,10;shape:1x8,2x8,4x8` -> {name: (min, opt, max)}; the parsed
-    form (as a stored spec holds it, lists for tuples) parses to itself."""
-    if isinstance(text, Mapping):
-        text = ";".join(f"{name}:" + ",".join("x".join(map(str, v)) for v in ranges)
-                        for name, ranges in text.items())
-    found: dict[str, tuple[tuple[int, ...], ...]] = {}
-    fix = "give -O shape_values=NAME:MIN,OPT,MAX (values joined by x for a 1-D shape tensor; ';' between inputs)"
-    for item in filter(None, (part.strip() for part in text.split(";"))):
-        name, sep, ranges = item.rpartition(":")
-        parts = ranges.split(",")
-        try:
-            values = tuple(tuple(int(v) for v in part.split("x")) for part in parts)
-        except ValueError:
-            values = ()
-        if not sep or not name or len(values) != 3 or len({len(v) for v in values}) != 1:
-            raise InputError(f"option shape_values: '{item}' is not NAME:MIN,OPT,MAX", fix=fix)
-        if any(not lo <= opt <= hi for lo, opt, hi in zip(*values)):
-            raise InputError(f"option shape_values: '{item}' is not ordered MIN <= OPT <= MAX in every value",
-                             fix=fix)
-        found[name] = values
-    return found
 
 
 class TrtTarget(Target):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import onnx_ir as ir
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto as P
 from onnx import helper, numpy_helper

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tiny_models as tm  # put on sys.modules by conftest.py
 
-from vlc.accuracy import default_tolerance, compare_outputs
+from vlc.accuracy import compare_outputs, default_tolerance
 from vlc.errors import InputError
 from vlc.frontend.precision.check import run_onnx
 from vlc.plugin_manager import get_target

@@ -82,7 +82,7 @@ def test_trtexec_summary_fields_and_units():
     assert lines[0] == "[I] === Performance summary ==="
     assert lines[1] == "[I] Throughput: 400 qps"
     for label in ("Latency", "Enqueue Time", "H2D Latency", "GPU Compute Time", "D2H Latency"):
-        line = next(l for l in lines if l.startswith(f"[I] {label}: "))
+        line = next(row for row in lines if row.startswith(f"[I] {label}: "))
         for field in ("min = ", "max = ", "mean = ", "median = ", "percentile(90%) = ",
                       "percentile(95%) = ", "percentile(99%) = "):
             assert field in line and line.endswith(" ms")
@@ -90,7 +90,8 @@ def test_trtexec_summary_fields_and_units():
     assert result.latency.median == pytest.approx(1.16)  # the host clock, not the sum of the CUDA events
     assert result.extra["timing"] == "host clock, synchronised after each call"
     assert set(result.breakdown) == {"h2d", "compute", "d2h", "enqueue"}
-    assert result.extra["layers"][0]["name"] == "conv" and result.extra["layers"][0]["percent"] == pytest.approx(500 / 6)
+    first_layer = result.extra["layers"][0]
+    assert first_layer["name"] == "conv" and first_layer["percent"] == pytest.approx(500 / 6)
     assert not result.warnings and "[W]" not in text
 
 
