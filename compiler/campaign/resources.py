@@ -19,6 +19,7 @@ import importlib
 import json
 from typing import Any
 
+from vlc.availability import describe_targets
 from vlc.errors import InputError
 
 PREFIX = "vlc/"
@@ -29,8 +30,6 @@ RTX_RUN = PREFIX + "trt-sm"  # + "86": a GPU of compute capability 8.6 runs Tens
 
 def probe_resources() -> dict[str, float]:
     """This machine's `vlc/...` resources from the targets' availability checks."""
-    from vlc.cli.targets_cmd import describe_targets
-
     offered: dict[str, float] = {}
     for row in describe_targets()["targets"]:
         if not row["available"]:
