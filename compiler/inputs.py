@@ -445,7 +445,9 @@ def check_batch(artifact: Any, batch: int) -> None:
     allowed = artifact.manifest.get("batch_range")
     if allowed and not allowed[0] <= batch <= allowed[1]:
         lo, hi = allowed
-        fixed = lo == hi and not artifact.spec.batch
+        # fixed in the graph itself, not a size vlc chose for a dynamic batch (manifest shape_choice)
+        fixed = lo == hi and not artifact.spec.batch and all(
+            t.shape and isinstance(t.shape[0], int) for t in artifact.signature.inputs)
         raise InputError(f"batch {batch} is outside the compiled range {lo}..{hi}", where=str(artifact.path),
                          fix=(f"the graph has a fixed batch of {lo}; use --batch {lo}" if fixed else
                               recompile_fix(artifact, batch)))

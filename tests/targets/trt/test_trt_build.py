@@ -127,6 +127,12 @@ def test_unknown_input_name_in_shapes(tiny_graphs, tmp_path):
 def test_dynamic_batch_without_range(tiny_graphs, tmp_path):
     artifact = _compile(tiny_graphs, tmp_path, "mlp", batch=None)  # batch 1, chosen and recorded
     assert artifact.manifest["extra"]["shape_choice"]["shapes"]["x"]["max"][0] == 1
+    # the manifest's batch range counts vlc's choice: the engine takes batch 1 only, and a run at
+    # another batch is refused before any TensorRT call
+    assert artifact.manifest["batch_range"] == [1, 1]
+    with pytest.raises(InputError, match="batch 2 is outside the compiled range 1..1") as info:
+        get_target("trt-rtx").validate_feeds(artifact, tm.generate("mlp", 2))
+    assert "--batch 1,1,2" in info.value.fix
 
 
 def test_dynamic_non_batch_axis_without_range(tmp_path):
