@@ -18,7 +18,6 @@ import os
 import re
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from functools import cache
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -402,33 +401,6 @@ def array_stats(array: np.ndarray) -> dict[str, Any]:
     return stats
 
 
-@cache
-def source_generator(ref: str | None) -> InputGenerator | None:
-    """The model's own input generator when `ref` names a PyTorch model (an example, file.py:factory
-    or package.module:factory): the same inputs the build checked its precision on (token ids in
-    range, masks that keep a token), so `vlc run`/`compare` judge an artifact on the same data."""
-    if not ref or ref.lower().endswith(".onnx"):
-        return None
-    if ":" not in ref:
-        try:
-            from vlc import examples
-        except ImportError:
-            return None
-        names = getattr(examples, "names", None)
-        if names is None or ref.partition("@")[0] not in names():
-            return None
-    from vlc.frontend.loader import load_model
-    from vlc.model import ModelSource
-
-    try:
-        source = load_model(ref)
-    except InputError as exc:  # e.g. an artifact copied to a machine without the model's file
-        _log.warning("inputs from the artifact's input specs: its model %s cannot be loaded here (%s)",
-                     ref, exc.line())
-        return None
-    return source.generate_inputs if isinstance(source, ModelSource) else None
-
-
 def default_batch(artifact: Any) -> int:
     """The batch a run uses when none is given: the compiled opt batch, else the smallest allowed."""
     spec = artifact.spec
@@ -458,20 +430,3 @@ def recompile_fix(artifact: Any, batch: int) -> str:
     lo, hi = artifact.manifest["batch_range"]
     opt = int(artifact.spec.batch[1]) if artifact.spec.batch else lo
     return f"recompile with --batch {min(lo, batch)},{opt},{max(hi, batch)}"
-
-
-def artifact_inputs(artifact: Any, *, files: Sequence[str | Path] | None = None, batch: int | None = None,
-                    seed: int = 0) -> dict[str, np.ndarray]:
-    """Inputs for an artifact: read from `files`, or generated for `batch` (checked first)."""
-    if files:
-        _log.info("inputs from %s", ", ".join(map(str, files)))
-        return load_inputs(files, artifact.signature)
-    batch = default_batch(artifact) if batch is None else batch
-    check_batch(artifact, batch)
-    source = artifact.manifest.get("source", {})
-    specs = [InputSpec.from_json(s) for s in source.get("input_specs", [])]
-    generator = source_generator(source.get("ref"))
-    _log.info("inputs generated for batch %d, seed %d, %s", batch, seed,
-              "by the model's own generator" if generator else
-              "from its input specs" if specs else "from the signature")
-    return generate_inputs(specs, artifact.signature, batch, seed, generator=generator)

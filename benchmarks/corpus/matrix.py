@@ -149,7 +149,7 @@ def close(got: np.ndarray, want: np.ndarray) -> str | None:
 def original_feeds(artifact: Path) -> dict[str, np.ndarray]:
     """The inputs `vlc run` generates for an artifact (same generator, seed 0)."""
     from vlc.artifact import Artifact
-    from vlc.inputs import artifact_inputs
+    from vlc.frontend.feeds import artifact_inputs
 
     return artifact_inputs(Artifact.load(artifact))
 

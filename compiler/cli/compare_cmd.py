@@ -86,7 +86,8 @@ def register(app: typer.Typer) -> None:
         from vlc.accuracy import compare_outputs, default_tolerance, tolerance_with
         from vlc.cli.export_cmd import print_accuracy
         from vlc.cli.run_cmd import open_artifact
-        from vlc.inputs import artifact_inputs, load_arrays
+        from vlc.frontend.feeds import artifact_inputs
+        from vlc.inputs import load_arrays
 
         artifact, target = open_artifact(artifact_dir)
         if expected and reference is not None:

@@ -135,7 +135,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Measure latency (min/mean/median/p90/p95/p99) and throughput over a batch sweep."""
         from vlc.cli.run_cmd import open_artifact, save_input_files
-        from vlc.inputs import artifact_inputs, check_batch, default_batch
+        from vlc.frontend.feeds import artifact_inputs
+        from vlc.inputs import check_batch, default_batch
 
         settings = timing_settings(warmup, iterations, duration, include_transfers=not no_transfers,
                                    per_layer=per_layer, cuda_graph=cuda_graphs)

@@ -108,7 +108,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run an artifact (or a bare .onnx file) once and print its outputs' shapes and statistics."""
         from vlc.errors import InputError
-        from vlc.inputs import array_stats, artifact_inputs, nonfinite_notes, save_outputs
+        from vlc.frontend.feeds import artifact_inputs
+        from vlc.inputs import array_stats, nonfinite_notes, save_outputs
         from vlc.outdir import claim_output_dir
 
         if output is not None:

@@ -126,7 +126,7 @@ def _standard_ops(path: Path) -> bool:
 
 def _artifact(text: str, path: Path) -> DebugGraph:
     from vlc.artifact import Artifact
-    from vlc.inputs import source_generator
+    from vlc.frontend.feeds import source_generator
 
     artifact = Artifact.load(path)
     if (artifact.manifest.get("extra") or {}).get("bundle"):

@@ -46,7 +46,7 @@ def test_compile_run_profile_compare(vlc_cli, tmp_path, monkeypatch, factory):
     inputs_dir = tmp_path / "inputs"
     inputs_dir.mkdir()
     from vlc.artifact import Artifact
-    from vlc.inputs import artifact_inputs
+    from vlc.frontend.feeds import artifact_inputs
 
     feeds = artifact_inputs(Artifact.load(ort_dir), batch=4, seed=0)
     for name, array in feeds.items():
@@ -101,7 +101,7 @@ def test_examples_run_on_their_own_input_generator(vlc_cli, tmp_path, monkeypatc
     """Generated inputs for an example come from its generator (valid token ids, masks), not generic specs."""
     from vlc import examples
     from vlc.artifact import Artifact
-    from vlc.inputs import artifact_inputs
+    from vlc.frontend.feeds import artifact_inputs
 
     monkeypatch.chdir(tmp_path)
     built = json.loads(ok(vlc_cli("compile", "clip-vit-b32-text@test", "-t", "onnxruntime", "--batch", "1,2,4",
