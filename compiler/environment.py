@@ -86,6 +86,61 @@ def cpu_info() -> dict[str, Any]:
     return info
 
 
+# Environment variables that set the thread pools of the CPU runtimes (unset: each runtime's default).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TORCH_NUM_THREADS",
+                    "ORT_NUM_THREADS", "OMP_PROC_BIND", "OMP_PLACES", "KMP_AFFINITY", "GOMP_CPU_AFFINITY")
+CPUFREQ = Path("/sys/devices/system/cpu/cpu0/cpufreq")
+
+
+def _first_line(path: str | Path) -> str | None:
+    text = _read(path)
+    return text.strip().splitlines()[0].strip() if text and text.strip() else None
+
+
+def _cpu_quota() -> str | None:
+    """The CPU time a cgroup allows this process ("1.5 CPUs"), or None when unlimited or unknown."""
+    text = _first_line("/sys/fs/cgroup/cpu.max")  # cgroup v2: "max 100000" or "150000 100000"
+    if text:
+        quota, _, period = text.partition(" ")
+        if quota.isdigit() and period.isdigit() and int(period) > 0:
+            return f"{int(quota) / int(period):g} CPUs (cgroup cpu.max)"
+        return None
+    v1_quota = _first_line("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+    v1_period = _first_line("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+    if v1_quota and v1_period and v1_quota.lstrip("-").isdigit() and v1_period.isdigit() \
+            and int(v1_quota) > 0 < int(v1_period):
+        return f"{int(v1_quota) / int(v1_period):g} CPUs (cgroup cfs quota)"
+    return None
+
+
+def _turbo() -> str | None:
+    no_turbo = _first_line("/sys/devices/system/cpu/intel_pstate/no_turbo")
+    if no_turbo in ("0", "1"):
+        return "off" if no_turbo == "1" else "on"
+    boost = _first_line("/sys/devices/system/cpu/cpufreq/boost")
+    return {"0": "off", "1": "on"}.get(boost or "")
+
+
+def timing_conditions() -> dict[str, Any]:
+    """What on this machine moves CPU timings: the frequency governor and driver, turbo, SMT,
+    a cgroup CPU quota, thread-pool variables, the load when the first record was taken, and
+    whether it is a virtual machine. None where the machine does not expose it (a VM often
+    has no cpufreq)."""
+    smt = _first_line("/sys/devices/system/cpu/smt/active")
+    load = (_read("/proc/loadavg") or "").split()[:3]
+    flags = re.search(r"^flags\s*:\s*(.+)$", _read("/proc/cpuinfo") or "", re.M)
+    return {
+        "governor": _first_line(CPUFREQ / "scaling_governor"),
+        "frequency_driver": _first_line(CPUFREQ / "scaling_driver"),
+        "turbo": _turbo(),
+        "smt": {"1": "on", "0": "off"}.get(smt or ""),
+        "cpu_quota": _cpu_quota(),
+        "thread_variables": {name: os.environ[name] for name in THREAD_VARIABLES if name in os.environ},
+        "load_average": [float(v) for v in load] if len(load) == 3 else None,
+        "virtual_machine": bool(flags and "hypervisor" in flags.group(1).split()),
+    }
+
+
 def nvidia_gpus() -> list[dict[str, Any]]:
     out = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,compute_cap",
                 "--format=csv,noheader,nounits"])
@@ -104,7 +159,34 @@ def nvidia_gpus() -> list[dict[str, Any]]:
         if cuda:
             for gpu in gpus:
                 gpu["driver_cuda"] = cuda.group(1)
+        conditions = gpu_conditions(_run(["nvidia-smi", "--query-gpu=" + ",".join(GPU_CONDITIONS),
+                                          "--format=csv,noheader,nounits"]) or "")
+        for gpu, found in zip(gpus, conditions):
+            gpu.update(found)
     return gpus
+
+
+# What moves GPU timings besides the kernels: persistence mode, clocks now and at most, the power cap.
+GPU_CONDITIONS = ("persistence_mode", "clocks.sm", "clocks.max.sm", "power.limit")
+
+
+def gpu_conditions(text: str) -> list[dict[str, Any]]:
+    """nvidia-smi's CSV of GPU_CONDITIONS, one dict per GPU; "[N/A]" fields left out."""
+    rows = []
+    for line in text.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != len(GPU_CONDITIONS):
+            continue
+        row: dict[str, Any] = {}
+        for name, value in zip(("persistence_mode", "sm_clock_mhz", "max_sm_clock_mhz", "power_limit_w"), parts):
+            if not value or value.startswith("["):
+                continue
+            try:
+                row[name] = value if name == "persistence_mode" else float(value)
+            except ValueError:
+                continue
+        rows.append(row)
+    return rows
 
 
 def ascend_npus() -> list[dict[str, Any]]:
@@ -175,6 +257,7 @@ def collect() -> dict[str, Any]:
         "npus": ascend_npus(),
         "sdk": sdk_versions(),
         "vlc_version": vlc.__version__,
+        "timing_conditions": timing_conditions(),
     }
     revision = git_revision()
     if revision:

@@ -47,4 +47,5 @@ def register(app: typer.Typer) -> None:
             return
         console.out.print(f"wrote {written[0]} ({len(loaded.records)} records from {len(machines)} "
                           f"machine(s): {', '.join(machines)})"
-                          + (f" and {len(written) - 1} plot(s) beside it" if len(written) > 1 else ""))
+                          + (f" and {len(written) - 1} file(s) beside it (plots, raw samples)"
+                             if len(written) > 1 else ""))

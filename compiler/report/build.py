@@ -1,9 +1,12 @@
 """Build a cross-machine report from bench records: what the tables and plots say.
 
 Per model: latency and throughput (rows: batch size; columns: target / precision / device),
-speed-up against a baseline column, achieved TFLOP/s and share of the device's peak, and
-plots. Then accuracy, cells that were not measured (and why), the machines' environments,
-and, on request, the published reference figures, marked as not measured by vlc.
+speed-up against a baseline column with a bootstrap interval from the raw samples, achieved
+TFLOP/s and share of the device's peak, and plots. Then accuracy, artifacts built apart from
+where they were timed (or built and not timed: TensorRT-RTX engines for a GPU no node has),
+cells that were not measured (and why), the machines' environments, timing conditions and
+software, the raw samples as a CSV file, and, on request, the published reference figures,
+marked as not measured by vlc.
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ from vlc.errors import InputError
 from vlc.flops import device_peak, utilisation
 from vlc.records import FULL_SIZE, SIZE_MARK, BenchRecord
 from vlc.report import published as pub
-from vlc.report.document import Cell, Document, Figure, Footnotes, Section, Table
-from vlc.report.format import flops, ms, per_s, percent, ratio, sci
+from vlc.report.document import Attachment, Cell, Document, Figure, Footnotes, Section, Table
+from vlc.report.format import flops, ms, per_s, percent, ratio, sci, size
+from vlc.report.samples import NAME as SAMPLES_NAME
+from vlc.report.samples import samples_csv
+from vlc.report.uncertainty import LEVEL, speedup_interval
 from vlc.timing import CV_WARN
 
 PRECISION_ORDER = ("fp32", "tf32", "fp16", "bf16", "int8")
@@ -83,9 +89,10 @@ class BaselineSpec:
         if not 1 <= len(parts) <= 3 or not all(parts):
             raise InputError(f"cannot read --baseline '{text}'",
                              fix="use TARGET/PRECISION/DEVICE, e.g. torch/fp32/cpu or trt/fp16/A10")
-        parts += [None] * (3 - len(parts))
-        return cls(text, parts[0].lower(), parts[1].lower() if parts[1] else None,
-                   parts[2].lower() if parts[2] else None)
+        padded: list[str | None] = [*parts, *[None] * (3 - len(parts))]
+        target, precision, device = padded
+        return cls(text, (target or "").lower(), precision.lower() if precision else None,
+                   device.lower() if device else None)
 
     def matches(self, column: Column, device_kind: str) -> bool:
         if self.target and column.target.lower() != self.target:
@@ -160,6 +167,9 @@ def _status_cell(record: BenchRecord | None, notes: Footnotes) -> Cell | None:
     if record.status == "emitted":
         note = f"deploy bundle written to {record.bundle}; run it on the target machine and merge its results"
         return Cell(f"bundle {notes.ref(note)}", "na", record.bundle or "")
+    if record.status == "built":
+        note = f"{record.target} / {record.precision} built on {record.machine}: {record.reason}"
+        return Cell(f"built, not timed {notes.ref(note)}", "na", record.reason)
     text = "n/a" if record.status == "unavailable" else "failed"
     css = "na" if record.status == "unavailable" else "failed"
     return Cell(f"{text} {notes.ref(f'{record.target} / {record.precision} on {record.machine}: {record.reason}')}",
@@ -234,11 +244,18 @@ def _speedup_table(view: ModelView, baseline: Column, how: str, group: list[Colu
             elif (record is None or record.status != "ok" or base is None or base.status != "ok"):
                 row.append(Cell("—", "na"))
             else:
-                row.append(Cell(ratio(base.latency_ms["median"] / record.latency_ms["median"])))  # type: ignore[index]
+                value = base.latency_ms["median"] / record.latency_ms["median"]  # type: ignore[index]
+                interval = speedup_interval(base, record)
+                unknown = interval is None
+                text = ratio(value) + (" ?" if unknown else f" [{interval[0]:.2f}–{interval[1]:.2f}]")  # type: ignore[index]
+                row.append(Cell(text, title="no raw samples in one of the records: no interval" if unknown else ""))
         rows.append(row)
     return Table(_titled(f"{view.model}: speed-up against {view.labels[baseline]}", group, groups),
                  _header(view, group), rows,
-                 [f"Baseline latency / latency at the same batch size (higher is faster); {how}."])
+                 [f"Baseline median latency / median latency at the same batch size (higher is faster); {how}.",
+                  f"[low–high]: {LEVEL:.0%} bootstrap interval of that ratio, from the raw per-call times of "
+                  "both records (calls resampled with replacement, taken as independent); '?': a record "
+                  "without raw samples, so no interval."])
 
 
 def utilisation_tables(view: ModelView) -> list[Table]:
@@ -304,7 +321,7 @@ def measurement_table(view: ModelView) -> Table | None:
                          Cell(ms(lat["p99"])), Cell(ms(lat["std"]) if lat.get("std") is not None else "—"),
                          Cell(f"{lat['cv']:.1%}" if lat.get("cv") is not None else "—",
                               "fail" if (lat.get("cv") or 0) > CV_WARN else ""),
-                         Cell({True: "yes", False: "no"}.get(r.includes_transfers, "—")),
+                         Cell("—" if r.includes_transfers is None else "yes" if r.includes_transfers else "no"),
                          Cell(settings.get("timing", "—"))])
     if not rows:
         return None
@@ -316,8 +333,11 @@ def measurement_table(view: ModelView) -> Table | None:
                   "target's thread option, else its runtime's default."], align="lrrrrlrrrrrll")
 
 
-def speedups(view: ModelView, baseline: Column) -> list[tuple[Column, list[tuple[int, float]]]]:
-    """(column, [(batch, baseline median / median)]) for every measured column but the baseline."""
+Speedup = tuple[int, float, "tuple[float, float] | None"]  # (batch, ratio, its interval or None)
+
+
+def speedups(view: ModelView, baseline: Column) -> list[tuple[Column, list[Speedup]]]:
+    """(column, [(batch, baseline median / median, interval)]) for every measured column but the baseline."""
     out = []
     for column in view.columns:
         if column == baseline:
@@ -326,7 +346,7 @@ def speedups(view: ModelView, baseline: Column) -> list[tuple[Column, list[tuple
         for r in view.measured(column):
             base = view.cell(r.batch, baseline)
             if base is not None and base.status == "ok" and base.latency_ms and r.latency_ms:
-                points.append((r.batch, base.latency_ms["median"] / r.latency_ms["median"]))
+                points.append((r.batch, base.latency_ms["median"] / r.latency_ms["median"], speedup_interval(base, r)))
         if points:
             out.append((column, points))
     return out
@@ -336,14 +356,14 @@ def figures(view: ModelView, datasets: list[pub.Dataset], baseline: Column | Non
     from vlc.report import plots
 
     series: list[plots.Series] = []
-    latency_rows = []
+    latency_rows: list[plots.LatencyRow] = []
     for column in view.columns:
         measured = view.measured(column)
         if measured:
             kind, device = f"{column.target}/{column.precision}", f"{column.device_name}@{column.machine}"
             series.append((view.labels[column], [(r.batch, r.throughput_per_s or 0.0) for r in measured],
                            False, kind, device))
-            latency_rows.append((view.labels[column], [(r.batch, r.latency_ms) for r in measured], kind, device))
+            latency_rows.append((view.labels[column], [(r.batch, r.latency_ms or {}) for r in measured], kind, device))
     for dataset in datasets:
         series += [(label, points, True, f"{c['target']}/{c['precision']}", f"published {c['device']}")
                    for (label, points), c in zip(dataset.series(), dataset.columns)]
@@ -358,7 +378,7 @@ def figures(view: ModelView, datasets: list[pub.Dataset], baseline: Column | Non
             f"{view.model}: speed-up against {name}",
             [(view.labels[c], points, f"{c.target}/{c.precision}") for c, points in bars]),
             f"{view.model}: speed-up against {name} at each batch size (baseline median / median; "
-            "above 1 is faster)"))
+            f"above 1 is faster; whiskers: {LEVEL:.0%} bootstrap interval from the raw samples)"))
     return out + [
         Figure(f"{stem}-throughput", plots.throughput_plot(f"{view.model}: throughput", series),
                f"{view.model}: throughput against batch size"
@@ -388,8 +408,8 @@ def accuracy_table(views: list[ModelView], datasets: list[pub.Dataset]) -> Table
                 Cell(", ".join(str(r.batch) for r in sorted(checked, key=lambda r: r.batch))),
                 Cell(accs[0].reference),  # type: ignore[union-attr]
                 Cell(sci(max(a.max_abs for a in worst)) if worst else "—"),  # type: ignore[union-attr,type-var]
-                Cell(sci(max(a.median_rel for a in worst if a.median_rel is not None)) if worst else "—"),  # type: ignore[union-attr,type-var]
-                Cell(f"{min(a.cosine for a in worst if a.cosine is not None):.6f}" if worst else "—"),  # type: ignore[union-attr,type-var]
+                Cell(sci(max(a.median_rel for a in worst if a.median_rel is not None)) if worst else "—"),  # type: ignore[union-attr]
+                Cell(f"{min(a.cosine for a in worst if a.cosine is not None):.6f}" if worst else "—"),  # type: ignore[union-attr]
                 Cell("pass" if passed else "FAIL", "pass" if passed else "fail"),
                 Cell("; ".join(reasons)[:300])])
             row_css.append("")
@@ -400,7 +420,7 @@ def accuracy_table(views: list[ModelView], datasets: list[pub.Dataset]) -> Table
                 Cell(f"{entry['target']} / {entry['precision']} / {entry['device']}"),
                 Cell(str(entry.get("batch", "—"))), Cell(entry.get("reference", "—")),
                 Cell(sci(entry.get("max_abs"))), Cell(sci(entry.get("median_rel"))), Cell("—"),
-                Cell({True: "pass", False: "FAIL"}.get(entry.get("passed"), "—")),
+                Cell({True: "pass", False: "FAIL"}.get(bool(entry["passed"]), "—") if "passed" in entry else "—"),
                 Cell(entry.get("note", ""))])
             row_css.append("published")
     return Table("Accuracy against the reference model, worst over the batch sizes checked",
@@ -463,6 +483,64 @@ def output_accuracy_table(views: list[ModelView]) -> Table | None:
                   "within the tolerance (vlc.accuracy)."], align="lllrrrlll")
 
 
+def _bytes_cell(build: dict) -> str:
+    main, count = build.get("main_file"), build.get("main_bytes")
+    return f"{main} · {size(count)}" if main and isinstance(count, int) else "—"
+
+
+def _check_cell(build: dict) -> Cell:
+    check = build.get("precision_check")
+    if not check:
+        return Cell("— (no conversion)", "na", "the fp32 graph was built as it is")
+    passed = check.get("passed")
+    parts = [f"cos {check['min_cosine']:.6f}" if isinstance(check.get("min_cosine"), (int, float)) else "",
+             f"max abs {sci(check.get('max_abs'))}" if check.get("max_abs") is not None else ""]
+    text = ("pass" if passed else "FAIL" if passed is False else "?") + " · " + " · ".join(p for p in parts if p)
+    return Cell(text, "pass" if passed else "fail" if passed is False else "",
+                f"{check.get('precision')} graph against the fp32 graph in {check.get('runtime')} on "
+                f"{check.get('inputs')}; tolerance {_tolerance(check.get('tolerance') or {})}")
+
+
+def builds_table(views: list[ModelView]) -> Table | None:
+    """Artifacts compiled on one machine and timed on another, or built and not timed: what was
+    built (where, how long, the main file's size, layers, the precision check of the converted
+    graph) and where it was timed, or why it was not."""
+    groups: dict[tuple[str, str, str], list[BenchRecord]] = defaultdict(list)
+    for view in views:
+        for r in view.records:
+            if r.build:
+                timed = r.machine if r.status == "ok" else f"{r.status}: {r.reason}"
+                groups[(view.model, view.labels[column_of(r)], timed)].append(r)
+    if not groups:
+        return None
+    rows = []
+    for (model, label, timed), records in sorted(groups.items()):
+        build = records[0].build
+        layers = build.get("layers")
+        seconds = build.get("seconds")
+        batches = ", ".join(str(r.batch) for r in sorted(records, key=lambda r: r.batch))
+        rows.append([Cell(model), Cell(label), Cell(batches), Cell(build.get("machine", "—")),
+                     Cell(f"{seconds:.2f} s" if isinstance(seconds, (int, float)) else "—"),
+                     Cell(_bytes_cell(build)), Cell(str(layers) if layers is not None else "—",
+                                                    title=build.get("layers_source") or ""),
+                     _check_cell(build),
+                     Cell(timed if records[0].status == "ok" else "not timed" if records[0].status == "built"
+                          else records[0].status, "na" if records[0].status != "ok" else "",
+                          records[0].reason),
+                     Cell(build.get("artifact", "—"))])
+    return Table("Builds: artifacts compiled apart from where they were timed, or built and not timed",
+                 ["model", "target / precision / device", "batches", "built on", "build time", "main file",
+                  "layers", "precision check", "timed on", "artifact kept at"], rows,
+                 ["'built, not timed': the artifact was compiled (a TensorRT-RTX engine needs no GPU to build) "
+                  "but no machine with its device timed it; the reason is under 'timed on'. Such a cell is "
+                  "not a failure and has no latency; it is timed when a machine with the device runs the "
+                  "campaign again.",
+                  "Precision check: the converted (fp16/bf16/int8) graph against the fp32 graph on the CPU "
+                  "before the build, worst cosine and max abs over the outputs; layers as the target reported "
+                  "them (hover for the source). 'artifact kept at': relative to the results folder."],
+                 align="lllllrrlll")
+
+
 def not_measured_table(views: list[ModelView]) -> Table | None:
     groups: dict[tuple[str, str, str, str], list[int]] = defaultdict(list)
     for view in views:
@@ -472,7 +550,8 @@ def not_measured_table(views: list[ModelView]) -> Table | None:
                 groups[(view.model, view.labels[column_of(r)], r.status, detail)].append(r.batch)
     if not groups:
         return None
-    rows = [[Cell(model), Cell(label), Cell(status, "na" if status != "failed" else "failed"),
+    rows = [[Cell(model), Cell(label), Cell("built, not timed" if status == "built" else status,
+                                           "na" if status != "failed" else "failed"),
              Cell(", ".join(map(str, sorted(batches)))), Cell(detail)]
             for (model, label, status, detail), batches in sorted(groups.items())]
     return Table("Cells not measured", ["model", "target / precision / device", "status", "batches",
@@ -506,6 +585,80 @@ def environment_table(records: list[BenchRecord]) -> Table:
                      Cell(f"{env.get('vlc_version', '—')} / {revision}"), Cell(str(counts[machine]))])
     return Table("Machines", ["machine", "host", "OS", "CPU", "accelerators", "SDK versions",
                               "vlc / git", "records"], rows, align="lllllllr")
+
+
+def _newest_by_machine(records: list[BenchRecord]) -> dict[str, BenchRecord]:
+    newest: dict[str, BenchRecord] = {}
+    for r in records:
+        if r.environment and (r.machine not in newest or r.created > newest[r.machine].created):
+            newest[r.machine] = r
+    return dict(sorted(newest.items()))
+
+
+def _gpu_conditions(env: dict) -> str:
+    parts = []
+    for gpu in env.get("gpus", []):
+        bits = [f"persistence {gpu['persistence_mode'].lower()}" if gpu.get("persistence_mode") else "",
+                f"SM clock {gpu['sm_clock_mhz']:g}/{gpu['max_sm_clock_mhz']:g} MHz"
+                if gpu.get("sm_clock_mhz") is not None and gpu.get("max_sm_clock_mhz") is not None else "",
+                f"power cap {gpu['power_limit_w']:g} W" if gpu.get("power_limit_w") is not None else "",
+                f"CUDA driver API {gpu['driver_cuda']}" if gpu.get("driver_cuda") else ""]
+        parts.append(f"{short_device(gpu.get('name', '?'))}: " + (", ".join(b for b in bits if b) or "—"))
+    return "; ".join(parts) or "no GPU"
+
+
+def conditions_table(records: list[BenchRecord]) -> Table | None:
+    """What on each machine moves timings: frequency governor, turbo, SMT, CPU quota, thread
+    variables, load, virtual machine, GPU clocks and persistence."""
+    rows = []
+    for machine, r in _newest_by_machine(records).items():
+        env = r.environment
+        found = env.get("timing_conditions")
+        if not isinstance(found, dict):
+            rows.append([Cell(machine)] + [Cell("not recorded (older vlc)", "na")] + [Cell("—")] * 7)
+            continue
+        governor = found.get("governor") or "not exposed"
+        if found.get("frequency_driver"):
+            governor += f" ({found['frequency_driver']})"
+        load = found.get("load_average")
+        threads = found.get("thread_variables") or {}
+        cpu = env.get("cpu", {})
+        rows.append([Cell(machine), Cell(governor, "" if found.get("governor") else "na"),
+                     Cell(found.get("turbo") or "not exposed"), Cell(found.get("smt") or "not exposed"),
+                     Cell(found.get("cpu_quota") or "none"),
+                     Cell(f"{cpu.get('usable_cores') or cpu.get('logical_cores') or '?'} usable; "
+                          + (", ".join(f"{k}={v}" for k, v in threads.items()) or "no thread variables set")),
+                     Cell(" / ".join(f"{v:g}" for v in load) if load else "—"),
+                     Cell("yes" if found.get("virtual_machine") else "no"), Cell(_gpu_conditions(env))])
+    if not rows:
+        return None
+    return Table("Timing conditions per machine", ["machine", "CPU governor", "turbo", "SMT", "CPU quota",
+                                                   "cores and thread variables", "load (1/5/15 min)",
+                                                   "virtual machine", "GPUs"], rows,
+                 ["As recorded with the machine's newest record; 'not exposed': the machine has no such "
+                  "control (virtual machines often have no cpufreq). The load is the machine's when its first "
+                  "cell of that run was measured: other work running then slows the calls and widens their "
+                  "spread. Threads: the variables that size the CPU runtimes' pools, unset where not listed "
+                  "(each runtime's default, usually one per usable core)."], align="lllllllll")
+
+
+def software_table(records: list[BenchRecord]) -> Table | None:
+    """Every recorded package version, side by side per machine (differences are what matter)."""
+    newest = _newest_by_machine(records)
+    packages = sorted({k for r in newest.values() for k in r.environment.get("sdk", {})})
+    if not packages:
+        return None
+    machines = list(newest)
+    rows = []
+    for name in packages:
+        versions = [newest[m].environment.get("sdk", {}).get(name) for m in machines]
+        differs = len({v for v in versions if v}) > 1
+        rows.append([Cell(name)] + [Cell(v or "—", "fail" if differs and v else "na" if not v else "")
+                                    for v in versions])
+    rows.append([Cell("python")] + [Cell(newest[m].environment.get("python", "—")) for m in machines])
+    return Table("Software per machine", ["package"] + machines, rows,
+                 ["Versions of the packages that decide a measurement, from each machine's newest record; a "
+                  "version that differs between machines is marked."], align="l" * (len(machines) + 1))
 
 
 # ---- the document -------------------------------------------------------------------------------
@@ -580,10 +733,27 @@ def build(records: list[BenchRecord], *, baseline: str | None = None, published:
     per_output = output_accuracy_table(views)
     sections.append(Section("Accuracy", tables=[accuracy_table(views, all_datasets)]
                             + ([per_output] if per_output is not None else [])))
+    if (built := builds_table(views)) is not None:
+        sections.append(Section("Builds", tables=[built]))
     if (missing := not_measured_table(views)) is not None:
-        sections.append(Section("Not measured", ["Cells that this machine could not run, that failed, or "
-                                                 "for which a deploy bundle was written instead."], [missing]))
-    sections.append(Section("Environment", tables=[environment_table(records)]))
+        sections.append(Section("Not measured", ["Cells that this machine could not run, that failed, that "
+                                                 "were built and not timed, or for which a deploy bundle was "
+                                                 "written instead."], [missing]))
+    environment = [environment_table(records)]
+    environment += [t for t in (conditions_table(records), software_table(records)) if t is not None]
+    sections.append(Section("Environment", tables=environment))
+    data, rows = samples_csv(records)
+    if rows:
+        sampled = sum(1 for r in records if r.samples_ms)
+        sections.append(Section("Raw timing samples", [
+            f"The per-call times behind every latency figure: {rows:,} calls of {sampled} timed cell(s), one "
+            "row per call (the cell, the record's stride and the call's index among all timed calls, its "
+            "milliseconds). Records keep at most 1,000 calls each, every k-th call when more were timed.",
+            *([f"{sum(1 for r in records if r.status == 'ok' and not r.samples_ms)} timed cell(s) have no raw "
+               "samples (older records, or a timer that reports only a summary)."]
+              if any(r.status == "ok" and not r.samples_ms for r in records) else [])],
+            attachments=[Attachment(SAMPLES_NAME, data, "text/csv",
+                                    "raw per-call latencies of every timed cell, CSV")]))
     if published:
         rest = [d for d in all_datasets if d.id not in used]
         if rest:
@@ -595,7 +765,8 @@ def build(records: list[BenchRecord], *, baseline: str | None = None, published:
         "the model exported once, compiled per target and precision, checked against the reference model, "
         "then timed after warm-up with synchronisation (each model's timing table gives the calls timed, "
         "warm-up, threads and spread of every cell).",
-        "Speed-ups are ratios of median latencies at the same batch size. Achieved TFLOP/s = FLOPs per "
+        "Speed-ups are ratios of median latencies at the same batch size, with a 95% bootstrap interval "
+        "from the raw per-call times of both cells. Achieved TFLOP/s = FLOPs per "
         "sample x throughput; share of peak divides by the dense peak of the device at the cell's precision "
         "(table in vlc/report/device_peaks.json, with sources; the CPU peak is an estimate).",
         "Rows and tables marked 'published, not measured by vlc' reproduce figures from public write-ups "

@@ -38,12 +38,24 @@ class Figure:
 
 
 @dataclass
+class Attachment:
+    """A file that comes with the report (the raw samples as CSV): a download link in HTML,
+    a file beside the Markdown."""
+
+    name: str  # file name, unique within a report
+    data: bytes
+    mime: str
+    caption: str
+
+
+@dataclass
 class Section:
     title: str
     paragraphs: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     level: int = 2
+    attachments: list[Attachment] = field(default_factory=list)
 
 
 @dataclass

@@ -42,3 +42,13 @@ def percent(value: float | None) -> str:
     if value is None:
         return "—"
     return f"{value * 100:.3g} %"
+
+
+def size(count: int | None) -> str:
+    """Bytes as the write-ups give them: 172.6 kB, 6.68 MB (decimal units)."""
+    if count is None:
+        return "—"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{count} B"

@@ -71,7 +71,7 @@ def throughput_plot(title: str, series: list[Series]) -> bytes:
     for label, points, published, colour_key, marker_key in series:
         points = sorted(points)
         colour, marker = style(colour_key, marker_key)
-        xs = [b for b, _ in points]
+        xs: list[float] = [b for b, _ in points]
         if published and len(points) == 1:
             # several write-ups report batch 1 only: spread their markers a little around it so
             # none hides another, hollow so they never read as measurements
@@ -117,24 +117,33 @@ def latency_plot(title: str, rows: list[LatencyRow]) -> bytes:
     return _png(fig)
 
 
-SpeedupBars = tuple[str, Sequence[tuple[int, float]], str]  # (label, [(batch, speed-up)], colour key)
+# (label, [(batch, speed-up, (low, high) interval or None)], colour key)
+SpeedupBars = tuple[str, Sequence[tuple[int, float, "tuple[float, float] | None"]], str]
 
 
 def speedup_plot(title: str, bars: list[SpeedupBars]) -> bytes:
-    """Grouped bars: the speed-up of each column against the baseline at each batch size, the
-    baseline as a line at 1."""
+    """Grouped bars: the speed-up of each column against the baseline at each batch size, with
+    whiskers for its interval where one is known, the baseline as a line at 1."""
     plt = _pyplot()
-    batches = sorted({b for _, points, _ in bars for b, _ in points})
+    batches = sorted({b for _, points, _ in bars for b, *_ in points})
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 + 0.5 * len(batches) * max(len(bars), 1)), 4.4))
     style = _Styles(plt)
     width = 0.8 / max(len(bars), 1)
     for i, (label, points, colour_key) in enumerate(bars):
         colour, _ = style(colour_key, label)
-        values = dict(points)
+        values = {b: (v, interval) for b, v, interval in points}
         xs = [k + (i - (len(bars) - 1) / 2) * width for k, b in enumerate(batches) if b in values]
-        ys = [values[b] for b in batches if b in values]
+        ys = [values[b][0] for b in batches if b in values]
         drawn = ax.bar(xs, ys, width=width * 0.95, color=colour, label=_text(label))
         ax.bar_label(drawn, labels=[f"{y:.2f}x" for y in ys], fontsize=7, padding=2)
+        whiskers: list[tuple[float, float, float, float]] = []  # x, y, low, high
+        for x, y, b in zip(xs, ys, [b for b in batches if b in values]):
+            if (interval := values[b][1]) is not None:
+                whiskers.append((x, y, interval[0], interval[1]))
+        if whiskers:  # asymmetric: from the interval's low to its high end
+            ax.errorbar([w[0] for w in whiskers], [w[1] for w in whiskers],
+                        yerr=[[max(w[1] - w[2], 0.0) for w in whiskers], [max(w[3] - w[1], 0.0) for w in whiskers]],
+                        fmt="none", ecolor="black", elinewidth=1, capsize=3)
     ax.axhline(1.0, color="black", linewidth=1, linestyle="--")
     ax.set_xticks(range(len(batches)))
     ax.set_xticklabels([str(b) for b in batches])

@@ -80,6 +80,10 @@ def to_html(doc: Document) -> str:
             data = base64.b64encode(fig.png).decode("ascii")
             body.append(f'<figure><img alt="{esc(fig.caption)}" src="data:image/png;base64,{data}">'
                         f"<figcaption>{esc(fig.caption)}</figcaption></figure>")
+        for item in section.attachments:  # inlined: the report stays one file
+            data = base64.b64encode(item.data).decode("ascii")
+            body.append(f'<p class="attachment"><a download="{esc(item.name)}" href="data:{item.mime};base64,{data}">'
+                        f"{esc(item.name)}</a> ({len(item.data):,} bytes): {esc(item.caption)}</p>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{esc(doc.title)}</title><style>{CSS}</style></head>\n<body>\n"
             + "\n".join(body) + "\n</body></html>\n")
@@ -111,7 +115,8 @@ def _table_md(table: Table) -> list[str]:
 
 
 def to_markdown(doc: Document, image_prefix: str) -> tuple[str, dict[str, bytes]]:
-    """Markdown text and the PNG files it links to (relative names starting with image_prefix)."""
+    """Markdown text and the files it links to, PNG plots and attachments (relative names
+    starting with image_prefix)."""
     lines = [f"# {_md_text(doc.title)}", ""]
     for p in doc.intro:
         lines += [_md_text(p), ""]
@@ -126,6 +131,10 @@ def to_markdown(doc: Document, image_prefix: str) -> tuple[str, dict[str, bytes]
             name = f"{image_prefix}{fig.name}.png"
             images[name] = fig.png
             lines += [f"![{_md_escape(fig.caption)}]({name})", "", f"*{_md_escape(fig.caption)}*", ""]
+        for item in section.attachments:
+            name = f"{image_prefix}{item.name}"
+            images[name] = item.data
+            lines += [f"[{_md_escape(name)}]({name}) ({len(item.data):,} bytes): {_md_text(item.caption)}", ""]
     return "\n".join(lines).rstrip() + "\n", images
 
 
@@ -152,9 +161,9 @@ def write(doc: Document, out: Path) -> list[Path]:
         return [out]
     text, images = to_markdown(doc, image_prefix=f"{out.stem}-")
     written = [out]
-    for name, png in images.items():
+    for name, data in images.items():
         path = out.parent / name
-        path.write_bytes(png)
+        path.write_bytes(data)
         written.append(path)
     out.write_text(text, encoding="utf-8")
     return written
