@@ -5,7 +5,8 @@ where a failure has to be provoked): `vlc targets` lists it with its availabilit
 option and a bad option value are one error line that names the option and what it accepts
 (exit 2); compiling the small test MLP writes an artifact whose manifest has the required
 fields, a sha256 for every file and no absolute path; compiling again reuses it; its outputs
-match the fp32 PyTorch reference within the precision's tolerance; `vlc profile` reports
+(fp32, and fp16 where the target has it) match the fp32 PyTorch reference within the
+precision's tolerance; `vlc profile` reports
 min/median/p90/p99; a compile that fails leaves nothing behind (and an existing artifact as it
 was); `-o` to a directory vlc did not write is refused.
 
@@ -56,8 +57,8 @@ class Case:
     standins: bool = False  # the Ascend toolchain: the labelled stand-ins of tests/standins
     always_runs: bool = False  # a CPU target: runs on every machine vlc installs on
 
-    def compile_args(self, out: Path, *options: str) -> list[str]:
-        args = ["compile", MODEL, "-t", self.target, "--batch", BATCH, "-o", str(out)]
+    def compile_args(self, out: Path, *options: str, precision: str = "fp32") -> list[str]:
+        args = ["compile", MODEL, "-t", self.target, "-p", precision, "--batch", BATCH, "-o", str(out)]
         if self.preset:
             args += ["--preset", self.preset]
         for option in (*self.options, *options):
@@ -124,24 +125,33 @@ def runs_here(name: str) -> bool:
     return status.ok and spec_device in status.devices
 
 
-@pytest.fixture
-def artifact(case: Case, builds: dict[str, Any], vlc_cli) -> Artifact:  # noqa: ANN001
-    """The case's artifact, built once with `vlc compile` (skips where the target cannot build here)."""
-    if case.target not in builds:
+def built(case: Case, precision: str, builds: dict[str, Any], vlc_cli) -> Artifact:  # noqa: ANN001
+    """The case's artifact at `precision`, built once with `vlc compile` (skips where the target
+    cannot build here or does not declare the precision)."""
+    key = f"{case.target}-{precision}"
+    if key not in builds:
         status = availability(case.target)
-        if not status.ok:
-            builds[case.target] = f"{case.target} cannot build here: {status.reason}"
+        declared = [p.value for p in plugin_manager.get_target(case.target).precisions]
+        if precision not in declared:
+            builds[key] = f"{case.target} declares no {precision} (it has {', '.join(declared)})"
+        elif not status.ok:
+            builds[key] = f"{case.target} cannot build here: {status.reason}"
         else:
-            out = builds["root"] / case.target
-            code, stdout, stderr = vlc_cli(*case.compile_args(out), "--json")
+            out = builds["root"] / key
+            code, stdout, stderr = vlc_cli(*case.compile_args(out, precision=precision), "--json")
             assert code == 0, stderr
             summary = json.loads(stdout)
             assert summary["reused"] is False and Path(summary["artifact"]) == out
-            builds[case.target] = Artifact.load(out)
-    built = builds[case.target]
-    if isinstance(built, str):
-        pytest.skip(built)
-    return built
+            builds[key] = Artifact.load(out)
+    if isinstance(builds[key], str):
+        pytest.skip(builds[key])
+    return builds[key]
+
+
+@pytest.fixture
+def artifact(case: Case, builds: dict[str, Any], vlc_cli) -> Artifact:  # noqa: ANN001
+    """The case's fp32 artifact."""
+    return built(case, "fp32", builds, vlc_cli)
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +274,11 @@ def refused_here(case: Case, vlc_cli, *args: str) -> None:  # noqa: ANN001
     pytest.skip(f"{case.target} compiles but cannot run here; `vlc {args[0]}` refuses in one line: {line}")
 
 
-def test_run_matches_the_fp32_reference(case: Case, artifact: Artifact, source: Any, vlc_cli, tmp_path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_run_matches_the_fp32_reference(case: Case, precision: str, builds: dict[str, Any], source: Any,
+                                        vlc_cli, tmp_path) -> None:  # noqa: ANN001
+    """Within the precision's tolerance (vlc.accuracy's defaults), on inputs the compile never saw."""
+    artifact = built(case, precision, builds, vlc_cli)
     feeds = source.generate_inputs(RUN_BATCH, seed=3)
     np.savez(tmp_path / "inputs.npz", **feeds)
     args = ("run", str(artifact.path), "-i", str(tmp_path / "inputs.npz"), "-o", str(tmp_path / "out"))
@@ -278,7 +292,7 @@ def test_run_matches_the_fp32_reference(case: Case, artifact: Artifact, source: 
 
     reference = torch_outputs(source.model, feeds)
     assert all(np.asarray(r).std() > 0.01 for r in reference.values())  # outputs with spread
-    report = compare_outputs(outputs, reference, default_tolerance(Precision.FP32))
+    report = compare_outputs(outputs, reference, default_tolerance(Precision(precision)))
     assert report.passed, json.dumps(report.to_json(), indent=1, default=str)
 
 
