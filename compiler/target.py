@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -19,11 +19,15 @@ import numpy as np
 import vlc
 from vlc.artifact import Artifact, BuildDir, building, cache_key, finalize, find_reusable, graph_hash, keep_source_graph
 from vlc.errors import InputError, TargetUnavailable
-from vlc.inputs import recompile_fix
+from vlc.inputs import check_batch
 from vlc.model import InputSpec, ModelSource
+from vlc.options import OptionInfo, parse_target_options
 from vlc.signature import Signature, onnx_signature
 from vlc.spec import Precision, TargetSpec
 from vlc.timing import ProfileResult, ProfileSettings
+
+# OptionInfo lives in vlc.options; targets import it from here with the rest of the interface
+__all__ = ["Availability", "CompileSource", "OptionInfo", "Session", "Target", "batch_range"]
 
 
 @dataclass
@@ -62,13 +66,6 @@ class CompileSource:
     @property
     def signature(self) -> Signature:
         return onnx_signature(self.onnx_path)
-
-
-@dataclass(frozen=True)
-class OptionInfo:
-    help: str
-    type: type = str
-    default: Any = None
 
 
 class Session(Protocol):
@@ -113,22 +110,31 @@ class Target:
                                     fix="run `vlc targets` to see what this machine supports")
         return status
 
+    def parse_options(self, given: Mapping[str, Any], *, strict: bool = True) -> dict[str, Any]:
+        """Every declared option's typed value (vlc.options); one-line errors for unknown names and
+        bad values. strict=False (a stored spec) drops names this target no longer declares."""
+        return parse_target_options(self.name, self.options, given, strict=strict)
+
+    def artifact_spec(self, artifact: Artifact) -> TargetSpec:
+        """The spec an artifact was built with, its options typed and complete (an artifact written
+        before an option existed gets its default)."""
+        spec = artifact.spec
+        return replace(spec, options=self.parse_options(spec.options, strict=False))
+
     def validate_spec(self, spec: TargetSpec, signature: Signature) -> TargetSpec:
+        """A new spec, checked against this target: its options typed and complete, the default
+        preset filled in; the spec passed in is left as it was."""
         if spec.precision not in self.precisions:
             raise InputError(f"target '{self.name}' does not support precision {spec.precision.value}",
                              fix=f"use one of: {', '.join(p.value for p in self.precisions)}")
         if spec.device not in self.devices:
             raise InputError(f"target '{self.name}' has no device '{spec.device}'",
                              fix=f"use one of: {', '.join(self.devices)}")
-        if unknown := sorted(set(spec.options) - set(self.options)):
-            known = ", ".join(sorted(self.options)) or "none"
-            raise InputError(f"unknown option(s) {', '.join(unknown)} for target '{self.name}'",
-                             fix=f"options of this target: {known}")
-        if spec.preset is None and self.default_preset:
-            spec.preset = self.default_preset
-        if spec.preset is not None and spec.preset not in self.presets:
+        options = self.parse_options(spec.options)
+        preset = spec.preset if spec.preset is not None else self.default_preset
+        if preset is not None and preset not in self.presets:
             known = ", ".join(sorted(self.presets)) or "none"
-            raise InputError(f"unknown preset '{spec.preset}' for target '{self.name}'",
+            raise InputError(f"unknown preset '{preset}' for target '{self.name}'",
                              fix=f"presets of this target: {known}")
         for name, shape_range in spec.shapes.items():
             sig = signature.input(name)  # raises for unknown names: never a silent fallback
@@ -139,12 +145,12 @@ class Target:
                 if isinstance(dim, int) and not shape_range.min[axis] == shape_range.max[axis] == dim:
                     raise InputError(f"--shapes {name} changes fixed axis {axis} (size {dim})",
                                      fix=f"keep axis {axis} at {dim}")
-        return spec
+        return replace(spec, preset=preset, shapes=dict(spec.shapes), options=options)
 
     def compile(self, source: CompileSource, spec: TargetSpec, out_dir: str | Path, *,
                 force: bool = False) -> Artifact:
         signature = source.signature
-        self.validate_spec(spec, signature)
+        spec = self.validate_spec(spec, signature)
         status = self.require_available()
         key = cache_key(graph_hash(source.onnx_path), spec)
         reused, note = (None, None) if force else find_reusable(Path(out_dir), key)
@@ -178,11 +184,7 @@ class Target:
 
     def validate_feeds(self, artifact: Artifact, feeds: Mapping[str, np.ndarray]) -> int:
         batch = artifact.signature.validate_inputs(feeds)
-        lo, hi = artifact.manifest.get("batch_range") or (None, None)
-        if lo is not None and not lo <= batch <= hi:
-            raise InputError(f"batch {batch} is outside the compiled range {lo}..{hi}",
-                             where=str(artifact.path),
-                             fix=recompile_fix(artifact, batch))
+        check_batch(artifact, batch)
         return batch
 
     def open(self, artifact: Artifact) -> Session:
@@ -225,6 +227,6 @@ def batch_range(spec: TargetSpec, signature: Signature) -> list[int] | None:
     if ranges:
         return [max(r.min[0] for r in ranges), min(r.max[0] for r in ranges)]
     if signature.inputs and all(t.shape and isinstance(t.shape[0], int) for t in signature.inputs):
-        fixed = signature.inputs[0].shape[0]
+        fixed = int(signature.inputs[0].shape[0])  # an int: checked just above
         return [fixed, fixed]
     return None

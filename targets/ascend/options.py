@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vlc.errors import InputError
+from vlc.options import OptionInfo, cosine, lower_text, parse_target_options, positive_ints, words
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
-from vlc.target import OptionInfo
 from vlc.targets.ascend.cann import DEFAULT_CANN, gear_limits, parse_cann, soc_presets, soc_table
 
 PRECISION_MODES = ("force_fp16", "allow_fp32_to_fp16", "must_keep_origin_dtype",
@@ -20,64 +20,54 @@ LOG_LEVELS = ("error", "warning", "info", "debug", "null")
 IMPLMODES = ("high_performance", "high_precision", "high_performance_for_all",
              "high_precision_for_all")
 
+ISLAND_MODES = ("static", "auto")
+
+
+def parse_patches(value: Any) -> str | list[str]:
+    """-O patches: auto, none, '+a,+b' / '-a' (changes to auto) as text, else a list of patch names."""
+    if isinstance(value, (list, tuple)):
+        return words(value)
+    text = str(value).strip()
+    if text in ("auto", "none") or text.startswith(("+", "-")):
+        return text
+    return words(text)
+
+
 OPTIONS: dict[str, OptionInfo] = {
     "soc_version": OptionInfo("ATC --soc_version, overriding the preset (e.g. Ascend310P3)"),
     "cann": OptionInfo(f"CANN major version the toolkit has: 6, 7 or 8 (default {DEFAULT_CANN}); "
-                       "decides opset range, LayerNorm form and precision flags", int, DEFAULT_CANN),
+                       "decides opset range, LayerNorm form and precision flags", int, DEFAULT_CANN,
+                       parse=parse_cann),
     "input_format": OptionInfo("ATC --input_format: NCHW, NCDHW or ND (default: NCHW when every "
-                               "input is a 4-D float tensor, else ND)"),
+                               "input is a 4-D float tensor, else ND)", choices=INPUT_FORMATS),
     "precision_mode": OptionInfo("ATC precision mode, overriding the one vlc maps from --precision "
-                                 "(v2 names fp16/origin/mixed_float16 with cann=8)"),
+                                 "(v2 names fp16/origin/mixed_float16 with cann=8)",
+                                 choices=PRECISION_MODES + tuple(m for m in PRECISION_MODES_V2
+                                                                 if m not in PRECISION_MODES)),
     "keep_dtype": OptionInfo("node names or OpType::X entries kept in their original dtype "
                              "(ATC --keep_dtype file)", list),
     "fp32_ops": OptionInfo("op types kept in fp32 under mixed precision (ATC --modify_mixlist "
                            "black-list); implies allow_mix_precision for fp16 builds", list),
     "islands": OptionInfo("fp16: static (ATC's precision mode decides) or auto (vlc measures in ONNX "
                           "Runtime which of its fp32 islands the patched graph needs to meet -O accuracy "
-                          "and lists those nodes in the --keep_dtype file)", str, "static"),
+                          "and lists those nodes in the --keep_dtype file)", str, "static",
+                          choices=ISLAND_MODES, parse=lower_text),
     "accuracy": OptionInfo("islands=auto's goal: the worst output cosine against fp32 (default: fp16's "
-                           "tolerance)", str, None),
-    "implmode": OptionInfo("ATC --op_select_implmode: high_performance or high_precision"),
+                           "tolerance)", float, None, parse=cosine),
+    "implmode": OptionInfo("ATC --op_select_implmode: high_performance or high_precision", choices=IMPLMODES),
     "implmode_ops": OptionInfo("ATC --optypelist_for_implmode op types, e.g. [\"Gelu\"]", list),
-    "log": OptionInfo("ATC --log level: error, warning, info, debug, null", str, "error"),
-    "gears": OptionInfo("dynamic-batch gears, e.g. [1,4,8] (one .om with --dynamic_batch_size)", list),
-    "batches": OptionInfo("static batch sizes, one .om each (default: the --batch min/opt/max)", list),
+    "log": OptionInfo("ATC --log level: error, warning, info, debug, null", str, "error", choices=LOG_LEVELS),
+    "gears": OptionInfo("dynamic-batch gears, e.g. [1,4,8] (one .om with --dynamic_batch_size)", list,
+                        parse=positive_ints),
+    "batches": OptionInfo("static batch sizes, one .om each (default: the --batch min/opt/max)", list,
+                          parse=positive_ints),
     "patches": OptionInfo("graph patches: auto (what vlc check finds), none, a list of names, or "
-                          "'+a,+b' to add to auto / '-a' to drop from it", str, "auto"),
+                          "'+a,+b' to add to auto / '-a' to drop from it", str, "auto", parse=parse_patches),
     "timeout": OptionInfo("seconds one atc run may take", int, 3600),
     "device_id": OptionInfo("NPU device id for ais_bench", int, 0),
     "emit": OptionInfo("write a self-contained bundle to this directory instead of running ATC "
                        "(for machines without the toolkit)"),
 }
-
-
-def _as_list(name: str, value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, int):
-        return [value]
-    raise InputError(f"option {name} must be a list", fix=f'use -O {name}=[...] or -O {name}=a,b')
-
-
-def _int_list(name: str, value: Any) -> list[int]:
-    try:
-        items = [int(v) for v in _as_list(name, value)]
-    except (TypeError, ValueError):
-        raise InputError(f"option {name} must list batch sizes", fix=f"use -O {name}=[1,4,8]") from None
-    if any(v <= 0 for v in items):
-        raise InputError(f"option {name} has a batch size <= 0", fix="use positive batch sizes")
-    return sorted(set(items))
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if str(value) not in choices:
-        raise InputError(f"option {name}={value} is not one of {', '.join(choices)}",
-                         fix=f"use -O {name}=<{'|'.join(choices)}>")
-    return str(value)
 
 
 @dataclass(frozen=True)
@@ -121,7 +111,7 @@ def default_input_format(signature: Signature) -> str:
 def precision_flag(precision: Precision, cann: int, preset_fp32: str, options: dict[str, Any],
                    mixed: bool) -> tuple[str, str]:
     """vlc precision -> ATC's precision flag, unless -O precision_mode overrides it."""
-    if "precision_mode" in options:
+    if options.get("precision_mode") is not None:
         value = str(options["precision_mode"])
         if value in PRECISION_MODES_V2 and value not in PRECISION_MODES:
             if cann < 8:
@@ -129,17 +119,19 @@ def precision_flag(precision: Precision, cann: int, preset_fp32: str, options: d
                                  "CANN 8", fix="use -O cann=8 or a --precision_mode value: "
                                                + ", ".join(PRECISION_MODES))
             return ("--precision_mode_v2", value)
-        return ("--precision_mode", _choice("precision_mode", value, PRECISION_MODES))
+        return ("--precision_mode", value)
     if precision == Precision.FP16:
         return ("--precision_mode", "allow_mix_precision" if mixed else "force_fp16")
     return ("--precision_mode", preset_fp32)
 
 
 def parse_options(target: str, spec: TargetSpec, signature: Signature) -> AscendOptions:
-    options = dict(spec.options)
+    """The build settings of a spec: its options typed by the schema (values already typed parse
+    again unchanged), then checked against each other, the preset and the batch range."""
+    options = parse_target_options(target, OPTIONS, spec.options)
     presets = soc_presets(target)
     preset = presets[spec.preset or soc_table(target)["default"]]
-    soc = str(options.get("soc_version") or preset.soc_version)
+    soc = options["soc_version"] or preset.soc_version
     if not soc.startswith("Ascend"):
         raise InputError(f"soc_version '{soc}' does not name an Ascend SoC",
                          fix="use the chip name `npu-smi info` shows, prefixed: e.g. Ascend310P3")
@@ -148,9 +140,9 @@ def parse_options(target: str, spec: TargetSpec, signature: Signature) -> Ascend
         raise InputError(f"soc_version {soc} is not a chip of target {target}",
                          fix=f"use one of {', '.join(p.soc_version for p in presets.values())} "
                              "(other suffixes with ascend310p), or the --target of that chip")
-    cann = parse_cann(options.get("cann", DEFAULT_CANN))
-    fp32_ops = tuple(str(o) for o in _as_list("fp32_ops", options.get("fp32_ops")))
-    keep_dtype = tuple(str(o) for o in _as_list("keep_dtype", options.get("keep_dtype")))
+    cann = options["cann"]
+    fp32_ops = tuple(options["fp32_ops"] or ())
+    keep_dtype = tuple(options["keep_dtype"] or ())
     mixed = bool(fp32_ops)
     flag = precision_flag(spec.precision, cann, preset.fp32_precision_mode, options, mixed)
     notes = []
@@ -161,24 +153,21 @@ def parse_options(target: str, spec: TargetSpec, signature: Signature) -> Ascend
                          fix="drop -O precision_mode or use allow_mix_precision")
     from vlc.frontend.precision.islands import parse_goal
 
-    islands, goal = parse_goal(options.get("islands"), options.get("accuracy"), spec.precision.value)
+    islands, goal = parse_goal(options["islands"], options["accuracy"], spec.precision.value)
     if islands == "auto" and spec.precision != Precision.FP16:
         raise InputError(f"islands=auto chooses fp32 nodes of an fp16 build; this build is "
                          f"{spec.precision.value}", fix="use -p fp16, or drop -O islands")
     if islands == "auto" and flag[1] in ("must_keep_origin_dtype", "origin"):
         raise InputError(f"islands=auto lists nodes in ATC's --keep_dtype file, which {flag[1]} ignores",
                          fix="drop -O precision_mode or use force_fp16 / allow_mix_precision")
-    implmode = options.get("implmode")
-    if implmode is not None:
-        implmode = _choice("implmode", implmode, IMPLMODES)
-    implmode_ops = tuple(str(o) for o in _as_list("implmode_ops", options.get("implmode_ops")))
+    implmode = options["implmode"]
+    implmode_ops = tuple(options["implmode_ops"] or ())
     if implmode_ops and implmode is None:
         raise InputError("implmode_ops needs implmode", fix="add -O implmode=high_performance")
-    log = _choice("log", options.get("log", "error"), LOG_LEVELS)
-    input_format = _choice("input_format", options.get("input_format") or default_input_format(signature),
-                           INPUT_FORMATS)
-    gears = tuple(_int_list("gears", options.get("gears")))
-    batches = tuple(_int_list("batches", options.get("batches")))
+    log = options["log"]
+    input_format = options["input_format"] or default_input_format(signature)
+    gears = tuple(options["gears"] or ())
+    batches = tuple(options["batches"] or ())
     if gears and batches:
         raise InputError("options gears and batches exclude each other",
                          fix="use gears for one dynamic-batch .om, batches for one .om per batch")
@@ -195,18 +184,11 @@ def parse_options(target: str, spec: TargetSpec, signature: Signature) -> Ascend
         if outside:
             raise InputError(f"batch sizes {outside} lie outside --batch {lo}..{hi}",
                              fix="widen --batch or change -O gears/batches")
-    patches = options.get("patches", "auto")
+    patches = options["patches"]
     if isinstance(patches, list):
-        patches = tuple(str(p) for p in patches)
-    elif str(patches) not in ("auto", "none") and not str(patches).startswith(("+", "-")):
-        patches = tuple(p.strip() for p in str(patches).split(",") if p.strip())
-    try:
-        timeout = int(options.get("timeout", 3600))
-        device_id = int(options.get("device_id", 0))
-    except (TypeError, ValueError):
-        raise InputError("options timeout and device_id take integers", fix="e.g. -O timeout=600") from None
-    emit = options.get("emit")
+        patches = tuple(patches)
+    emit = options["emit"]
     return AscendOptions(target, soc, cann, spec.precision, flag, input_format, keep_dtype,
-                         fp32_ops, implmode, implmode_ops, log, gears, batches, patches, timeout,
-                         device_id, str(emit) if emit else None, tuple(notes), islands,
+                         fp32_ops, implmode, implmode_ops, log, gears, batches, patches, options["timeout"],
+                         options["device_id"], emit or None, tuple(notes), islands,
                          goal.min_cosine if goal is not None else None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -56,8 +57,8 @@ class AscendTarget(Target):
 
     # ---- spec ------------------------------------------------------------------------------
     def validate_spec(self, spec: TargetSpec, signature: Signature) -> TargetSpec:
-        if spec.device in ("cpu", ""):
-            spec.device = DEVICE  # the CLI's default device; an Ascend build runs on the NPU
+        if spec.device in ("cpu", ""):  # the CLI's default device; an Ascend build runs on the NPU
+            spec = replace(spec, device=DEVICE)
         spec = super().validate_spec(spec, signature)
         parse_options(self.name, spec, signature)  # every option error before any work
         return spec
@@ -95,7 +96,7 @@ class AscendTarget(Target):
         if spec.options.get("emit"):
             from vlc.targets.ascend.bundle import emit_bundle
 
-            self.validate_spec(spec, source.signature)
+            spec = self.validate_spec(spec, source.signature)
             return Artifact.load(emit_bundle(source, spec, Path(str(spec.options["emit"])), target=self))
         return super().compile(source, spec, out_dir, force=force)
 
@@ -152,7 +153,7 @@ class AscendTarget(Target):
         if runner is None:
             raise TargetUnavailable(f"cannot run {self.name} models here: {why}",
                                     fix="run on a machine with an Ascend NPU and ais_bench")
-        device_id = int(artifact.spec.options.get("device_id", 0))
+        device_id = self.artifact_spec(artifact).options["device_id"]
         return AscendSession(artifact, AisBench(runner, device_id))
 
 

@@ -12,6 +12,7 @@ from vlc.errors import CompileError, InputError, VlcError
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, CompileSource, OptionInfo, Session, Target, batch_range
+from vlc.targets.torch.session import MODES
 
 
 def _probe_torch() -> Availability | None:
@@ -55,7 +56,7 @@ class TorchTarget(Target):
     devices = ("cpu", "cuda")
     options = {"mode": OptionInfo("eager (default), compile, reduce-overhead (CUDA graphs; cuda only) or "
                                   "max-autotune: torch.compile's modes, compiled per input shape with "
-                                  "static shapes", str, "eager")}
+                                  "static shapes", str, "eager", choices=MODES)}
 
     def available(self) -> Availability:
         # Importing torch takes about a second; a CPU-only build can never offer CUDA, so its
@@ -81,7 +82,7 @@ class TorchTarget(Target):
         spec = super().validate_spec(spec, signature)
         from vlc.targets.torch.session import check_mode
 
-        check_mode(spec.options.get("mode", "eager"), spec.device)
+        check_mode(spec.options["mode"], spec.device)  # reduce-overhead needs cuda
         if spec.precision == Precision.TF32 and spec.device != "cuda":
             raise InputError("precision tf32 needs --device cuda (TF32 is a GPU tensor-core format)",
                              fix="use --device cuda, or --precision fp32 on the CPU")
@@ -104,7 +105,7 @@ class TorchTarget(Target):
         torch.save(state, build.path / WEIGHTS)
         build.files["main"] = WEIGHTS
         input_names = [s.name for s in model.inputs]
-        mode = spec.options.get("mode", "eager")
+        mode = spec.options["mode"]
         build.extra.update({"model_ref": model.ref, "input_names": input_names,
                             "output_names": list(model.output_names), "mode": mode,
                             "dtype": str(dtype).replace("torch.", "")})

@@ -184,8 +184,9 @@ def test_other_rtx_presets_build(tiny_graphs, tmp_path):
 @pytest.mark.parametrize("options, precision, match", [
     ({"legacy_precision_flags": True}, "fp16", "legacy_precision_flags needs TensorRT < 11"),
     ({"tf32": "on"}, "fp32", "use --precision tf32"),
-    ({"workspace": "lots"}, "fp32", "not a valid int"),
-    ({"calibration_method": "kl"}, "int8", "unknown calibration_method"),
+    ({"workspace": "lots"}, "fp32", "-O workspace=lots is not an integer"),
+    ({"builder_optimization_level": 7}, "fp32", "outside TensorRT's levels 0-5"),
+    ({"calibration_method": "kl"}, "int8", "-O calibration_method=kl is not one of minmax, entropy"),
     ({"plugin_libraries": "/nonexistent/libplugin.so"}, "fp32", "plugin library .* does not exist"),
     ({"no_such_option": 1}, "fp32", "unknown option"),
 ])
