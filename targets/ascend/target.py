@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import replace
@@ -45,11 +46,13 @@ class AscendTarget(Target):
         atc, atc_why = atc_mod.find_atc()
         runner, ais_why = find_ais_bench()
         versions = {}
+        # tool names, not this machine's directories: versions go into every manifest, and an
+        # artifact is copied between machines
         if atc is not None:
-            versions["atc"] = f"{atc.path} ({atc.how})"
+            versions["atc"] = _names_only(f"{atc.path} ({atc.how})")
             versions["cann_toolkit"] = atc_mod.toolkit_version()
         if runner is not None:
-            versions["ais_bench"] = runner.describe()
+            versions["ais_bench"] = _names_only(runner.describe())
         if atc is None and runner is None:
             return Availability(False, f"{atc_why}; {ais_why}", versions)
         reason = "; ".join(w for w in (atc_why and f"compile: {atc_why}", ais_why and f"run: {ais_why}") if w)
@@ -155,6 +158,11 @@ class AscendTarget(Target):
                                     fix="run on a machine with an Ascend NPU and ais_bench")
         device_id = self.artifact_spec(artifact).options["device_id"]
         return AscendSession(artifact, AisBench(runner, device_id))
+
+
+def _names_only(text: str) -> str:
+    """`text` with every absolute path cut to its file name ("/opt/x/atc (PATH)" -> "atc (PATH)")."""
+    return re.sub(r"/(?:[^\s()/]+/)*([^\s()/]+)", r"\1", text)
 
 
 def _keep_failed_log(log_path: Path, parent: Path) -> Path:
