@@ -31,13 +31,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from tests.conftest import model_ref
+from tests.targets.ascend.standin_env import STANDINS, standin_path
 from vlc import plugin_manager
 from vlc.accuracy import compare_outputs, default_tolerance
 from vlc.artifact import Artifact
 from vlc.spec import Precision
-
-from tests.conftest import model_ref
-from tests.targets.ascend.standin_env import STANDINS, standin_path
 
 MODEL = model_ref("mlp")
 BATCH = "1,2,4"  # --batch MIN,OPT,MAX of every build
@@ -125,7 +125,7 @@ def runs_here(name: str) -> bool:
     return status.ok and spec_device in status.devices
 
 
-def built(case: Case, precision: str, builds: dict[str, Any], vlc_cli) -> Artifact:  # noqa: ANN001
+def built(case: Case, precision: str, builds: dict[str, Any], vlc_cli) -> Artifact:
     """The case's artifact at `precision`, built once with `vlc compile` (skips where the target
     cannot build here or does not declare the precision)."""
     key = f"{case.target}-{precision}"
@@ -149,7 +149,7 @@ def built(case: Case, precision: str, builds: dict[str, Any], vlc_cli) -> Artifa
 
 
 @pytest.fixture
-def artifact(case: Case, builds: dict[str, Any], vlc_cli) -> Artifact:  # noqa: ANN001
+def artifact(case: Case, builds: dict[str, Any], vlc_cli) -> Artifact:
     """The case's fp32 artifact."""
     return built(case, "fp32", builds, vlc_cli)
 
@@ -164,7 +164,7 @@ def source() -> Any:
 
 
 # ---- listing and options ---------------------------------------------------------------------
-def test_targets_lists_it_with_its_availability(case: Case, vlc_cli) -> None:  # noqa: ANN001
+def test_targets_lists_it_with_its_availability(case: Case, vlc_cli) -> None:
     code, stdout, stderr = vlc_cli("targets", "--json")
     assert code == 0, stderr
     row = {t["name"]: t for t in json.loads(stdout)["targets"]}[case.target]
@@ -187,7 +187,7 @@ def test_targets_lists_it_with_its_availability(case: Case, vlc_cli) -> None:  #
                          stdout, re.M), stdout
 
 
-def test_an_unknown_option_is_one_line_naming_it_and_the_options(case: Case, vlc_cli, tmp_path) -> None:  # noqa: ANN001
+def test_an_unknown_option_is_one_line_naming_it_and_the_options(case: Case, vlc_cli, tmp_path) -> None:
     code, _, stderr = vlc_cli(*case.compile_args(tmp_path / "art", "no_such_option=1"))
     line = one_line(stderr)
     assert code == 2, stderr
@@ -197,7 +197,7 @@ def test_an_unknown_option_is_one_line_naming_it_and_the_options(case: Case, vlc
     assert not (tmp_path / "art").exists()
 
 
-def test_a_bad_option_value_is_one_line_naming_it_and_the_choices(case: Case, vlc_cli, tmp_path) -> None:  # noqa: ANN001
+def test_a_bad_option_value_is_one_line_naming_it_and_the_choices(case: Case, vlc_cli, tmp_path) -> None:
     for option, value, accepted in case.bad_values:
         code, _, stderr = vlc_cli(*case.compile_args(tmp_path / "art", f"{option}={value}"))
         line = one_line(stderr)
@@ -208,7 +208,7 @@ def test_a_bad_option_value_is_one_line_naming_it_and_the_choices(case: Case, vl
         assert not (tmp_path / "art").exists()
 
 
-def test_an_output_directory_vlc_did_not_write_is_refused(case: Case, vlc_cli, tmp_path) -> None:  # noqa: ANN001
+def test_an_output_directory_vlc_did_not_write_is_refused(case: Case, vlc_cli, tmp_path) -> None:
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "thesis.txt").write_text("mine\n")
@@ -253,11 +253,12 @@ def test_compile_writes_a_manifest_with_the_required_fields(case: Case, artifact
         assert hashlib.sha256(path.read_bytes()).hexdigest() == sha, name
     # copyable: no absolute path but the model reference the user gave (made absolute so that a
     # model file is found from any directory)
-    leaked = sorted({found for text in strings(manifest) for found in ABSOLUTE_PATH.findall(text.replace(source["ref"], ""))})
+    leaked = sorted({found for text in strings(manifest)
+                     for found in ABSOLUTE_PATH.findall(text.replace(source["ref"], ""))})
     assert leaked == [], leaked
 
 
-def test_compiling_again_reuses_the_artifact(case: Case, artifact: Artifact, vlc_cli) -> None:  # noqa: ANN001
+def test_compiling_again_reuses_the_artifact(case: Case, artifact: Artifact, vlc_cli) -> None:
     before = {p.name: p.stat().st_mtime_ns for p in artifact.path.iterdir()}
     code, stdout, stderr = vlc_cli(*case.compile_args(artifact.path), "--json")
     assert code == 0, stderr
@@ -266,7 +267,7 @@ def test_compiling_again_reuses_the_artifact(case: Case, artifact: Artifact, vlc
 
 
 # ---- run and profile -------------------------------------------------------------------------
-def refused_here(case: Case, vlc_cli, *args: str) -> None:  # noqa: ANN001
+def refused_here(case: Case, vlc_cli, *args: str) -> None:
     """A target that compiles but cannot run here says so in one line, exit 3, then the test skips."""
     code, _, stderr = vlc_cli(*args)
     line = one_line(stderr)
@@ -276,7 +277,7 @@ def refused_here(case: Case, vlc_cli, *args: str) -> None:  # noqa: ANN001
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_run_matches_the_fp32_reference(case: Case, precision: str, builds: dict[str, Any], source: Any,
-                                        vlc_cli, tmp_path) -> None:  # noqa: ANN001
+                                        vlc_cli, tmp_path) -> None:
     """Within the precision's tolerance (vlc.accuracy's defaults), on inputs the compile never saw."""
     artifact = built(case, precision, builds, vlc_cli)
     feeds = source.generate_inputs(RUN_BATCH, seed=3)
@@ -296,7 +297,7 @@ def test_run_matches_the_fp32_reference(case: Case, precision: str, builds: dict
     assert report.passed, json.dumps(report.to_json(), indent=1, default=str)
 
 
-def test_profile_reports_min_median_p90_p99(case: Case, artifact: Artifact, vlc_cli) -> None:  # noqa: ANN001
+def test_profile_reports_min_median_p90_p99(case: Case, artifact: Artifact, vlc_cli) -> None:
     args = ("profile", str(artifact.path), "-b", "4", "-n", "5", "--warmup", "1", "--json")
     if not runs_here(case.target):
         refused_here(case, vlc_cli, *args)
@@ -326,7 +327,7 @@ def test_a_failed_compile_leaves_no_half_written_artifact(case: Case, artifact: 
     real_compile = type(target)._compile
     written: list[str] = []
 
-    def compile_then_die(self, src, spec, build) -> None:  # noqa: ANN001 - the real build, then a kill
+    def compile_then_die(self, src, spec, build) -> None:  # the real build, then a kill
         real_compile(self, src, spec, build)
         written.extend(p.name for p in build.path.iterdir())
         raise KeyboardInterrupt("killed mid-build")
@@ -340,7 +341,7 @@ def test_a_failed_compile_leaves_no_half_written_artifact(case: Case, artifact: 
     assert written, "the target's build wrote nothing before the kill"
     assert listing(existing.parent) == before  # the old artifact as it was; no temporaries, no logs beside it
 
-    def write_then_die(self, src, spec, build) -> None:  # noqa: ANN001 - killed while writing its first file
+    def write_then_die(self, src, spec, build) -> None:  # killed while writing its first file
         (build.path / "partial.bin").write_bytes(b"\0" * 1024)
         raise KeyboardInterrupt("killed mid-write")
 

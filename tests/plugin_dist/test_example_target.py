@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+from tests.conftest import ROOT, save_onnx
 from vlc import plugin_manager
 from vlc.errors import CompileError
 from vlc.model import specs_from_signature
 from vlc.signature import onnx_signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import CompileSource
-
-from tests.conftest import ROOT, save_onnx
 
 DISTRIBUTION = "vlc-example-target"
 TARGET = "onnx-reference"
@@ -61,7 +61,7 @@ def graph(path: Path, op: str = "Relu", domain: str = "", declared: int = 4) -> 
     return CompileSource(path, str(path), specs_from_signature(onnx_signature(path).inputs))
 
 
-def compile_(source: CompileSource, out: Path, **options: object):  # noqa: ANN201
+def compile_(source: CompileSource, out: Path, **options: object):
     spec = TargetSpec(TARGET, Precision.FP32, batch=(1, 2, 4), options=dict(options))
     return plugin_manager.get_target(TARGET).compile(source, spec, out)
 

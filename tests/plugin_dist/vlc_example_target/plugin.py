@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 import vlc.hookspecs
 from vlc.target import Target
-
 from vlc_example_target.target import OnnxReferenceTarget
 
 

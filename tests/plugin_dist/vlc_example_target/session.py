@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
 from vlc.errors import VlcError, first_line
 from vlc.timing import ProfileResult, ProfileSettings, host_profile
 

@@ -14,34 +14,22 @@ from __future__ import annotations
 import importlib.util
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vlc.artifact import Artifact, BuildDir
-from vlc.errors import CompileError, InputError, first_line
+from vlc.errors import CompileError, first_line
 from vlc.onnx_files import copy_onnx
-from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, CompileSource, OptionInfo, Session, Target, batch_range
-
 from vlc_example_target.session import ReferenceSession
 
+if TYPE_CHECKING:
+    from onnx.reference import ReferenceEvaluator
+
 GRAPH = "model.onnx"
-_ON, _OFF = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
 
 
-def check_shapes(options: dict[str, Any]) -> bool:
-    """The `check_shapes` option as a bool: on/off (or JSON true/false, 1/0) from -O."""
-    value = options.get("check_shapes", False)
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _ON or text in _OFF:
-        return text in _ON
-    raise InputError(f"-O check_shapes={value} is not one of on, off",
-                     fix="use -O check_shapes=on or -O check_shapes=off")
-
-
-def evaluator(path: Any, checked: bool) -> Any:
+def evaluator(path: Path, checked: bool) -> ReferenceEvaluator:
     """A ReferenceEvaluator of the graph at `path`; an operator it lacks is a CompileError naming it."""
     from onnx.reference import ReferenceEvaluator
 
@@ -75,16 +63,11 @@ class OnnxReferenceTarget(Target):
             return Availability(False, "onnx is not installed; pip install onnx")
         return Availability(True, versions={"onnx": metadata.version("onnx")}, devices=["cpu"])
 
-    def validate_spec(self, spec: TargetSpec, signature: Signature) -> TargetSpec:
-        spec = super().validate_spec(spec, signature)
-        check_shapes(spec.options)
-        return spec
-
     def _compile(self, source: CompileSource, spec: TargetSpec, build: BuildDir) -> None:
         """Copy the graph in and prove the interpreter loads and runs it at the opt batch."""
         copied = copy_onnx(source.onnx_path, build.path / GRAPH, keep_locations=True)
         build.files["main"] = GRAPH
-        checked = check_shapes(spec.options)
+        checked = bool(spec.options["check_shapes"])  # typed by the base class from the schema
         session = ReferenceSession(evaluator(build.path / GRAPH, checked))
         allowed = batch_range(spec, source.signature)
         batch = spec.batch[1] if spec.batch else (allowed[0] if allowed else 1)
