@@ -7,6 +7,12 @@ inputs and the reference outputs of every batch, so each node checks accuracy ag
 same reference `vlc bench` uses (the PyTorch model when there is one) without the model's code.
 `measure_cell` runs on the node: it is `vlc bench`'s Bench for one variant and precision
 against the shipped graph, and returns the records instead of writing them.
+
+A cell whose run has `build_requires` (TensorRT-RTX by default) may be compiled on one node and
+timed on another: `build_cell` compiles it where the toolchain is and returns the packed
+artifact with its 'built' records (vlc.campaign.builds), `measure_built` times that artifact
+where the hardware is. `build_here` is the compile step both the cluster and a machine
+without the device (`vlc campaign run` with no cluster) use.
 """
 
 from __future__ import annotations
@@ -20,11 +26,15 @@ from typing import Any
 
 import numpy as np
 
+from vlc.artifact import Artifact
 from vlc.bench.runner import Bench, BenchConfig, validate_config
 from vlc.bench.variants import TargetVariant
+from vlc.campaign import builds
+from vlc.errors import InputError, TargetUnavailable, first_line
 from vlc.model import InputSpec
 from vlc.records import BenchRecord, write_record
-from vlc.target import CompileSource
+from vlc.spec import Precision, TargetSpec
+from vlc.target import Availability, CompileSource
 from vlc.timing import ProfileSettings
 
 MACHINE_ENV = "VLC_MACHINE"  # set by `vlc worker start --machine NAME`: the machine name in records
@@ -39,9 +49,10 @@ class Cell:
     precision: str
     batches: tuple[int, ...]
     settings: ProfileSettings
-    requires: dict[str, float] = field(default_factory=dict)
+    requires: dict[str, float] = field(default_factory=dict)  # where it is measured
     device: str | None = None
     seed: int = 0
+    build_requires: dict[str, float] = field(default_factory=dict)  # where it may be compiled; {}: where measured
 
     def describe(self) -> str:
         return f"{self.label} {self.precision}"
@@ -63,7 +74,7 @@ class ShippedModel:
     reference: dict[int, dict[str, np.ndarray]]
 
     @classmethod
-    def from_source(cls, source: CompileSource, bench: Bench, batches: list[int]) -> "ShippedModel":
+    def from_source(cls, source: CompileSource, bench: Bench, batches: list[int]) -> ShippedModel:
         """The driver's side: the graph's bytes, inputs and references of `batches` (via `bench`,
         so they are computed exactly as `vlc bench` computes them)."""
         from vlc.onnx_files import external_data_locations
@@ -77,7 +88,7 @@ class ShippedModel:
                    reference_kind=bench.reference_kind, has_model=source.model is not None,
                    feeds={b: bench.feeds(b) for b in batches}, reference={b: bench.reference(b) for b in batches})
 
-    def materialize(self, root: Path) -> "ShippedSource":
+    def materialize(self, root: Path) -> ShippedSource:
         """The node's side: the graph written under `root` (once per graph), as a CompileSource."""
         folder = root / self.source_hash[:16]
         onnx_path = folder / "model.onnx"
@@ -149,7 +160,7 @@ class ShippedBench(Bench):
 def needs_model(variant: TargetVariant) -> bool:
     """Targets that build from the PyTorch model itself, not the graph (their sessions re-create it
     from its ref too): the model's code must be importable on the node."""
-    return bool(getattr(variant.target, "needs_model", variant.target.name == "torch"))
+    return variant.target.capabilities.needs_model
 
 
 def _load_model(source: ShippedSource, variant: TargetVariant) -> str | None:
@@ -176,31 +187,165 @@ def worker_dir(node: str) -> Path:
     return default_cache_dir() / "campaign" / (node[:16] or "local")
 
 
+def _cell_bench(shipped: ShippedModel, cell: Cell, node: str, results: Path) -> ShippedBench:
+    """`vlc bench`'s sweep of this one cell on this node, over the shipped graph."""
+    work = worker_dir(node)
+    source = shipped.materialize(work / "graphs")
+    config = BenchConfig(model=shipped.ref, targets=[cell.entry], precisions=[cell.precision],
+                         batches=list(cell.batches), results=results, artifacts=work / "artifacts",
+                         settings=cell.settings, device=cell.device,
+                         machine=os.environ.get(MACHINE_ENV) or None, seed=cell.seed)
+    return ShippedBench(config, source, validate_config(config), shipped, node)
+
+
 def measure_cell(shipped: ShippedModel, cell: Cell, previous: list[dict[str, Any]], node: str) -> dict[str, Any]:
     """Build and measure one cell here; `previous` are its earlier records (any machine), so a
     finished cell is skipped exactly as `vlc bench` skips it. Returns the records as JSON."""
-    work = worker_dir(node)
-    source = shipped.materialize(work / "graphs")
     with tempfile.TemporaryDirectory(prefix="vlc-cell-") as scratch:
         results = Path(scratch)
         for data in previous:  # bench's own resume check reads them from its results folder
             write_record(results, BenchRecord.from_json(data))
-        config = BenchConfig(model=shipped.ref, targets=[cell.entry], precisions=[cell.precision],
-                             batches=list(cell.batches), results=results, artifacts=work / "artifacts",
-                             settings=cell.settings, device=cell.device,
-                             machine=os.environ.get(MACHINE_ENV) or None, seed=cell.seed)
-        variants = validate_config(config)
-        bench = ShippedBench(config, source, variants, shipped, node)
-        problem = _load_model(source, variants[0]) if shipped.has_model else None
+        bench = _cell_bench(shipped, cell, node, results)
+        variant = bench.targets[0]
+        problem = _load_model(bench.source, variant) if shipped.has_model else None  # type: ignore[arg-type]
         if problem is None:
             summary = bench.run()
         else:
             summary = bench.summary
             for precision in bench.precisions:
                 for batch in bench.batches:
-                    device = bench._device(variants[0].target, [])
-                    bench.write(bench._base(variants[0], precision, batch, device, "unavailable", reason=problem),
+                    device = bench._device(variant.target, [])
+                    bench.write(bench._base(variant, precision, batch, device, "unavailable", reason=problem),
                                 "unavailable")
     return {"machine": bench.machine, "node": node,
             "written": [r.to_json() for r in summary.written],
             "skipped": [r.to_json() for r in summary.skipped]}
+
+
+# ---- compiled on one node, timed on another ------------------------------------------------------
+
+NOT_TIMED = "not timed yet"  # a 'built' record's reason until the driver knows why it stays untimed
+
+
+def _status(variant: TargetVariant) -> Availability:
+    try:
+        return variant.target.available()
+    except Exception as exc:  # noqa: BLE001 - a broken probe makes the target unavailable, not the cell
+        return Availability(False, f"its availability check failed: {first_line(exc, with_type=True)}")
+
+
+def target_device(bench: Bench, variant: TargetVariant) -> tuple[Availability, str]:
+    """The target's availability here and the device `vlc bench` would give the cell."""
+    status = _status(variant)
+    return status, bench._device(variant.target, list(status.devices))
+
+
+def device_missing(bench: Bench, variant: TargetVariant) -> str | None:
+    """Why this machine can build the cell's artifact but not time it (its device is not here),
+    or None when it can do both or neither."""
+    status, device = target_device(bench, variant)
+    if not status.ok or device in status.devices or device not in variant.target.devices:
+        return None
+    return f"target '{variant.target.name}' finds no '{device}' device on {bench.machine}"
+
+
+def _preset_device(variant: TargetVariant, artifact: Artifact) -> str:
+    """What a built record names as its device: the preset's GPU the artifact was built for."""
+    preset = (variant.target.presets or {}).get(artifact.manifest.get("preset") or "") or {}
+    name = preset.get("gpu") or artifact.manifest.get("preset") or artifact.manifest.get("target")
+    return f"{name} (build target)"
+
+
+def artifact_info(artifact: Artifact, versions: dict[str, str]) -> dict[str, Any]:
+    """A record's `artifact`, as `vlc bench` writes it."""
+    manifest = artifact.manifest
+    return {"path": str(artifact.path), "build_seconds": manifest.get("build_seconds"),
+            "cache": manifest.get("cache"), "spec": manifest.get("spec"),
+            "tool_versions": {**versions, **(manifest.get("tool_versions") or {})}}
+
+
+@dataclass
+class Built:
+    """A cell compiled here: its artifact and its 'built' records (one per batch), or the
+    unavailable/failed records when it could not be built."""
+
+    artifact: Artifact | None
+    records: list[BenchRecord]
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def build_here(bench: Bench, variant: TargetVariant, precision: Precision, node: str = "") -> Built:
+    """Compile the cell as `vlc bench` compiles it (same spec, same artifact folder), without
+    timing it; the records say 'built' with the build's facts."""
+    target = variant.target
+    status, device = target_device(bench, variant)
+    reason = bench._unavailable_reason(target, status, precision, device, emit=True)  # precision, device kind
+    if reason is None and not status.ok:
+        reason = f"target '{target.name}' cannot build here: {status.reason}"
+    if reason is not None:
+        return Built(None, [bench._base(variant, precision, b, device, "unavailable", reason=reason)
+                            for b in bench.batches])
+    spec = TargetSpec(target=target.name, precision=precision, device=device,
+                      batch=bench._batch_range() if bench._dynamic_batch() else None,
+                      options=bench._options(variant))
+    bench.note(f"{variant.label} {precision.value}: compiling")
+    try:
+        artifact = target.compile(bench.source, spec, bench._artifact_dir(variant, spec))
+    except (TargetUnavailable, InputError) as exc:  # the target says it cannot do this here
+        return Built(None, [bench._base(variant, precision, b, device, "unavailable",
+                                        reason=first_line(exc, with_type=True)) for b in bench.batches])
+    except Exception as exc:  # noqa: BLE001 - one cell's failure never stops the campaign
+        return Built(None, [bench._base(variant, precision, b, device, "failed",
+                                        reason=f"compile failed: {first_line(exc, with_type=True)}")
+                            for b in bench.batches])
+    facts = builds.build_facts(artifact, machine=bench.machine, node=node, host=bench.env.get("host", ""))
+    info = artifact_info(artifact, dict(status.versions))
+    return Built(artifact, [bench._base(variant, precision, b, device, "built", reason=NOT_TIMED, build=facts,
+                                        artifact=info, device_name=_preset_device(variant, artifact))
+                            for b in bench.batches], facts)
+
+
+def build_cell(shipped: ShippedModel, cell: Cell, node: str) -> dict[str, Any]:
+    """On a node with the toolchain: compile the cell; the packed artifact and its 'built'
+    records, or the records saying why it could not be built."""
+    with tempfile.TemporaryDirectory(prefix="vlc-cell-") as scratch:
+        bench = _cell_bench(shipped, cell, node, Path(scratch))
+        built = build_here(bench, bench.targets[0], bench.precisions[0], node)
+    outcome: dict[str, Any] = {"machine": bench.machine, "node": node, "facts": built.facts,
+                               "records": [r.to_json() for r in built.records]}
+    if built.artifact is not None:
+        outcome["artifact"] = builds.pack(built.artifact.path)
+    return outcome
+
+
+def measure_built(shipped: ShippedModel, cell: Cell, packed: bytes, facts: dict[str, Any],
+                  node: str) -> dict[str, Any]:
+    """On a node with the hardware: time an artifact built elsewhere, each batch checked against
+    the shipped reference first, as `vlc bench` does. `not_timed` says why when this node cannot."""
+    with tempfile.TemporaryDirectory(prefix="vlc-cell-") as scratch:
+        bench = _cell_bench(shipped, cell, node, Path(scratch))
+        variant, precision = bench.targets[0], bench.precisions[0]
+        status, device = target_device(bench, variant)
+        reason = bench._unavailable_reason(variant.target, status, precision, device, emit=False)
+        if reason is None and shipped.has_model:
+            reason = _load_model(bench.source, variant)  # type: ignore[arg-type]
+        if reason is not None:
+            return {"machine": bench.machine, "node": node, "not_timed": reason, "written": []}
+        where = worker_dir(node) / "built" / f"{shipped.source_hash[:12]}-{_safe_name(variant.label)}-{precision.value}"
+        try:
+            artifact = builds.unpack(packed, where)
+        except Exception as exc:  # noqa: BLE001 - a damaged transfer is this cell's failure
+            records = [bench._base(variant, precision, b, device, "failed", reason=first_line(exc, with_type=True),
+                                   build=facts) for b in bench.batches]
+        else:
+            records = [bench._measure_cell(variant, artifact, precision, device, b, dict(status.versions))
+                       for b in bench.batches]
+            for record in records:
+                record.build = facts
+    return {"machine": bench.machine, "node": node, "not_timed": None, "written": [r.to_json() for r in records]}
+
+
+def _safe_name(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.@+-]+", "_", text).strip("._") or "_"

@@ -66,9 +66,9 @@ def build_resources(target: Any) -> dict[str, float]:
     """Where a target's artifacts can be built when that is not where they run: TensorRT-RTX
     builds for its default preset's compute capability on any node with the toolchain; every
     other target builds where it is measured (empty)."""
-    if getattr(target, "name", None) != RTX_TARGET:
-        return {}
-    preset = (getattr(target, "presets", {}) or {}).get(getattr(target, "default_preset", None)) or {}
+    if not target.capabilities.builds_without_device or target.name != RTX_TARGET:
+        return {}  # the toolchain resource below is TensorRT-RTX's (the probe offers it)
+    preset = target.presets.get(target.default_preset or "") or {}
     cc = str(preset.get("compute_capability", "")).replace(".", "")
     return {f"{RTX_BUILD}{cc}": 1.0} if cc.isdigit() else {}
 

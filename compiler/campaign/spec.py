@@ -15,6 +15,13 @@
     transfers = true
     requires = { "vlc/onnxruntime" = 1 }
 
+    [[run]]
+    models = ["mobilevit-s@test"]
+    targets = ["trt-rtx"]             # an A10 (sm86) engine: timed on a node with such a GPU,
+    precisions = ["fp16"]             # built on any node with the toolchain (build_requires'
+    requires = { "vlc/trt-sm86" = 1 } # default for trt-rtx: vlc/trt-build-sm86); with no such
+                                      # GPU in the cluster the record says built, not timed
+
 Every mistake is one line naming the file, the table and the key (`campaign.toml: [[run]] #2:
 key 'batches' must be a list of positive integers, got [0]`).
 """
@@ -22,10 +29,11 @@ key 'batches' must be a list of positive integers, got [0]`).
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from vlc.errors import InputError
 from vlc.timing import ProfileSettings
@@ -34,7 +42,7 @@ DEFAULT_RETRIES = 2  # a cell whose node dies runs again this many times on anot
 
 _TOP_KEYS = ("results", "artifacts", "report", "published", "baseline", "retries", "run")
 _RUN_KEYS = ("name", "models", "targets", "precisions", "batches", "warmup", "iterations", "duration",
-             "transfers", "requires", "device", "seed")
+             "transfers", "requires", "build_requires", "device", "seed")
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,9 @@ class RunSpec:
     batches: list[int] | None  # None: each model's own batch sizes
     settings: ProfileSettings
     requires: dict[str, float] = field(default_factory=dict)  # Ray resources a node must offer
+    # where the run's cells may be compiled when not where they are measured; None: each target's
+    # own default (vlc.campaign.resources.build_resources), {}: always where measured
+    build_requires: dict[str, float] | None = None
     device: str | None = None
     seed: int = 0
 
@@ -138,14 +149,15 @@ def _settings(where: _Where, data: dict[str, Any]) -> ProfileSettings:
                            duration_s=None if duration is None else float(duration), include_transfers=transfers)
 
 
-def _requires(where: _Where, data: dict[str, Any]) -> dict[str, float]:
-    value = data.get("requires", {})
+def _requires(where: _Where, data: dict[str, Any], key: str = "requires") -> dict[str, float]:
+    value = data.get(key, {})
     if not isinstance(value, dict):
-        raise where.error("requires", f"must be a table of Ray resources, got {_describe(value)}",
-                          fix='e.g. requires = { "vlc/trt-sm86" = 1 }')
+        example = '{ "vlc/trt-sm86" = 1 }' if key == "requires" else '{ "vlc/trt-build-sm86" = 1 }'
+        raise where.error(key, f"must be a table of Ray resources, got {_describe(value)}",
+                          fix=f"e.g. {key} = {example}")
     for name, amount in value.items():
         if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0:
-            raise where.error(f"requires.{name}", f"must be a positive number, got {_describe(amount)}")
+            raise where.error(f"{key}.{name}", f"must be a positive number, got {_describe(amount)}")
     return {name: float(amount) for name, amount in value.items()}
 
 
@@ -182,7 +194,9 @@ def _run(path: Path, index: int, data: Any) -> RunSpec:
     return RunSpec(index=index, name=_optional_str(where, data, "name") or f"run {index}", models=models,
                    targets=targets, precisions=precisions,
                    batches=None if batches is None else list(dict.fromkeys(batches)),
-                   settings=_settings(where, data), requires=_requires(where, data), device=device,
+                   settings=_settings(where, data), requires=_requires(where, data),
+                   build_requires=_requires(where, data, "build_requires") if "build_requires" in data else None,
+                   device=device,
                    seed=_integer(where, data, "seed", 0, 0) or 0)
 
 

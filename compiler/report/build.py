@@ -537,7 +537,8 @@ def builds_table(views: list[ModelView]) -> Table | None:
                   "campaign again.",
                   "Precision check: the converted (fp16/bf16/int8) graph against the fp32 graph on the CPU "
                   "before the build, worst cosine and max abs over the outputs; layers as the target reported "
-                  "them (hover for the source). 'artifact kept at': relative to the results folder."],
+                  "them (hover for the source). 'artifact kept at': a copy beside the cell's records, relative to the "
+                  "results folder."],
                  align="lllllrrlll")
 
 

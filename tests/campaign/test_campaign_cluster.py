@@ -87,7 +87,7 @@ def test_cells_land_on_their_nodes_and_resume_after_an_interrupted_driver(cluste
     records = by_cell(load_records([campaign.results]).records)
     assert len(records) == 5
     expected = {"onnxruntime": "cpu-box", "torch": "torch-box", "ascend310p": "npu-box"}
-    for (model, target, precision, batch), r in records.items():
+    for (_model, target, _precision, _batch), r in records.items():
         assert r.status == "ok", r.reason
         assert r.machine == expected[target] and r.node == cluster.nodes[r.machine], (target, r.machine)
         assert r.accuracy.passed
@@ -119,7 +119,8 @@ def test_no_matching_node_is_recorded_unavailable(cluster, write_campaign, vlc_c
     code, out, err = vlc_cli("campaign", "run", path, "--cluster", cluster.address)
     assert code == 0, err
     records = {r.batch: r for r in load_records([load_campaign(path).results]).records}
-    assert records[1].status == "unavailable" and "no live node of the cluster offers vlc/trt-sm90=1" in records[1].reason
+    assert records[1].status == "unavailable"
+    assert "no live node of the cluster offers vlc/trt-sm90=1" in records[1].reason
     assert records[1].machine == "unplaced"
     assert records[2].status == "ok" and records[2].machine == "cpu-box"
     trt = records[4]  # on the node offering vlc/trt-sm86, whatever that node has
@@ -180,3 +181,45 @@ def test_a_node_lost_mid_campaign(cluster, write_campaign, vlc_cli):
     again = {(r.machine, r.batch): r for r in load_records([load_campaign(path).results]).records}
     assert again[("spare", 1)].status == "ok" and ("unplaced", 1) not in again
     assert again[("unplaced", 2)].status == "unavailable" and "vlc/y" in again[("unplaced", 2)].reason
+
+
+def test_built_on_one_node_timed_on_another(cluster, write_campaign, vlc_cli):
+    """build_requires: the artifact is compiled on the node offering them, kept in the results
+    folder and timed on the node offering requires; a node that cannot time it leaves the cell
+    'built, not timed' with the reason, not failed."""
+    path = write_campaign(
+        run_table(["onnxruntime"], requires={"vlc/onnxruntime": 1}, build_requires={"vlc/torch": 1}),
+        run_table(["trt-rtx"], requires={"vlc/trt-sm86": 1}, build_requires={"vlc/torch": 1}, batches=(1,),
+                  precisions=("fp16",)))
+    code, out, err = vlc_cli("campaign", "run", path, "--cluster", cluster.address, "--json")
+    assert code == 0, err
+    results = load_campaign(path).results
+    records = {(r.target, r.batch): r for r in load_records([results]).records}
+    assert len(records) == 3
+    for batch in (1, 2):
+        r = records[("onnxruntime", batch)]
+        assert r.status == "ok" and r.accuracy.passed and r.machine == "cpu-box"  # timed where requires are
+        assert r.build["machine"] == "torch-box" and r.build["node"] == cluster.nodes["torch-box"]
+        assert r.samples_ms and len(r.samples_ms["values"]) == r.latency_ms["count"] == 5
+    kept = results / records[("onnxruntime", 1)].build["artifact"]
+    assert kept.is_dir() and kept.name == "onnxruntime-fp32.artifact" and kept.parent.parent.name == "torch-box"
+    from vlc.artifact import Artifact, files_damage
+
+    assert files_damage(Artifact.load(kept)) is None  # the bytes the build node wrote
+    trt = records[("trt-rtx", 1)]
+    from vlc.targets.trt.cuda import gpus
+
+    if not gpus()[0]:  # torch-box offers vlc/trt-sm86 but has no GPU: built there, timed nowhere
+        assert trt.status == "built" and trt.machine == "torch-box" and trt.latency_ms is None
+        assert trt.reason.startswith("not timed: ") and "finds no 'cuda' device" in trt.reason
+        assert trt.build["main_file"] and trt.build["main_bytes"] > 0 and trt.build["layers"] > 0
+        assert trt.build["precision_check"]["passed"] and trt.device_name == "NVIDIA A10 (build target)"
+        engine = results / trt.build["artifact"] / trt.build["main_file"]
+        assert engine.stat().st_size == trt.build["main_bytes"]
+
+    # resumed: the timed cells stand; the built one is tried again, as a node offering its requires is there
+    code, out, err = vlc_cli("campaign", "run", path, "--cluster", cluster.address, "--json")
+    assert code == 0, err
+    import json
+
+    assert json.loads(out)["skipped"] == 2 and json.loads(out)["written"] == 1

@@ -161,7 +161,8 @@ def test_stop_finds_a_node_by_its_folder_and_no_other(tmp_path):
     """Processes are matched by the folder as a whole path (/tmp/x does not match /tmp/x2), and
     their children go with them."""
     ours, other = tmp_path / "node", tmp_path / "node2"
-    sleeper = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    sleeper = ("import subprocess, sys, time; "
+               "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)")
     procs = [subprocess.Popen([sys.executable, "-c", sleeper, f"--temp-dir={folder}"]) for folder in (ours, other)]
     try:
         import time
