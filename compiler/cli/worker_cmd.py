@@ -10,6 +10,7 @@ folder, so `vlc worker stop --temp-dir DIR` ends that node's processes and no ot
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -102,10 +103,8 @@ def stop_node(temp_dir: Path, grace_s: float) -> list[int]:
     pids = node_processes(temp_dir)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # ended meanwhile
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + (grace_s if sig == signal.SIGTERM else 5.0)
         while any(_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -145,11 +144,13 @@ def register(app: typer.Typer) -> None:
         from vlc.campaign.resources import parse_resources, probe_resources
 
         if head == (address is not None):
-            raise InputError("give one of --head and --address HEAD", fix="e.g. vlc worker start --address 10.0.0.1:6379")
+            raise InputError("give one of --head and --address HEAD",
+                             fix="e.g. vlc worker start --address 10.0.0.1:6379")
         if port is not None and not head:
             raise InputError("--port is the head's port", fix="pass it with --head")
         if temp_dir is not None and not temp_dir.is_absolute():
-            raise InputError(f"--temp-dir {temp_dir} is not an absolute path", fix=f"e.g. --temp-dir {temp_dir.absolute()}")
+            raise InputError(f"--temp-dir {temp_dir} is not an absolute path",
+                             fix=f"e.g. --temp-dir {temp_dir.absolute()}")
         offered = {**probe_resources(), **parse_resources(resources)}
         command = ray_start_command(head=head, address=address, resources=offered, port=port, node_ip=node_ip,
                                     num_cpus=num_cpus, extra=list(ctx.args), temp_dir=temp_dir)
