@@ -3,6 +3,7 @@ node offers it as resources (vlc.campaign.resources), the contract suite checks 
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from vlc import plugin_manager
@@ -34,6 +35,7 @@ def describe_targets() -> dict[str, Any]:
             "precisions": [p.value for p in target.precisions],
             "presets": sorted(target.presets), "default_preset": target.default_preset,
             "options": {k: o.describe() for k, o in sorted(target.options.items())},
+            "capabilities": asdict(target.capabilities),
             "plugin": type(target).__module__,
         })
     return {"targets": rows, "load_errors": list(plugin_manager.load_errors)}

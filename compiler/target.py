@@ -22,12 +22,19 @@ from vlc.errors import InputError, TargetUnavailable
 from vlc.inputs import check_batch
 from vlc.model import InputSpec, ModelSource
 from vlc.options import OptionInfo, parse_target_options
+from vlc.preflight import CheckReport
 from vlc.signature import Signature, onnx_signature
 from vlc.spec import Precision, TargetSpec
 from vlc.timing import ProfileResult, ProfileSettings
 
 # OptionInfo lives in vlc.options; targets import it from here with the rest of the interface
-__all__ = ["Availability", "CompileSource", "OptionInfo", "Session", "Target", "batch_range"]
+__all__ = ["DYNAMIC", "GEARS", "PER_BATCH", "Availability", "Capabilities", "CompileSource", "OptionInfo",
+           "Session", "Target", "batch_range"]
+
+# How one build covers several batch sizes (Capabilities.batch_layouts)
+DYNAMIC = "dynamic"  # one artifact takes a batch range (TensorRT profiles, ONNX Runtime, PyTorch)
+PER_BATCH = "per-batch"  # one binary per batch size (ATC static builds, -O batches)
+GEARS = "gears"  # one binary with a fixed set of sizes (ATC --dynamic_batch_size, -O gears)
 
 
 @dataclass
@@ -68,6 +75,31 @@ class CompileSource:
         return onnx_signature(self.onnx_path)
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a target can do beyond compile / open / run / profile, declared on its class so that
+    core code asks the declaration instead of probing for methods or naming targets.
+
+    - preflight: `Target.preflight(source, spec, patch=)` returns a vlc.preflight.CheckReport of
+      what its compiler would reject (`vlc check`); without it `vlc check` only validates the spec.
+    - bundles: `Target.emit_bundle(source, spec, out_dir)` writes a deploy bundle (graph, scripts,
+      inputs, references) for a machine with the toolchain, and needs no toolchain here
+      (`vlc compile --emit`, `vlc bench --emit`).
+    - batch_layouts: how one build covers several batch sizes (DYNAMIC, PER_BATCH, GEARS), the
+      first the one `Target.sweep_options` picks for a batch sweep.
+    - builds_without_device: artifacts build here for a preset's hardware without that hardware
+      (TensorRT-RTX ahead of time); `vlc targets` says "compile only" where nothing runs them.
+    - needs_model: it builds from the PyTorch model itself, not the ONNX graph (and its sessions
+      re-create the model from its ref), so the model's code must be importable where it runs.
+    """
+
+    preflight: bool = False
+    bundles: bool = False
+    batch_layouts: tuple[str, ...] = (DYNAMIC,)
+    builds_without_device: bool = False
+    needs_model: bool = False
+
+
 class Session(Protocol):
     """An opened artifact: call `run` and `profile` many times, then `close`.
 
@@ -90,6 +122,7 @@ class Target:
     options: ClassVar[dict[str, OptionInfo]] = {}
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     default_preset: ClassVar[str | None] = None
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     # ---- what a backend implements -------------------------------------------------------
     def available(self) -> Availability:
@@ -172,6 +205,24 @@ class Target:
                 "cache": key, "vlc_version": vlc.__version__, "build_seconds": round(seconds, 3)})
             artifact.note = note  # why the artifact that was there is not reused
             return artifact
+
+    # ---- declared capabilities (see Capabilities); a target that declares one implements it ----
+    def preflight(self, source: CompileSource, spec: TargetSpec, *, patch: bool = True) -> CheckReport:
+        """What this target's compiler would reject in the source graph (and, with `patch`, what is
+        left after vlc's patches); only where `capabilities.preflight`."""
+        raise InputError(f"target '{self.name}' has no pre-flight check",
+                         fix="`vlc compile` reports what its compiler rejects")
+
+    def emit_bundle(self, source: CompileSource, spec: TargetSpec, out_dir: str | Path) -> Path:
+        """Write a deploy bundle into out_dir and return it; only where `capabilities.bundles`."""
+        raise InputError(f"target '{self.name}' cannot write deploy bundles",
+                         fix="drop --emit; `vlc targets --json` lists the targets that can (bundles)")
+
+    def sweep_options(self, batches: list[int], options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options of one build that serves every batch size of a sweep (vlc bench); a
+        DYNAMIC target needs none beyond the batch range, others add their layout's option
+        unless the user chose one."""
+        return dict(options)
 
     def _batch_range(self, spec: TargetSpec, signature: Signature, build: BuildDir) -> list[int] | None:
         """The manifest's batch_range; a target whose build sized dynamic dims itself overrides it."""

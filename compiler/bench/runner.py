@@ -10,7 +10,7 @@ vlc version, source-graph hash and machine); otherwise it is measured again and 
 line says which setting changed. Each cell opens its artifact once: the accuracy run and the
 timing share one session. Cells this machine cannot run are recorded as
 "unavailable" with the reason; targets asked for with --emit write deploy bundles instead
-(through a Target's `emit_bundle(source, spec, out_dir)` when it has one): by default those
+(through `Target.emit_bundle` where the target declares Capabilities(bundles=True)): by default those
 unavailable here, and those that can run but not build here.
 
 A --targets entry may carry target options (`torch:mode=compile`, vlc.bench.variants); the
@@ -50,11 +50,6 @@ from vlc.records import BenchRecord, RecordError, read_record, record_path, writ
 from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, CompileSource, Target
 from vlc.timing import ProfileSettings
-
-EMIT_METHOD = "emit_bundle"
-# Targets that build one binary per static batch size declare an option of this name; the sweep
-# passes its batch sizes there, so every benched batch is built (not only min and max).
-STATIC_BATCHES_OPTION = "batches"
 
 
 @dataclass
@@ -161,9 +156,9 @@ def validate_config(config: BenchConfig) -> list[TargetVariant]:
         if config.emit is None:
             raise InputError("--emit-targets needs --emit DIR", fix="say where the bundles go with --emit DIR")
         for v in variants:
-            if any(v.matches(n) for n in config.emit_targets) and not callable(getattr(v.target, EMIT_METHOD, None)):
+            if any(v.matches(n) for n in config.emit_targets) and not v.target.capabilities.bundles:
                 raise InputError(f"target '{v.target.name}' cannot write deploy bundles",
-                                 fix=f"targets with a {EMIT_METHOD}() method can; bench it here instead")
+                                 fix="`vlc targets --json` lists the targets that can (bundles); bench it here instead")
     return variants
 
 
@@ -278,7 +273,7 @@ class Bench:
         return "cpu" if "cpu" in target.devices else (accelerators[0] if accelerators else "cpu")
 
     def _wants_bundle(self, variant: TargetVariant, available: bool) -> bool:
-        if self.config.emit is None or not callable(getattr(variant.target, EMIT_METHOD, None)):
+        if self.config.emit is None or not variant.target.capabilities.bundles:
             return False
         if self.config.emit_targets is not None:
             return any(variant.matches(n) for n in self.config.emit_targets)
@@ -319,12 +314,11 @@ class Bench:
                 self._measure(variant, spec, precision, device, todo, dict(status.versions))
 
     def _options(self, variant: TargetVariant) -> dict[str, Any]:
-        options = dict(variant.options)
-        # unless the entry chose its own layout (its batches, or gears: one binary for several sizes)
-        if (STATIC_BATCHES_OPTION in variant.target.options and self._dynamic_batch()
-                and not set(options) & {STATIC_BATCHES_OPTION, "gears"}):
-            options[STATIC_BATCHES_OPTION] = sorted(self.batches)
-        return options
+        # one build for the whole sweep: the target adds its batch layout (one binary per size, say),
+        # so that every benched batch is built, not only the range's min and max
+        if not self._dynamic_batch():
+            return dict(variant.options)
+        return variant.target.sweep_options(sorted(self.batches), variant.options)
 
     def _unavailable_reason(self, target: Target, status: Availability, precision: Precision, device: str,
                             emit: bool) -> str | None:
@@ -359,7 +353,7 @@ class Bench:
         out = self.config.emit / _safe(self.source.name) / f"{_safe(variant.label)}-{precision.value}"
         self.note(f"{variant.label} {precision.value}: writing a deploy bundle")
         try:
-            bundle = Path(getattr(target, EMIT_METHOD)(self.source, spec, out) or out)
+            bundle = Path(target.emit_bundle(self.source, spec, out))
         except (TargetUnavailable, InputError) as exc:  # the target cannot take this model or option
             for batch in batches:
                 self.write(self._base(variant, precision, batch, device, "unavailable", reason=_one_line(exc)),

@@ -66,8 +66,13 @@ def precision_line(manifest: dict[str, Any]) -> str | None:
     cosine = min(o["cosine"] for o in finite)
     max_abs = max(o["max_abs"] for o in finite)
     inputs = (report.get("check") or {}).get("inputs", "generated inputs")
-    return (f"{report.get('precision', '')} vs fp32 on {inputs}: min cosine {cosine:.6f}, max abs "
+    line = (f"{report.get('precision', '')} vs fp32 on {inputs}: min cosine {cosine:.6f}, max abs "
             f"{max_abs:.3g}: {'pass' if report.get('passed') else 'FAIL'}")
+    if report.get("int8"):  # the share of Conv/MatMul/Gemm MACs left in int8, what stayed in float
+        from vlc.frontend.precision.int8 import int8_summary
+
+        line += f"; {int8_summary(report['int8'])}"
+    return line
 
 
 def register(app: typer.Typer) -> None:
@@ -103,6 +108,7 @@ def register(app: typer.Typer) -> None:
                                          "dynamic dims nobody gave a range for; repeatable."),
     ) -> None:
         """Compile a model for one target into an artifact directory (reused when nothing changed)."""
+        from vlc.artifact import Artifact
         from vlc.cli.export_cmd import frontend_options
         from vlc.plugin_manager import get_target
         from vlc.signature import Signature
@@ -111,20 +117,17 @@ def register(app: typer.Typer) -> None:
         # Everything the user typed is checked before the (slow) front end runs.
         backend = get_target(target)
         spec = build_spec(backend, precision, preset, shapes, batch, option, device)
+        bundle_only = emit is not None
         if emit is not None:
-            if not callable(getattr(backend, "emit_bundle", None)):
+            if not backend.capabilities.bundles:
                 raise InputError(f"target '{backend.name}' cannot write deploy bundles",
-                                 fix="drop --emit; targets with an emit_bundle() method can (e.g. ascend310p)")
+                                 fix="drop --emit; `vlc targets --json` lists the targets that can (bundles)")
             if output is not None:
                 raise InputError("--emit and -o both say where to write", fix="give one of them")
             claim_output_dir(emit, "bundle", option="--emit")  # before the (slow) front end
-            spec.options["emit"] = str(emit)
         elif output is not None:
             claim_output_dir(output, "artifact")
         backend.validate_spec(TargetSpec.from_json({**spec.to_json(), "shapes": {}}), Signature((), ()))
-        bundle_only = bool(spec.options.get("emit")) and callable(getattr(backend, "emit_bundle", None))
-        if bundle_only and emit is None:
-            claim_output_dir(Path(str(spec.options["emit"])), "bundle", option="-O emit")
         status = None if bundle_only else backend.require_available()  # a bundle needs no toolchain here
         if status is not None and status.devices and spec.device not in status.devices:
             raise TargetUnavailable(f"target '{backend.name}' has no {spec.device} device here",
@@ -151,13 +154,17 @@ def register(app: typer.Typer) -> None:
             if note:
                 console.info(note)
             force = True  # an artifact checked on other inputs must not stand for this check
-        out_dir = output or Path("artifacts") / f"{model_name(source)}-{backend.name}-{spec.precision.value}"
+        out_dir = emit or output or Path("artifacts") / f"{model_name(source)}-{backend.name}-{spec.precision.value}"
         if not bundle_only:
             claim_output_dir(out_dir, "artifact")  # the default directory, too, may hold someone's files
         before = _manifest_stamp(out_dir)
-        with console.progress(f"compiling {model_name(source)} for {backend.name} ({spec.precision.value})"):
-            artifact = backend.compile(source, spec, out_dir, force=force)
-        for note in (source.frontend.get("cache_note"), getattr(artifact, "note", None)):
+        if emit is not None:
+            with console.progress(f"writing a {backend.name} deploy bundle of {model_name(source)}"):
+                artifact = Artifact.load(backend.emit_bundle(source, spec, emit))
+        else:
+            with console.progress(f"compiling {model_name(source)} for {backend.name} ({spec.precision.value})"):
+                artifact = backend.compile(source, spec, out_dir, force=force)
+        for note in (source.frontend.get("cache_note"), artifact.note):
             if note:  # why a cached graph or an existing artifact was not reused
                 console.info(note)
         reused = before is not None and before == _manifest_stamp(out_dir)

@@ -341,7 +341,7 @@ def import_results(bundle_dir: str | Path) -> BundleResults:
     meta_path = root / BUNDLE
     if not meta_path.is_file():
         raise InputError(f"{root} is not a vlc Ascend bundle (no {BUNDLE})",
-                         fix="pass the directory written by -O emit=DIR / vlc ascend emit")
+                         fix="pass the directory written by vlc compile --emit DIR / vlc ascend emit")
     from vlc.inputs import read_json_object, require_keys
     meta = read_json_object(meta_path, what="bundle description", fix="emit the bundle again with vlc")
     if meta.get("schema") != BUNDLE_SCHEMA:

@@ -65,8 +65,6 @@ OPTIONS: dict[str, OptionInfo] = {
                           "'+a,+b' to add to auto / '-a' to drop from it", str, "auto", parse=parse_patches),
     "timeout": OptionInfo("seconds one atc run may take", int, 3600),
     "device_id": OptionInfo("NPU device id for ais_bench", int, 0),
-    "emit": OptionInfo("write a self-contained bundle to this directory instead of running ATC "
-                       "(for machines without the toolkit)"),
 }
 
 
@@ -88,7 +86,6 @@ class AscendOptions:
     patches: str | tuple[str, ...]
     timeout: int
     device_id: int
-    emit: str | None
     notes: tuple[str, ...] = field(default=())
     islands: str = "static"  # auto: the fp32 nodes vlc's search finds go into the keep_dtype file
     accuracy: float | None = None  # islands=auto's cosine goal (None: fp16's tolerance)
@@ -187,8 +184,7 @@ def parse_options(target: str, spec: TargetSpec, signature: Signature) -> Ascend
     patches = options["patches"]
     if isinstance(patches, list):
         patches = tuple(patches)
-    emit = options["emit"]
     return AscendOptions(target, soc, cann, spec.precision, flag, input_format, keep_dtype,
                          fp32_ops, implmode, implmode_ops, log, gears, batches, patches, options["timeout"],
-                         options["device_id"], emit or None, tuple(notes), islands,
+                         options["device_id"], tuple(notes), islands,
                          goal.min_cosine if goal is not None else None)

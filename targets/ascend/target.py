@@ -16,7 +16,7 @@ from vlc.artifact import Artifact, BuildDir
 from vlc.errors import CompileError, InputError, TargetUnavailable
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
-from vlc.target import Availability, CompileSource, OptionInfo, Target
+from vlc.target import GEARS, PER_BATCH, Availability, Capabilities, CompileSource, OptionInfo, Target
 from vlc.targets.ascend import atc as atc_mod
 from vlc.targets.ascend.ais_bench import AisBench, find_ais_bench
 from vlc.targets.ascend.builds import prepare_builds
@@ -32,6 +32,10 @@ class AscendTarget(Target):
     precisions: ClassVar[tuple[Precision, ...]] = (Precision.FP16, Precision.FP32)
     devices: ClassVar[tuple[str, ...]] = (DEVICE,)
     options: ClassVar[dict[str, OptionInfo]] = OPTIONS
+    # ATC builds one static .om per batch size (-O batches) or one with gears (-O gears); `vlc check`
+    # knows ATC's operator tables; a bundle builds on a machine with the toolkit
+    capabilities: ClassVar[Capabilities] = Capabilities(preflight=True, bundles=True,
+                                                        batch_layouts=(PER_BATCH, GEARS))
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -94,21 +98,19 @@ class AscendTarget(Target):
 
         return emit_bundle(source, spec, out_dir, target=self)
 
-    def compile(self, source: CompileSource, spec: TargetSpec, out_dir: str | Path, *,
-                force: bool = False) -> Artifact:
-        if spec.options.get("emit"):
-            from vlc.targets.ascend.bundle import emit_bundle
-
-            spec = self.validate_spec(spec, source.signature)
-            return Artifact.load(emit_bundle(source, spec, Path(str(spec.options["emit"])), target=self))
-        return super().compile(source, spec, out_dir, force=force)
+    def sweep_options(self, batches: list[int], options: Mapping[str, Any]) -> dict[str, Any]:
+        """One .om per batch size of the sweep, unless the entry chose its own layout (batches, or
+        gears: one .om for several sizes)."""
+        if set(options) & {"batches", "gears"}:
+            return dict(options)
+        return {**options, "batches": sorted(batches)}
 
     def _compile(self, source: CompileSource, spec: TargetSpec, build: BuildDir) -> None:
         tool, why = atc_mod.find_atc()
         if tool is None:
             raise TargetUnavailable(f"cannot compile for {self.name}: {why}",
                                     fix="run on a machine with the CANN toolkit, or write a bundle "
-                                        "for one with -O emit=DIR")
+                                        "for one with `vlc compile --emit DIR`")
         signature = source.signature
         opts = self.ascend_options(spec, signature)
         report, builds = prepare_builds(source, spec, opts, signature, build.path, log=build.log)

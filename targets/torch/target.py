@@ -11,7 +11,7 @@ from vlc.artifact import Artifact, BuildDir
 from vlc.errors import CompileError, InputError, VlcError
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
-from vlc.target import Availability, CompileSource, OptionInfo, Session, Target, batch_range
+from vlc.target import Availability, Capabilities, CompileSource, OptionInfo, Session, Target, batch_range
 from vlc.targets.torch.session import MODES
 
 
@@ -57,6 +57,7 @@ class TorchTarget(Target):
     options = {"mode": OptionInfo("eager (default), compile, reduce-overhead (CUDA graphs; cuda only) or "
                                   "max-autotune: torch.compile's modes, compiled per input shape with "
                                   "static shapes", str, "eager", choices=MODES)}
+    capabilities = Capabilities(needs_model=True)  # the state_dict of the module, re-created from its ref
 
     def available(self) -> Availability:
         # Importing torch takes about a second; a CPU-only build can never offer CUDA, so its

@@ -20,7 +20,7 @@ from vlc.errors import InputError, TargetUnavailable
 from vlc.options import cosine, integer, lower_text, words
 from vlc.signature import Signature
 from vlc.spec import Precision, ShapeRange, TargetSpec
-from vlc.target import Availability, CompileSource, OptionInfo, Session, Target, batch_range
+from vlc.target import Availability, Capabilities, CompileSource, OptionInfo, Session, Target, batch_range
 from vlc.targets.trt.backend import TENSORRT, TENSORRT_RTX, Backend, load_backend
 from vlc.targets.trt.presets import DEFAULT_PRESET, GpuPreset, gpu_presets, preset_for_capability
 
@@ -379,3 +379,4 @@ class TrtRtxTarget(TrtTarget):
     summary: ClassVar[str] = ("TensorRT-RTX engines, built ahead of time for a preset's compute "
                               "capability (no GPU needed to build)")
     prefer: ClassVar[str] = TENSORRT_RTX
+    capabilities: ClassVar[Capabilities] = Capabilities(builds_without_device=True)

@@ -14,6 +14,7 @@ import pytest
 from standin_env import standin_path
 
 from vlc.accuracy import compare_outputs, default_tolerance
+from vlc.artifact import Artifact
 from vlc.cli.app import main
 from vlc.errors import CompileError, InputError
 from vlc.plugin_manager import get_target
@@ -143,9 +144,11 @@ def test_emit_bundle_needs_no_toolkit_and_refuses_foreign_dirs(vilbert, tmp_path
 
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     monkeypatch.delenv("VLC_AIS_BENCH", raising=False)
-    spec = TargetSpec("ascend310", Precision.FP16, batch=(1, 1, 1), options={"emit": str(tmp_path / "b")})
-    artifact = get_target("ascend310").compile(vilbert, spec, tmp_path / "unused")
-    assert artifact.manifest["extra"]["bundle"] and (tmp_path / "b" / "compile.sh").is_file()
+    spec = TargetSpec("ascend310", Precision.FP16, batch=(1, 1, 1))
+    target = get_target("ascend310")
+    assert target.capabilities.bundles
+    bundle = target.emit_bundle(vilbert, spec, tmp_path / "b")
+    assert Artifact.load(bundle).manifest["extra"]["bundle"] and (tmp_path / "b" / "compile.sh").is_file()
     script = (tmp_path / "b" / "compile.sh").read_text()
     assert " --soc_version=Ascend310 " in script and "set -euo pipefail" in script
     assert "'--input_shape=box_features:1,100,1024;box_coordinates:1,100,4;" in script  # ';' quoted
