@@ -9,8 +9,10 @@ import traceback
 import typer
 from typer.exceptions import Abort, TyperException
 
+import vlc
 from vlc.cli.console import err, escape, set_verbosity, state
 from vlc.errors import InputError, VlcError
+from vlc.plugin_manager import get_plugin_manager
 
 app = typer.Typer(
     name="vlc",
@@ -57,8 +59,6 @@ def _root(
         raise InputError("-v/--verbose and -q/--quiet contradict each other", fix="give one of them")
     set_verbosity(-1 if quiet else verbose)
     if version:
-        import vlc
-
         typer.echo(f"vlc {vlc.__version__}")
         raise typer.Exit()
     if ctx.invoked_subcommand is None:
@@ -77,7 +77,6 @@ def build_app() -> typer.Typer:
     _built = True
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(app)
-    from vlc.plugin_manager import get_plugin_manager
 
     get_plugin_manager().hook.register_commands(app=app)
     return app

@@ -8,7 +8,9 @@ from pathlib import Path
 import typer
 
 from vlc.cli import console
+from vlc.cli.profile_cmd import parse_batches, timing_settings
 from vlc.errors import InputError, VlcError
+from vlc.outdir import claim_output_dir, read_marker, write_marker
 
 
 def _names(text: str, what: str) -> list[str]:
@@ -26,7 +28,6 @@ class CellsFailed(VlcError):
 
 def _claim_outputs(results: Path, artifacts: Path, emit: Path | None) -> list[tuple[Path, str]]:
     """Every folder the sweep writes into, checked before anything runs (see vlc.outdir)."""
-    from vlc.outdir import claim_output_dir
 
     wanted = [(results, "results", "--results"), (artifacts, "bench-artifacts", "--artifacts")]
     if emit is not None:
@@ -36,7 +37,6 @@ def _claim_outputs(results: Path, artifacts: Path, emit: Path | None) -> list[tu
 
 def _mark_outputs(outputs: list[tuple[Path, str]]) -> None:
     """Mark the folders the sweep created, so later runs know them as vlc's."""
-    from vlc.outdir import read_marker, write_marker
 
     for path, kind in outputs:
         if path.is_dir() and read_marker(path) != kind:
@@ -83,7 +83,6 @@ def register(app: typer.Typer) -> None:
         """Export once, compile each target x precision, check accuracy, profile every batch size."""
         from vlc.bench import BenchConfig, run_bench
         from vlc.bench.variants import split_entries
-        from vlc.cli.profile_cmd import parse_batches, timing_settings
 
         outputs = _claim_outputs(results, artifacts, emit)
         settings = timing_settings(warmup, iterations, duration, include_transfers=not no_transfers)

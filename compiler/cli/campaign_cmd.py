@@ -7,6 +7,10 @@ from pathlib import Path
 import typer
 
 from vlc.cli import console
+from vlc.cli.bench_cmd import CellsFailed, _claim_outputs, _mark_outputs
+from vlc.outdir import check_output_file, claim_output_dir
+from vlc.records import load_records
+from vlc.report.render import check_output, write
 
 
 def _progress_printer(bar: object, title: str):
@@ -25,10 +29,7 @@ def _progress_printer(bar: object, title: str):
 
 def write_report(results: Path, output: Path, *, baseline: str | None, published: bool) -> Path:
     """`vlc report RESULTS -o OUTPUT` of the campaign's results."""
-    from vlc.outdir import check_output_file
-    from vlc.records import load_records
     from vlc.report.build import build
-    from vlc.report.render import check_output, write
 
     check_output(output)
     check_output_file(output)
@@ -55,7 +56,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run every run table of FILE: here through `vlc bench`, or one Ray task per cell on a cluster."""
         from vlc.campaign import load_campaign, run_cluster, run_local
-        from vlc.cli.bench_cmd import _claim_outputs, _mark_outputs
 
         campaign = load_campaign(file)
         if cluster is not None:
@@ -65,7 +65,6 @@ def register(app: typer.Typer) -> None:
         if cluster is None:
             outputs = _claim_outputs(campaign.results, campaign.artifacts, None)
         else:  # artifacts are built on the nodes, in their own cache: only the results are written here
-            from vlc.outdir import claim_output_dir
 
             outputs = [(claim_output_dir(campaign.results, "results", option="results"), "results")]
         title = f"campaign {file.name}" + (f" on {cluster}" if cluster else "")
@@ -100,8 +99,6 @@ def register(app: typer.Typer) -> None:
                                        published=campaign.published)
             console.info(f"wrote {written}")
         if summary.failed:
-            from vlc.cli.bench_cmd import CellsFailed
-
             raise CellsFailed(f"{len(summary.failed)} of {len(summary.written)} record(s) failed",
                               where=str(summary.results),
                               fix="the 'failed' rows say why; fix it and rerun: finished cells are skipped")

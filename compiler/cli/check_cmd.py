@@ -23,6 +23,7 @@ from vlc.cli.options import (
     TargetOptionsOpt,
     build_spec,
 )
+from vlc.plugin_manager import get_target
 
 
 def print_report(report: Any) -> None:
@@ -71,7 +72,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Check a model against a target's compiler before compiling; exit 1 if it cannot pass."""
         from vlc.frontend.pipeline import prepare
-        from vlc.plugin_manager import get_target
 
         tgt = get_target(target)
         spec = build_spec(tgt, precision, preset, shapes, batch, option)

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from vlc.cli import console
+from vlc.cli.export_cmd import print_accuracy
+from vlc.cli.run_cmd import open_artifact
 from vlc.errors import AccuracyError, InputError
 
 if TYPE_CHECKING:  # numpy is imported by the command when it runs, not to print --help
@@ -84,8 +86,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Compare an artifact's outputs with a reference; exit 4 when they differ beyond tolerance."""
         from vlc.accuracy import compare_outputs, default_tolerance, tolerance_with
-        from vlc.cli.export_cmd import print_accuracy
-        from vlc.cli.run_cmd import open_artifact
         from vlc.frontend.feeds import artifact_inputs
         from vlc.inputs import load_arrays
 

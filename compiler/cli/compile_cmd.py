@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from vlc.cli import console
+from vlc.cli.export_cmd import frontend_options
 from vlc.cli.options import (
     BatchOpt,
     CacheDirOpt,
@@ -28,6 +29,8 @@ from vlc.cli.options import (
 )
 from vlc.errors import InputError, TargetUnavailable
 from vlc.outdir import claim_output_dir
+from vlc.plugin_manager import get_target
+from vlc.spec import TargetSpec
 
 
 def absolute_ref(ref: str) -> str:
@@ -109,10 +112,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Compile a model for one target into an artifact directory (reused when nothing changed)."""
         from vlc.artifact import Artifact
-        from vlc.cli.export_cmd import frontend_options
-        from vlc.plugin_manager import get_target
         from vlc.signature import Signature
-        from vlc.spec import TargetSpec
 
         # Everything the user typed is checked before the (slow) front end runs.
         backend = get_target(target)

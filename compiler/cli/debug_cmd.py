@@ -8,6 +8,8 @@ from typing import Any
 import typer
 
 from vlc.cli import console
+from vlc.cli.compare_cmd import cosine_text
+from vlc.errors import InputError
 
 debug_app = typer.Typer(help="Find where accuracy is lost.", no_args_is_help=True)
 
@@ -33,8 +35,6 @@ def table_rows(report: Any, limit: int) -> list[Any]:
 
 
 def _cosine(value: float) -> str:
-    from vlc.cli.compare_cmd import cosine_text
-
     return cosine_text(value)
 
 
@@ -93,7 +93,6 @@ def accuracy(
 ) -> None:
     """Compare every intermediate tensor of CANDIDATE with REFERENCE in ONNX Runtime; name the first divergent node."""
     from vlc.debug import DEFAULT_WINDOW, debug_accuracy
-    from vlc.errors import InputError
 
     if inputs and batch != 1:
         raise InputError("--batch applies to generated inputs, not to --input files",

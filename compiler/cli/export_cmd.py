@@ -19,6 +19,8 @@ from vlc.cli.options import (
     WeightsOpt,
 )
 from vlc.errors import InputError
+from vlc.onnx_files import copy_onnx
+from vlc.outdir import check_output_file, current_umask
 
 
 def frontend_options(exporter: str, opset: int | None, passes: str | None, no_simplify: bool,
@@ -63,7 +65,6 @@ def print_accuracy(title: str, accuracy: dict[str, Any]) -> None:
 
 def check_export_output(dst: Path, model: str) -> None:
     """An .onnx file name, not a directory, not below a file, not the model being exported."""
-    from vlc.outdir import check_output_file
 
     if dst.suffix.lower() != ".onnx":
         raise InputError(f"output {dst} does not end in .onnx", fix="name the output file *.onnx")
@@ -74,7 +75,6 @@ def check_export_output(dst: Path, model: str) -> None:
 
 def copy_graph(src: Path, dst: Path) -> None:
     """Copy an ONNX file and all its external data to `dst` (the .onnx file last, atomically)."""
-    from vlc.onnx_files import copy_onnx
 
     if dst.suffix.lower() != ".onnx":
         raise InputError(f"output {dst} does not end in .onnx", fix="name the output file *.onnx")
@@ -97,7 +97,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Export a model to one normalized ONNX graph, with a parity check against PyTorch."""
         from vlc.frontend.pipeline import prepare
-        from vlc.outdir import current_umask
 
         check_export_output(output, model)  # before the (slow) front end
         options = frontend_options(exporter, opset, passes, no_simplify, no_parity, weights)

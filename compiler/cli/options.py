@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from vlc.spec import Precision, TargetSpec, parse_batch_range, parse_options, parse_shape_ranges
+
 ModelArg = Annotated[str, typer.Argument(
     help="Example name (name@test for the small size), file.py:factory, package.module:factory, "
          "or an .onnx file.")]
@@ -35,7 +37,6 @@ WeightsOpt = Annotated[str | None, typer.Option(help="Real weights for an exampl
 def build_spec(target: Any, precision: str, preset: str | None, shapes: list[str] | None,
                batch: str | None, options: list[str] | None, device: str | None = None) -> Any:
     """The TargetSpec the user typed; the device defaults to the target's first (cuda for trt)."""
-    from vlc.spec import Precision, TargetSpec, parse_batch_range, parse_options, parse_shape_ranges
 
     return TargetSpec(target=target.name, precision=Precision.parse(precision), preset=preset,
                       device=device or target.devices[0], shapes=parse_shape_ranges(shapes or []),

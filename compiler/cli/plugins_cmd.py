@@ -6,11 +6,11 @@ from typing import Any
 
 import typer
 
+from vlc import plugin_manager
 from vlc.cli import console
 
 
 def describe_plugins() -> dict[str, Any]:
-    from vlc import plugin_manager
     from vlc.plugins.apply import known_targets
     from vlc.plugins.base import load_decisions
 

@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
+
 from vlc.cli import console
+from vlc.cli.run_cmd import open_artifact, save_input_files
+from vlc.environment import collect
 from vlc.errors import InputError
+from vlc.outdir import check_output_file, claim_output_dir
+from vlc.records import write_record
 
 
 def environment(artifact: Any, target: Any) -> dict[str, Any]:
     """Where a measurement ran (vlc.environment.collect) plus the target's own SDK versions."""
-    from vlc.environment import collect
 
     return {**collect(), "target_versions": dict(target.available().versions),
             "artifact_tool_versions": dict(artifact.manifest.get("tool_versions") or {})}
@@ -70,8 +74,9 @@ def artifact_record(artifact: Any, result: Any, settings: Any, env: dict[str, An
         source_hash=manifest.get("cache", {}).get("source_hash", "") or "unknown",
         model_ref=str(manifest.get("source", {}).get("ref") or ""), device=artifact.spec.device, env=env,
         settings=profile_settings(settings, command="vlc profile", extra=result.to_json()["extra"]),
-        artifact={"path": str(artifact.transient_of or artifact.path), "preset": manifest.get("preset"), "spec": manifest.get("spec"),
-                  "tool_versions": manifest.get("tool_versions"), "cache": manifest.get("cache")},
+        artifact={"path": str(artifact.transient_of or artifact.path), "preset": manifest.get("preset"),
+                  "spec": manifest.get("spec"), "tool_versions": manifest.get("tool_versions"),
+                  "cache": manifest.get("cache")},
         result=result, flops=artifact_flops(artifact, result.batch))
 
 
@@ -94,7 +99,6 @@ def print_layers(target: str, result: Any) -> None:
 
 def write_records(path: Path, records: list[Any]) -> list[Path]:
     """`FILE.json`: a JSON list of records; otherwise a results directory that `vlc report` reads."""
-    from vlc.records import write_record
 
     if path.suffix == ".json":
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,19 +114,19 @@ def register(app: typer.Typer) -> None:
     def profile(
         artifact_dir: Path = typer.Argument(..., metavar="ARTIFACT", help="Directory written by `vlc compile`, "
                                             "or an .onnx file (profiled through onnxruntime as it is)."),
-        batch: Optional[str] = typer.Option(None, "--batch", "-b", help="Batch sizes to sweep, e.g. 1,8,32 "
+        batch: str | None = typer.Option(None, "--batch", "-b", help="Batch sizes to sweep, e.g. 1,8,32 "
                                             "(default: the compiled opt batch)."),
         warmup: int = typer.Option(10, "--warmup", help="Warm-up iterations per batch."),
-        iterations: Optional[int] = typer.Option(None, "--iterations", "-n", help="Timed iterations (default 50)."),
-        duration: Optional[float] = typer.Option(None, "--duration", help="Time for this many seconds instead."),
+        iterations: int | None = typer.Option(None, "--iterations", "-n", help="Timed iterations (default 50)."),
+        duration: float | None = typer.Option(None, "--duration", help="Time for this many seconds instead."),
         no_transfers: bool = typer.Option(False, "--no-transfers", help="Exclude host<->device copies where "
                                           "the target can (GPU targets); CPU targets always include them."),
         seed: int = typer.Option(0, "--seed", help="Seed of generated inputs."),
-        record: Optional[Path] = typer.Option(None, "--record", help="Write the records: FILE.json (a JSON "
+        record: Path | None = typer.Option(None, "--record", help="Write the records: FILE.json (a JSON "
                                               "list) or a results directory that `vlc report` reads."),
-        machine: Optional[str] = typer.Option(None, "--machine", help="Machine name in the records "
+        machine: str | None = typer.Option(None, "--machine", help="Machine name in the records "
                                               "(default: the host name)."),
-        save_inputs: Optional[Path] = typer.Option(None, "--save-inputs", metavar="DIR",
+        save_inputs: Path | None = typer.Option(None, "--save-inputs", metavar="DIR",
                                                    help="Save the inputs of each batch in DIR/batch-N "
                                                         "(.npy each, inputs.npz, Polygraphy's inputs.json)."),
         json_out: bool = typer.Option(False, "--json", help="Print the records as JSON."),
@@ -134,20 +138,16 @@ def register(app: typer.Typer) -> None:
                                          "onnxruntime captures per its -O cuda_graph build option."),
     ) -> None:
         """Measure latency (min/mean/median/p90/p95/p99) and throughput over a batch sweep."""
-        from vlc.cli.run_cmd import open_artifact, save_input_files
         from vlc.frontend.feeds import artifact_inputs
         from vlc.inputs import check_batch, default_batch
 
         settings = timing_settings(warmup, iterations, duration, include_transfers=not no_transfers,
                                    per_layer=per_layer, cuda_graph=cuda_graphs)
         if record is not None:  # before any timing: a file name, or a results folder vlc may write
-            from vlc.outdir import check_output_file, claim_output_dir
 
             check_output_file(record, option="--record") if record.suffix == ".json" else \
                 claim_output_dir(record, "results", option="--record")
         if save_inputs is not None:
-            from vlc.outdir import claim_output_dir
-
             save_inputs = claim_output_dir(save_inputs, "inputs", option="--save-inputs", create=True)
         artifact, target = open_artifact(artifact_dir)
         batches = parse_batches(batch) if batch is not None else [default_batch(artifact)]
@@ -191,9 +191,10 @@ def register(app: typer.Typer) -> None:
             if per_layer:
                 print_layers(artifact.target, r)
             if cuda_graphs and not r.extra.get("cuda_graph"):
+                ort = artifact.target.startswith("onnxruntime")
+                decides = " (its -O cuda_graph build option decides)" if ort else ""
                 console.info(f"[yellow]warning[/] (batch {r.batch}): {artifact.target} did not replay a CUDA graph "
-                             f"at profile time{' (its -O cuda_graph build option decides)' if artifact.target.startswith('onnxruntime') else ''}",
-                             markup=True)
+                             f"at profile time{decides}", markup=True)
             if r.extra.get("trtexec_summary"):  # TensorRT's results also in trtexec's own format
                 console.err.print(f"batch {r.batch}:\n{r.extra['trtexec_summary']}", highlight=False)
             for warning in r.warnings:

@@ -7,6 +7,9 @@ from pathlib import Path
 import typer
 
 from vlc.cli import console
+from vlc.outdir import check_output_file
+from vlc.records import load_records
+from vlc.report.render import check_output, write
 
 
 def register(app: typer.Typer) -> None:
@@ -25,10 +28,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the files written as JSON."),
     ) -> None:
         """Tables (latency, throughput, speed-up, utilisation, accuracy, environment) and plots."""
-        from vlc.outdir import check_output_file
-        from vlc.records import load_records
         from vlc.report.build import build
-        from vlc.report.render import check_output, write
 
         check_output(output)
         check_output_file(output)

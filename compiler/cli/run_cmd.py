@@ -9,6 +9,10 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from vlc.cli import console
+from vlc.cli.options import build_spec
+from vlc.errors import InputError
+from vlc.outdir import claim_output_dir
+from vlc.plugin_manager import get_target
 
 if TYPE_CHECKING:  # numpy is imported by the command when it runs, not to print --help
     import numpy as np
@@ -24,8 +28,6 @@ def open_artifact(path: Path) -> tuple[Any, Any]:
     """The artifact and the target that built it (the target must be registered here). A bare
     .onnx file runs as an onnxruntime fp32 artifact built on the fly in a temporary directory."""
     from vlc.artifact import Artifact
-    from vlc.errors import InputError
-    from vlc.plugin_manager import get_target
 
     suffix = path.suffix.lower()
     if suffix == ".onnx" and path.is_file():
@@ -47,9 +49,7 @@ def onnx_file_artifact(path: Path) -> tuple[Any, Any]:
     import shutil
     import tempfile
 
-    from vlc.cli.options import build_spec
     from vlc.frontend.pipeline import FrontendOptions, prepare
-    from vlc.plugin_manager import get_target
 
     target = get_target("onnxruntime")
     target.require_available()
@@ -71,7 +71,6 @@ def save_input_files(feeds: dict[str, np.ndarray], directory: Path | None) -> li
     if directory is None:
         return []
     from vlc.inputs import save_inputs
-    from vlc.outdir import claim_output_dir
 
     return [str(p) for p in save_inputs(feeds, claim_output_dir(directory, "inputs", option="--save-inputs",
                                                                 create=True))]
@@ -107,10 +106,8 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     ) -> None:
         """Run an artifact (or a bare .onnx file) once and print its outputs' shapes and statistics."""
-        from vlc.errors import InputError
         from vlc.frontend.feeds import artifact_inputs
         from vlc.inputs import array_stats, nonfinite_notes, save_outputs
-        from vlc.outdir import claim_output_dir
 
         if output is not None:
             claim_output_dir(output, "run-outputs")  # before running: refuse someone else's folder early
