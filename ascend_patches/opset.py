@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from vlc.ascend_patches.core import PatchContext, PatchRecord, patch
-from vlc.ascend_patches.graph import Graph, attr, infer_shapes, node, opset, standard_nodes, value_types
+from vlc.ascend_patches.graph import Graph, attr, infer_shapes, node, opset, set_opset, standard_nodes, value_types
+from vlc.ascend_patches.layernorm import decompose_layernorm
 from vlc.errors import CompileError
 
 
@@ -78,8 +79,6 @@ def decompose_gelu(model: Any, record: PatchRecord) -> Any:
 def convert_opset(model: Any, ctx: PatchContext, record: PatchRecord) -> Any:
     import onnx
     from onnx import version_converter
-
-    from vlc.ascend_patches.layernorm import decompose_layernorm
 
     current = opset(model)
     target = target_opset(model, ctx)
@@ -202,8 +201,6 @@ def relabel(model: Any, target: int) -> list[str]:
             problems.append(f"{n.op_type} {n.name or n.output[0]} uses {extra or 'inputs'} "
                             f"that opset {target} lacks")
     if not problems:
-        from vlc.ascend_patches.graph import set_opset
-
         set_opset(model, target)
         g.remove_unused()
     return problems

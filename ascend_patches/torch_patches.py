@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from vlc.errors import InputError
+
 SEP = "__"
 
 
@@ -122,8 +124,6 @@ def apply_source_patches(source: Any, names: list[str]) -> Any:
     """A new ModelSource with the named source patches applied in order."""
     for name in names:
         if name not in SOURCE_PATCHES:
-            from vlc.errors import InputError
-
             raise InputError(f"unknown source patch '{name}'",
                              fix=f"known source patches: {', '.join(SOURCE_PATCHES)}")
         source = SOURCE_PATCHES[name].apply(source)

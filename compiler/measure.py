@@ -25,10 +25,12 @@ import numpy as np
 
 import vlc
 from vlc import environment as environ
-from vlc.accuracy import AccuracyReport
+from vlc.accuracy import AccuracyReport, compare_outputs, default_tolerance
 from vlc.errors import InputError, VlcError, first_line
 from vlc.flops import FlopCount, count_flops, device_peak, utilisation
+from vlc.model import named_outputs
 from vlc.records import Accuracy, BenchRecord, kept_samples
+from vlc.spec import Precision
 from vlc.timing import ProfileResult, ProfileSettings
 
 if TYPE_CHECKING:
@@ -70,8 +72,6 @@ def torch_outputs(source: ModelSource, feeds: Mapping[str, Any], device: str = "
     """The PyTorch model's outputs in fp32 (on `device`; TF32 off so CUDA stays a true fp32 reference)."""
     import torch
 
-    from vlc.model import named_outputs
-
     args = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])).to(device) for s in source.inputs]
     module = source.module.eval().to(device)
     matmul_tf32, cudnn_tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
@@ -88,8 +88,6 @@ def torch_outputs(source: ModelSource, feeds: Mapping[str, Any], device: str = "
 
 def parity_check(source: ModelSource, onnx_path: str | Path, batch: int) -> AccuracyReport:
     """The exported graph in ONNX Runtime (CPU, fp32) against the PyTorch model on the same inputs."""
-    from vlc.accuracy import compare_outputs, default_tolerance
-    from vlc.spec import Precision
 
     feeds = source.generate_inputs(batch, seed=1)
     reference = reference_outputs(REFERENCE_TORCH, source, feeds)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import vlc
 from vlc.errors import InputError
 
 MARKER = ".vlc-output"
@@ -75,8 +76,6 @@ def make_temp_dir(parent: Path, prefix: str) -> Path:
 
 # ---- markers and recognition -------------------------------------------------------------------
 def write_marker(directory: Path, kind: str) -> None:
-    import vlc
-
     try:
         (Path(directory) / MARKER).write_text(json.dumps({"kind": kind, "vlc_version": vlc.__version__}) + "\n")
     except OSError as exc:

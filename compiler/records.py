@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vlc.errors import InputError
+from vlc.outdir import make_dir
 
 SCHEMA = "vlc.bench.result"
 SCHEMA_VERSION = 1
@@ -290,7 +291,6 @@ def write_record(results_dir: Path, record: BenchRecord) -> Path:
     """Write atomically (temporary file, then rename); the cell's earlier record is replaced."""
     validate(record.to_json(), where=f"record {record.key}")  # never write what we cannot read
     path = record_path(results_dir, record)
-    from vlc.outdir import make_dir
     make_dir(path.parent)  # below a file (--record afile/sub): one line, not NotADirectoryError
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

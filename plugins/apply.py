@@ -10,6 +10,7 @@ from typing import Any
 import onnx_ir as ir
 
 from vlc.errors import InputError
+from vlc.plugin_manager import op_plugins
 from vlc.plugins.base import DOMAIN, OpPlugin
 
 
@@ -30,8 +31,6 @@ class PluginReport:
 
 
 def registered_plugins() -> dict[str, OpPlugin]:
-    from vlc.plugin_manager import op_plugins
-
     return op_plugins()
 
 

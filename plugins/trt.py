@@ -33,6 +33,7 @@ from onnxscript.rewriter import pattern
 
 from vlc.errors import CompileError
 from vlc.plugins.base import DOMAIN, PLUGIN_NAMESPACE
+from vlc.plugins.kernels import ops
 from vlc.plugins.patterns import gelu_approximate, layernorm_epsilon
 
 PLUGIN_VERSION = "1"
@@ -211,8 +212,6 @@ def _torch_views(inputs: list[Any], outputs: list[Any], stream: int) -> tuple[An
 
 
 def _define_silu(trt: Any, trtp: Any, capability: tuple[int, int], aot: bool) -> None:
-    from vlc.plugins.kernels import ops
-
     pid = f"{PLUGIN_NAMESPACE}::SiLU"
 
     @trtp.register(pid)
@@ -238,8 +237,6 @@ def _define_silu(trt: Any, trtp: Any, capability: tuple[int, int], aot: bool) ->
 
 
 def _define_gelu(trt: Any, trtp: Any, capability: tuple[int, int], aot: bool) -> None:
-    from vlc.plugins.kernels import ops
-
     pid = f"{PLUGIN_NAMESPACE}::Gelu"
 
     @trtp.register(pid)
@@ -266,8 +263,6 @@ def _define_gelu(trt: Any, trtp: Any, capability: tuple[int, int], aot: bool) ->
 
 
 def _define_layernorm(trt: Any, trtp: Any, capability: tuple[int, int], aot: bool) -> None:
-    from vlc.plugins.kernels import ops
-
     pid = f"{PLUGIN_NAMESPACE}::LayerNorm"
 
     @trtp.register(pid)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vlc.errors import InputError
+from vlc.plugin_manager import get_target
 from vlc.spec import parse_options
 from vlc.target import Target
 
@@ -72,7 +73,6 @@ def parse_entry(text: str) -> tuple[str, dict[str, Any], str]:
 
 def resolve(entries: list[str], graph: str = "normalized") -> list[TargetVariant]:
     """Entries -> variants with their targets (unknown target names raise here, before any work)."""
-    from vlc.plugin_manager import get_target
 
     if graph not in GRAPHS:
         raise InputError(f"unknown --graph '{graph}'", fix=f"use one of: {', '.join(GRAPHS)}")

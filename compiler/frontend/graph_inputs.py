@@ -33,7 +33,7 @@ import numpy as np
 from vlc.accuracy import no_spread
 from vlc.errors import first_line
 from vlc.model import BATCH, InputSpec
-from vlc.shape_choice import TrialRunner, dim_slots
+from vlc.shape_choice import TrialRunner, dim_slots, size_trials
 from vlc.shape_choice import batch_dim_names as _batch_names
 from vlc.signature import Signature, TensorSig
 
@@ -180,7 +180,6 @@ def _value_sets(options: Sequence[Sequence[InputSpec]]) -> Iterator[tuple[int, .
 
 def _size_sets(slots: Sequence[Any]) -> Iterator[dict[str, int]]:
     """vlc.shape_choice's order: the k-th candidate of every dim at once, then one at a time."""
-    from vlc.shape_choice import size_trials
 
     if not slots:
         yield {}

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from vlc import examples
 from vlc.errors import InputError
-from vlc.model import BATCH, InputSpec, ModelSource
+from vlc.model import BATCH, InputSpec, ModelSource, flatten_outputs
 
 TEST_SIZE_SUFFIX = "@"
 
@@ -74,7 +75,6 @@ def load_model(ref: str, *, weights: str | Path | None = None) -> ModelSource | 
         return check_onnx_file(Path(ref))
     if ":" in ref:
         return _load_factory(ref)
-    from vlc import examples
 
     name, _, size = ref.partition(TEST_SIZE_SUFFIX)
     if name in examples.names():
@@ -208,7 +208,6 @@ def _spec_from_tensor(name: str, tensor: Any) -> InputSpec:
 
 def output_names_of(out: Any) -> list[str]:
     """Names for the flattened outputs: dict keys when the forward returns a flat dict."""
-    from vlc.model import flatten_outputs
 
     values = flatten_outputs(out)
     if isinstance(out, dict) and len(values) == len(out):

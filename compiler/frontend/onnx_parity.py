@@ -17,6 +17,7 @@ import numpy as np
 
 from vlc.accuracy import AccuracyReport, compare_outputs, default_tolerance
 from vlc.errors import ExportError
+from vlc.measure import onnx_cpu_outputs
 from vlc.model import InputSpec
 from vlc.spec import Precision
 
@@ -44,7 +45,6 @@ def onnx_parity(original: Path, normalized: Path, specs: Sequence[InputSpec], *,
                 batches: Sequence[int] = (2, 1), seed: int = 1) -> OnnxParity:
     """Both graphs on the same generated inputs: at batch 2 (the batch axis exercised) when the
     original takes it, else batch 1."""
-    from vlc.measure import onnx_cpu_outputs
 
     last = ""
     for batch in batches:

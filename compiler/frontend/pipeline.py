@@ -16,17 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import vlc
+from vlc import measure
 from vlc.accuracy import AccuracyReport
 from vlc.artifact import graph_hash
 from vlc.errors import ExportError, InputError
 from vlc.frontend.builtin_passes import DEFAULT_PASSES
 from vlc.frontend.export import export_model, save_model
+from vlc.frontend.graph_inputs import derive_input_specs
 from vlc.frontend.loader import load_model
 from vlc.frontend.onnx_input import normalize_onnx_input
+from vlc.frontend.onnx_parity import onnx_parity
 from vlc.frontend.passes import count_nodes, run_passes
 from vlc.frontend.simplify import simplify
 from vlc.model import InputSpec, ModelSource, specs_from_signature
 from vlc.onnx_files import external_data_locations, file_sha256
+from vlc.outdir import clean_orphans, make_dir, make_temp_dir
 from vlc.signature import onnx_signature
 from vlc.target import CompileSource
 
@@ -78,7 +82,6 @@ def prepare(ref: str, cache_dir: Path | None = None,
             options: FrontendOptions = FrontendOptions()) -> CompileSource:
     """Export, simplify and rewrite a model once; later calls with the same model reuse it."""
     cache_dir = default_cache_dir() if cache_dir is None else cache_dir
-    from vlc.outdir import make_dir
     make_dir(Path(cache_dir))  # a file given as --cache-dir: one line, before any export
     loaded = load_model(ref, weights=options.weights)
     if options.opset is not None:
@@ -160,7 +163,6 @@ def _normalize(loaded: ModelSource | Path, ref: str, options: FrontendOptions,
         model.metadata_props[META_REF] = ref
         model.metadata_props[META_INPUT_SPECS] = json.dumps([s.to_json() for s in loaded.inputs])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    from vlc.outdir import clean_orphans, make_temp_dir
 
     clean_orphans(out_dir.parent, out_dir.name)  # temporaries of killed runs; a live run's stay
     # named with this process's pid, so a later run knows whether its owner is still alive
@@ -193,9 +195,6 @@ def _onnx_inputs_and_parity(original: Path, onnx_path: Path, ref: str, options: 
     """For an ONNX file: input specs derived from its graph (kept in the graph's metadata, so every
     later step generates the same inputs), then the normalized graph against the original."""
     import onnx
-
-    from vlc.frontend.graph_inputs import derive_input_specs
-    from vlc.frontend.onnx_parity import onnx_parity
 
     derived = derive_input_specs(onnx_path, onnx_signature(onnx_path))
     report["inputs"] = derived.to_json()
@@ -247,14 +246,12 @@ def check_and_infer(onnx_path: Path, ref: str, *, from_onnx: bool) -> dict[str, 
 
 def parity_check(source: ModelSource, onnx_path: Path, batch: int) -> AccuracyReport:
     """The exported graph against the PyTorch model: vlc.measure.parity_check (the one reference)."""
-    from vlc import measure
 
     return measure.parity_check(source, onnx_path, batch)
 
 
 def torch_outputs(source: ModelSource, feeds: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
     """The PyTorch model's outputs in true fp32: vlc.measure.torch_outputs (the one reference)."""
-    from vlc import measure
 
     return measure.torch_outputs(source, feeds, device)
 

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from vlc.errors import CompileError, InputError, TargetUnavailable
-from vlc.model import named_outputs
+from vlc.frontend.loader import load_model
+from vlc.model import ModelSource, named_outputs
 from vlc.spec import Precision
 from vlc.timing import ProfileResult, ProfileSettings, host_profile
 
@@ -239,9 +240,6 @@ def _raise_recompile_limit() -> None:
 def load_module(ref: str, weights: Path, device: str, precision: Precision) -> Any:
     """Re-create the module from its ref, load the compiled weights, move and cast it."""
     import torch
-
-    from vlc.frontend.loader import load_model
-    from vlc.model import ModelSource
 
     source = load_model(ref)
     if not isinstance(source, ModelSource):
