@@ -1,7 +1,7 @@
 """`vlc check --target T MODEL`: will the target's compiler take this graph, and what vlc fixes.
 
-Targets with a pre-flight table (the Ascend targets) list every offending node with the patch
-vlc applies automatically, apply those patches to a copy and check again. The exit status is
+Targets that declare a pre-flight check (Capabilities.preflight) list every offending node with
+the patch vlc applies automatically, apply those patches to a copy and check again. The exit status is
 non-zero when something remains that no patch can fix.
 """
 
@@ -24,14 +24,15 @@ from vlc.cli.options import (
     build_spec,
 )
 from vlc.plugin_manager import get_target
+from vlc.preflight import CheckReport
 
 
-def print_report(report: Any) -> None:
+def print_report(report: CheckReport) -> None:
     def rows(findings: list[Any]) -> list[list[Any]]:
         return [[f.severity, f.node or "", f.op_type or "", f.message,
                  f"patch {f.fix}" if f.fix else (f.hint or "—")] for f in findings]
 
-    title = f"pre-flight: {report.target} {report.soc_version}, CANN {report.cann}"
+    title = report.title
     if report.findings:
         console.table(title, ["severity", "node", "op", "problem", "fix"], rows(report.findings))
     else:
@@ -49,8 +50,9 @@ def print_report(report: Any) -> None:
     for note in report.notes:
         console.info(note)
     if report.ok:
-        console.out.print("[green]ok:[/] ATC should accept the patched graph (checked against vlc's "
-                          "tables, not a real ATC)", markup=True, highlight=False)
+        console.out.print(f"[green]ok:[/] {console.escape(report.compiler)} should accept the patched graph "
+                          f"(checked against vlc's tables, not a real {console.escape(report.compiler)})",
+                          markup=True, highlight=False)
     else:
         console.out.print(f"[red]{len(report.remaining)} problem(s) no vlc patch fixes[/]", markup=True,
                           highlight=False)
@@ -76,8 +78,7 @@ def register(app: typer.Typer) -> None:
         tgt = get_target(target)
         spec = build_spec(tgt, precision, preset, shapes, batch, option)
         source = prepare(model, cache_dir=cache_dir)
-        preflight = getattr(tgt, "preflight", None)
-        if preflight is None:
+        if not tgt.capabilities.preflight:
             tgt.validate_spec(spec, source.signature)
             message = (f"target {tgt.name} has no pre-flight table; the spec is valid and "
                        f"`vlc compile` reports what its compiler rejects")
@@ -86,7 +87,7 @@ def register(app: typer.Typer) -> None:
             else:
                 console.out.print(message)
             return
-        report = preflight(source, spec, patch=not no_patch)
+        report = tgt.preflight(source, spec, patch=not no_patch)
         if json_out:
             console.emit_json(report.to_json())
         else:
