@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
+from onnxscript.rewriter.pattern import MatchResult
 
 from vlc.frontend.rule_utils import attr_value, const_ints
 
 
 def _weight_kn(node: ir.Node, weight: ir.Value) -> tuple[int, int]:
-    rows, cols = weight.const_value.shape  # type: ignore[union-attr]
+    assert weight.const_value is not None  # check() only matches constant weights
+    rows, cols = weight.const_value.shape.numpy()
     return (cols, rows) if attr_value(node, "transB", 0) else (rows, cols)
 
 
@@ -44,7 +46,8 @@ def _flattening(flat: ir.Value) -> tuple[ir.Value, list[int] | None] | None:
     producer = flat.producer()
     if producer is None or producer.op_type != "Reshape" or producer.domain not in ("", "ai.onnx"):
         return None
-    return producer.inputs[0], const_ints(producer.inputs[1])
+    data = producer.inputs[0]
+    return None if data is None else (data, const_ints(producer.inputs[1]))
 
 
 class FlattenedLinear(pattern.RewriteRuleClassBase):
@@ -53,8 +56,8 @@ class FlattenedLinear(pattern.RewriteRuleClassBase):
                        _outputs=["gemm"])
         return op.Reshape(gemm, out_shape, _allow_other_attributes=True, _outputs=["restored"])
 
-    def check(self, context, flat, weight, out_shape, gemm, **_) -> pattern.MatchResult:
-        result = pattern.MatchResult()
+    def check(self, context, flat, weight, out_shape, gemm, **_) -> MatchResult:  # type: ignore[override]
+        result = MatchResult()
         node = gemm.producer()
         flattening = _flattening(flat)
         if flattening is None:
