@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import onnx
 import onnx_ir as ir
 
 from vlc.errors import InputError
@@ -51,11 +52,7 @@ def known_targets(plugins: Iterable[OpPlugin]) -> list[str]:
 def _as_ir(model: Any) -> tuple[ir.Model, bool]:
     if isinstance(model, ir.Model):
         return model, False
-    try:
-        import onnx
-    except ImportError:  # pragma: no cover - onnx is a core dependency
-        onnx = None
-    if onnx is not None and isinstance(model, onnx.ModelProto):
+    if isinstance(model, onnx.ModelProto):
         return ir.serde.deserialize_model(model), True
     raise InputError(f"apply_plugins takes an onnx_ir.Model or onnx.ModelProto, got {type(model).__name__}")
 
@@ -148,6 +145,7 @@ def apply_plugins(model: Any, target_name: str, enabled: Iterable[str] | None = 
         impl = plugin.impl(target_name)
         nodes = count_ops(ir_model, plugin.op_type)
         if name in on:
+            assert impl.plugin_rules is not None  # _resolve_enabled enables only plugins with a kernel
             _run(ir_model, impl.plugin_rules(opset))
             report.plugin[name] = nodes
         elif impl.native_rules is not None:

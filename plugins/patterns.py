@@ -135,7 +135,7 @@ def _onnx_gelu_pattern(op, x):
 
 
 def _onnx_gelu_fuse(op, x, y, **_):
-    approximate = y.producer().attributes.get_string("approximate", "none")
+    approximate = _producer(y).attributes.get_string("approximate", "none")
     return op.Gelu(x, approximate=approximate, _domain=DOMAIN)
 
 
@@ -150,12 +150,19 @@ def gelu_fuse_rules(opset: int) -> list[pattern.RewriteRule]:
     return rules
 
 
+def _producer(value: ir.Value) -> ir.Node:
+    """The node that computes a matched pattern's value (a matched output always has one)."""
+    node = value.producer()
+    assert node is not None, value.name
+    return node
+
+
 def vlc_gelu_pattern(op, x):
     return op.Gelu(x, _domain=DOMAIN, _allow_other_attributes=True, _outputs=["y"])
 
 
 def gelu_approximate(y: ir.Value) -> str:
-    return y.producer().attributes.get_string("approximate", "none")
+    return _producer(y).attributes.get_string("approximate", "none")
 
 
 def gelu_reference_form(op, x, approximate: str):
@@ -220,7 +227,10 @@ def _shape(value: ir.Value) -> tuple | None:
         producer = value.producer()
         if producer is None or producer.op_type != "Identity" or producer.domain != "":
             return None
-        value = producer.inputs[0]
+        source = producer.inputs[0]
+        if source is None:
+            return None
+        value = source
     return tuple(value.shape)
 
 
@@ -240,7 +250,7 @@ def _params_ok(x: ir.Value, *params: ir.Value | None) -> bool:
 
 
 def _keepdims(value: ir.Value) -> bool:
-    return value.producer().attributes.get_int("keepdims", 1) == 1
+    return _producer(value).attributes.get_int("keepdims", 1) == 1
 
 
 def _decomposed_check(context, x, eps, scale, mean, var, bias=None, **_) -> bool:
@@ -273,7 +283,7 @@ def _standard_check(context, x, scale, y, bias=None, **_) -> bool:
 
 
 def _standard_fuse(op, x, scale, y, bias=None, **_):
-    eps = y.producer().attributes.get_float("epsilon", 1e-5)
+    eps = _producer(y).attributes.get_float("epsilon", 1e-5)
     inputs = [x, scale] if bias is None else [x, scale, bias]
     return op.LayerNorm(*inputs, epsilon=eps, _domain=DOMAIN)
 
@@ -303,7 +313,7 @@ def _vlc_ln(op, x, scale):
 
 
 def layernorm_epsilon(y: ir.Value) -> float:
-    return y.producer().attributes.get_float("epsilon", 1e-5)
+    return _producer(y).attributes.get_float("epsilon", 1e-5)
 
 
 def layernorm_decomposed(op, x, scale, bias, eps: float, opset: int):

@@ -91,7 +91,7 @@ def layernorm_plugin_rules(opset: int, aot: bool = True) -> list[pattern.Rewrite
             if size is None:
                 raise ValueError("LayerNorm without bias needs a constant scale to size the zero bias")
             dtype = scale.dtype.numpy() if scale.dtype is not None else np.float32
-            bias = op.Constant(value=ir.tensor(np.zeros(size.shape, dtype=dtype)))
+            bias = op.Constant(value=ir.tensor(np.zeros(size.shape.numpy(), dtype=dtype)))
         return op.LayerNorm(x, scale, bias, epsilon=layernorm_epsilon(y), _domain=DOMAIN,
                             **_plugin_attrs(aot))
 

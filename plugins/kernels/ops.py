@@ -114,6 +114,7 @@ def compile_ptx(kind: str, dtype: str, capability: tuple[int, int] = (8, 6), *,
 
     k = _kernels()
     t = TRITON_DTYPES[dtype]
+    constexprs: dict[str, float | int | bool]
     if kind == "silu":
         fn, block, warps = k.silu_kernel, ELEMENTWISE_BLOCK, 4
         signature = {"X": f"*{t}", "N": "i32", "Y": f"*{t}", "BLOCK": "constexpr"}
