@@ -35,7 +35,9 @@ def _scale_rule() -> Any:
         return value.size == 1 and value.dtype.kind == "f" and float(value.reshape(-1)[0]) != 0.0
 
     def replacement(op, x, c):
-        value = ir.convenience.get_const_tensor(c).numpy()
+        tensor = ir.convenience.get_const_tensor(c)
+        assert tensor is not None  # the condition matched only a constant divisor
+        value = tensor.numpy()
         reciprocal = (np.ones_like(value) / value).astype(value.dtype)
         return op.Mul(x, op.Constant(value=ir.tensor(reciprocal)))
 

@@ -78,7 +78,7 @@ def _expand_ellipsis(operands: list[str], out: str | None, ranks: tuple[int | No
         if operand.count("...") > 1 or operand.replace("...", "").count(".") or (
                 "..." in operand and rank is None):
             return None
-        counts.append(rank - len(operand.replace("...", "")) if "..." in operand else 0)
+        counts.append(rank - len(operand.replace("...", "")) if "..." in operand and rank is not None else 0)
     if min(counts) < 0 or max(counts) > len(fresh):
         return None
     letters = "".join(reversed(fresh[:max(counts)]))  # the leading ellipsis axis first
@@ -173,9 +173,9 @@ def decompose(g: Graph, n: Any, eq: Equation, shapes: tuple[tuple[int, ...] | No
     current = batch + lfree + rfree
     if need_reshape:
         shaped = g.fresh(f"{base}_out_r")
-        shape = g.add_constant(f"{base}_out_shape", np.array(
+        out_shape = g.add_constant(f"{base}_out_shape", np.array(
             [0] * nb + [sizes[c] for c in lfree + rfree], dtype=np.int64))
-        nodes.append(node("Reshape", [product, shape], [shaped], name=f"{base}_out_reshape"))
+        nodes.append(node("Reshape", [product, out_shape], [shaped], name=f"{base}_out_reshape"))
         product = shaped
     else:
         drop = []

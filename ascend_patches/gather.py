@@ -51,7 +51,8 @@ def gather_negative_index(model: Any, ctx: PatchContext, record: PatchRecord) ->
         data, out = n.input[0], n.output[0]
         index = g.constant(n.input[1])
         assert index is not None
-        rank = len(types[data][1]) if data in types and types[data][1] is not None else None
+        shape = types[data][1] if data in types else None
+        rank = len(shape) if shape is not None else None
         axis = int(attr(n, "axis", 0))
         if axis < 0:
             if rank is None:

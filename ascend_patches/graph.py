@@ -204,7 +204,7 @@ def static_shape(types: dict[str, Any], name: str) -> tuple[int, ...] | None:
     if entry is None or entry[1] is None:
         return None
     if all(isinstance(d, int) and d > 0 for d in entry[1]):
-        return tuple(entry[1])  # type: ignore[arg-type]
+        return tuple(entry[1])
     return None
 
 

@@ -45,7 +45,8 @@ def decompose_layernorm(model: Any, record: PatchRecord) -> Any:
             continue
         x = n.input[0]
         axis = int(attr(n, "axis", -1))
-        rank = len(types[x][1]) if x in types and types[x][1] is not None else None
+        shape = types[x][1] if x in types else None
+        rank = len(shape) if shape is not None else None
         if axis >= 0:
             if rank is None:
                 record.notes.append(f"skipped {base}: positive axis with unknown rank")

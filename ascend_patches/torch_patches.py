@@ -103,11 +103,11 @@ def _finite_masked_fill(source: Any) -> Any:
                     value = 65504.0 if float(value) > 0 else -65504.0
                 return original(self_, mask, value)
 
-            torch.Tensor.masked_fill = finite  # type: ignore[method-assign]
+            torch.Tensor.masked_fill = finite
             try:
                 return self.inner(*args)
             finally:
-                torch.Tensor.masked_fill = original  # type: ignore[method-assign]
+                torch.Tensor.masked_fill = original
 
     return replace(source, module=FiniteMasks())
 

@@ -59,7 +59,7 @@ def _manifest_stamp(out_dir: Path) -> tuple[int, int] | None:
     return stat.st_ino, stat.st_mtime_ns
 
 
-def precision_line(manifest: dict[str, Any]) -> str | None:
+def precision_line(manifest: Any) -> str | None:  # a Manifest, or its JSON dict
     """What the precision pass checked: the worst numbers against fp32 and on which inputs."""
     report = (manifest.get("extra") or {}).get("precision") or {}
     outputs = (report.get("accuracy") or {}).get("outputs") or []

@@ -158,7 +158,7 @@ def _export_torchscript(module: Any, args: tuple[Any, ...], source: ModelSource,
 def export_error(source: ModelSource, exc: BaseException, exporter: str = "dynamo",
                  log_path: Path | None = None) -> ExportError:
     """Name the module and, when the exporter says, the operator and the user's source line."""
-    chain = []
+    chain: list[str] = []
     cause: BaseException | None = exc
     while cause is not None and len(chain) < 8:
         chain.append(_ANSI.sub("", str(cause)))

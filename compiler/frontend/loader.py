@@ -49,7 +49,7 @@ def _refuse_dangling_inputs(model: Any, path: Path) -> None:
 
     Names may come from any graph level (a subgraph reads its outer scopes), so every name
     provided anywhere in the model counts; ordering is not checked (runtimes sort nodes)."""
-    graphs, provided = [model.graph], set()
+    graphs, provided = [model.graph], set[str]()
     for graph in graphs:
         provided.update(v.name for v in graph.input)
         provided.update(t.name for t in graph.initializer)

@@ -27,7 +27,7 @@ UPGRADE_OPSET = 11
 
 def normalize_onnx_input(model: Any) -> tuple[Any, list[str]]:
     """Normalise an onnx_ir Model loaded from a user's file; return it and what was changed."""
-    notes = []
+    notes: list[str] = []
     model = _upgrade_old_opset(model, notes)
     dropped = _drop_initializer_inputs(model.graph)
     if dropped:

@@ -334,11 +334,12 @@ def _factory_file(ref: str) -> Path | None:
     target, sep, _ = ref.rpartition(":")
     if not sep or not target:
         return None
+    path: Path | None = None
     if target.endswith(".py"):
         path = Path(target)
     else:
         module = sys.modules.get(target)
-        path = Path(module.__file__) if module is not None and getattr(module, "__file__", None) else None
+        path = Path(module.__file__) if module is not None and module.__file__ else None
     return path.resolve() if path is not None and path.is_file() else None
 
 
