@@ -19,13 +19,14 @@ from typing import Any
 
 import vlc
 from vlc.errors import InputError
+from vlc.manifest import MANIFEST, MANIFEST_SCHEMA, Manifest, SourceInfo
 from vlc.onnx_files import copy_onnx, external_data_locations, file_sha256, onnx_sha256
 from vlc.outdir import claim_output_dir, clean_orphans, make_dir, make_temp_dir, output_lock, replace_dir, write_marker
 from vlc.signature import Signature
 from vlc.spec import TargetSpec
 
-MANIFEST = "manifest.json"
-MANIFEST_SCHEMA = 1
+__all__ = ["MANIFEST", "MANIFEST_SCHEMA", "SOURCE_GRAPH", "Artifact", "BuildDir", "Manifest", "SourceInfo",
+           "building", "cache_key", "files_damage", "finalize", "find_reusable", "graph_hash", "keep_source_graph"]
 
 
 def graph_hash(onnx_path: Path) -> str:
@@ -55,24 +56,24 @@ def files_sha256(root: Path, files: dict[str, str]) -> dict[str, str]:
 @dataclass
 class Artifact:
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     note: str | None = None  # why an existing artifact in this place was not reused (not stored)
     transient_of: Path | None = None  # the bare .onnx file a temporary artifact was built from (run/profile)
 
     @property
     def target(self) -> str:
-        return self.manifest["target"]
+        return self.manifest.target
 
     @property
     def spec(self) -> TargetSpec:
-        return TargetSpec.from_json(self.manifest["spec"])
+        return self.manifest.spec
 
     @property
     def signature(self) -> Signature:
-        return Signature.from_json(self.manifest["signature"])
+        return self.manifest.signature
 
     def file(self, key: str = "main") -> Path:
-        return self.path / self.manifest["files"][key]
+        return self.path / self.manifest.files[key]
 
     @classmethod
     def load(cls, path: str | Path) -> Artifact:
@@ -85,14 +86,11 @@ class Artifact:
             raise InputError(f"{path} is not a vlc artifact (no {MANIFEST})",
                              fix="pass the directory written by `vlc compile`")
         try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            data = json.loads(manifest_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(f"cannot read {manifest_path}: {exc}",
                              fix="rebuild the artifact with `vlc compile --force`") from None
-        if manifest.get("schema") != MANIFEST_SCHEMA:
-            raise InputError(f"{manifest_path} has manifest schema {manifest.get('schema')}, "
-                             f"this vlc reads {MANIFEST_SCHEMA}", fix="rebuild the artifact")
-        return cls(path, manifest)
+        return cls(path, Manifest.from_json(data, where=str(manifest_path)))
 
 
 @dataclass
@@ -127,7 +125,7 @@ def find_reusable(out_dir: Path, key: dict[str, str]) -> tuple[Artifact | None, 
         artifact = Artifact.load(out_dir)
     except InputError as exc:
         return None, f"{rebuilt}: its manifest is unusable ({exc.what})"
-    cache = artifact.manifest.get("cache") or {}
+    cache = artifact.manifest.cache
     if changed := [k for k, v in key.items() if cache.get(k) != v]:
         return None, f"{rebuilt}: {', '.join(_KEY_WORDS.get(k, k) for k in changed)} changed"
     damage = files_damage(artifact)
@@ -139,7 +137,7 @@ _KEY_WORDS = {"source_hash": "the source graph", "spec_key": "the target options
 
 def files_damage(artifact: Artifact) -> str | None:
     """What is wrong with the artifact's files (missing, or not the bytes it was built with), or None."""
-    recorded = artifact.manifest.get("files_sha256")
+    recorded = artifact.manifest.files_sha256
     if not isinstance(recorded, dict):
         return "its manifest records no file hashes"
     for name, sha in recorded.items():
@@ -188,15 +186,18 @@ def building(out_dir: Path) -> Iterator[BuildDir]:
             raise
 
 
-def finalize(build: BuildDir, out_dir: Path, manifest: dict[str, Any]) -> Artifact:
-    """Write the manifest last, then swap the build directory into place."""
-    manifest = {"schema": MANIFEST_SCHEMA, **manifest,
-                "files": build.files, "files_sha256": files_sha256(build.path, build.files),  # checked on reuse
-                "build_log": build.log_path.name if build.log_path.exists() else None,
-                "tool_versions": build.tool_versions, "extra": build.extra,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+def finalize(build: BuildDir, out_dir: Path, manifest: Manifest) -> Artifact:
+    """Write the manifest last (with what the build recorded: files and their sha256, the log,
+    tool versions, the target's extra), then swap the build directory into place."""
+    manifest.files = dict(build.files)
+    manifest.files_sha256 = files_sha256(build.path, build.files)  # checked on reuse
+    manifest.build_log = build.log_path.name if build.log_path.exists() else None
+    manifest.tool_versions = dict(build.tool_versions)
+    manifest.extra = build.extra
+    manifest.created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    Manifest.from_json(manifest.to_json(), where="the manifest being written")  # what load will check
     manifest_tmp = build.path / (MANIFEST + ".tmp")
-    manifest_tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
+    manifest_tmp.write_text(manifest.dumps())
     os.replace(manifest_tmp, build.path / MANIFEST)
     out_dir = Path(out_dir)
     write_marker(build.path, "artifact")

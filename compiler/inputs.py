@@ -406,7 +406,7 @@ def default_batch(artifact: Any) -> int:
     spec = artifact.spec
     if spec.batch:
         return int(spec.batch[1])
-    allowed = artifact.manifest.get("batch_range")
+    allowed = artifact.manifest.batch_range
     return int(allowed[0]) if allowed else 1
 
 
@@ -414,7 +414,7 @@ def check_batch(artifact: Any, batch: int) -> None:
     """Fail before any work when `batch` is outside what the artifact was compiled for."""
     if batch < 1:
         raise InputError(f"batch {batch} is not positive: batch sizes must be >= 1", fix="use --batch 1 or more")
-    allowed = artifact.manifest.get("batch_range")
+    allowed = artifact.manifest.batch_range
     if allowed and not allowed[0] <= batch <= allowed[1]:
         lo, hi = allowed
         # fixed in the graph itself, not a size vlc chose for a dynamic batch (manifest shape_choice)
@@ -427,6 +427,6 @@ def check_batch(artifact: Any, batch: int) -> None:
 
 def recompile_fix(artifact: Any, batch: int) -> str:
     """The --batch that covers `batch` too, keeping the artifact's compiled opt batch."""
-    lo, hi = artifact.manifest["batch_range"]
+    lo, hi = artifact.manifest.batch_range
     opt = int(artifact.spec.batch[1]) if artifact.spec.batch else lo
     return f"recompile with --batch {min(lo, batch)},{opt},{max(hi, batch)}"

@@ -20,6 +20,7 @@ import vlc
 from vlc.artifact import Artifact, BuildDir, building, cache_key, finalize, find_reusable, graph_hash, keep_source_graph
 from vlc.errors import InputError, TargetUnavailable
 from vlc.inputs import check_batch
+from vlc.manifest import Manifest, SourceInfo
 from vlc.model import InputSpec, ModelSource
 from vlc.options import OptionInfo, parse_target_options
 from vlc.preflight import CheckReport
@@ -195,14 +196,13 @@ class Target:
             self._compile(source, spec, build)
             seconds = time.perf_counter() - start
             source_graph = keep_source_graph(build, source.onnx_path, key["source_hash"])
-            artifact = finalize(build, Path(out_dir), {
-                "target": self.name, "preset": spec.preset, "precision": spec.precision.value,
-                "spec": spec.to_json(), "signature": signature.to_json(),
-                "batch_range": self._batch_range(spec, signature, build), "source": {
-                    "ref": source.ref, "onnx": source_graph, "hash": key["source_hash"],
-                    "weights": (source.frontend.get("options") or {}).get("weights"),
-                    "input_specs": [s.to_json() for s in source.input_specs]},
-                "cache": key, "vlc_version": vlc.__version__, "build_seconds": round(seconds, 3)})
+            artifact = finalize(build, Path(out_dir), Manifest(
+                target=self.name, preset=spec.preset, precision=spec.precision.value, spec=spec,
+                signature=signature, batch_range=self._batch_range(spec, signature, build),
+                source=SourceInfo(ref=source.ref, onnx=source_graph, hash=key["source_hash"],
+                                  weights=(source.frontend.get("options") or {}).get("weights"),
+                                  input_specs=tuple(source.input_specs)),
+                files={}, cache=key, vlc_version=vlc.__version__, build_seconds=round(seconds, 3)))
             artifact.note = note  # why the artifact that was there is not reused
             return artifact
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -12,10 +13,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.conftest import save_onnx
-from vlc.artifact import Artifact, building, cache_key, finalize, find_reusable
+from vlc.artifact import Artifact, Manifest, SourceInfo, building, cache_key, finalize, find_reusable
+from vlc.errors import InputError
 from vlc.frontend.pipeline import FrontendOptions, prepare
 from vlc.onnx_files import copy_onnx
 from vlc.plugin_manager import get_target
+from vlc.signature import Signature, TensorSig
 from vlc.spec import TargetSpec
 
 X = np.random.default_rng(11).standard_normal((3, 16)).astype(np.float32)
@@ -32,6 +35,13 @@ def save_graph(path: Path, seed: int, *, location: str | None = None) -> Path:
          numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "B")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     return save_onnx(model, path, location=location)
+
+
+def minimal_manifest(key: dict[str, str]) -> Manifest:
+    """What every manifest has; finalize adds the files, their hashes and the build's facts."""
+    signature = Signature((TensorSig("x", "float32", ("N", 16)),), (TensorSig("y", "float32", ("N", 8)),))
+    return Manifest(target="onnxruntime", precision="fp32", spec=TargetSpec("onnxruntime"), signature=signature,
+                    source=SourceInfo(ref="g.onnx"), files={}, cache=key)
 
 
 def reference(path: Path) -> np.ndarray:
@@ -92,7 +102,7 @@ def test_the_hashes_cover_the_external_data_of_listed_graphs(tmp_path):
     with building(tmp_path / "art") as build:
         copy_onnx(src, build.path / "model.onnx", keep_locations=True)
         build.files["main"] = "model.onnx"
-        finalize(build, tmp_path / "art", {"target": "onnxruntime", "cache": key})
+        finalize(build, tmp_path / "art", minimal_manifest(key))
     manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
     assert set(manifest["files_sha256"]) == {"model.onnx", "weights/g.bin"}
     assert find_reusable(tmp_path / "art", key)[0] is not None
@@ -105,7 +115,7 @@ def test_the_hashes_cover_the_external_data_of_listed_graphs(tmp_path):
 def test_an_artifact_without_file_hashes_is_rebuilt(tmp_path):
     model = save_graph(tmp_path / "model.onnx", seed=0)
     first = compile_ort(model, tmp_path / "art", tmp_path / "cache")
-    manifest = dict(first.manifest)
+    manifest = first.manifest.to_json()
     del manifest["files_sha256"]  # written by an older vlc
     (tmp_path / "art" / "manifest.json").write_text(json.dumps(manifest))
     artifact, why = find_reusable(tmp_path / "art", first.manifest["cache"])
@@ -207,3 +217,39 @@ def test_a_large_graph_keeps_its_data_through_cache_and_artifact(tmp_path, monke
     cached.write_bytes(cached.read_bytes()[::-1])
     again = prepare(str(model), tmp_path / "cache", FrontendOptions(parity=False))
     assert again.frontend["reused"] is False and "does not match" in again.frontend["cache_note"]
+
+
+# ---- the typed manifest -------------------------------------------------------------------------
+def test_the_manifest_reads_back_as_it_was_written(tmp_path):
+    model = save_graph(tmp_path / "model.onnx", seed=0)
+    built = compile_ort(model, tmp_path / "art", tmp_path / "cache")
+    loaded = Artifact.load(tmp_path / "art").manifest
+    assert loaded.to_json() == json.loads((tmp_path / "art" / "manifest.json").read_text())
+    assert loaded.to_json() == json.loads(built.manifest.dumps())
+    assert loaded.target == "onnxruntime" and loaded.precision == "fp32" and loaded.spec == built.spec
+    assert loaded.source.onnx == "model.onnx" and loaded.source.hash == loaded.cache["source_hash"]
+    assert set(loaded.files_sha256 or {}) == set(loaded.files.values())
+    assert loaded.build_seconds is not None and loaded.build_seconds >= 0 and loaded.created
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda m: m.pop("target"), "field 'target' is missing"),
+    (lambda m: m.update(files=["model.onnx"]), "field 'files' is not a dict"),
+    (lambda m: m.update(batch_range=[8, 1]), "field 'batch_range' is not [min, max]"),
+    (lambda m: m["files"].update(main="/etc/passwd"), "not a file inside the artifact"),
+    (lambda m: m["files"].update(main="../other/model.onnx"), "not a file inside the artifact"),
+    (lambda m: m.update(spec={"precision": "fp32"}), "cannot read spec, signature or source"),
+    (lambda m: m.update(schema=99), "manifest schema 99"),
+])
+def test_a_corrupt_manifest_is_one_line(tmp_path, vlc_cli, change, words):
+    model = save_graph(tmp_path / "model.onnx", seed=0)
+    compile_ort(model, tmp_path / "art", tmp_path / "cache")
+    path = tmp_path / "art" / "manifest.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match=re.escape(words)):
+        Artifact.load(tmp_path / "art")
+    code, _, stderr = vlc_cli("run", tmp_path / "art")
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and words in lines[0], stderr

@@ -86,7 +86,7 @@ def session_call(path: str, model: str, batch: int, work: Path) -> tuple[Callabl
     artifact = target.compile(source, spec, work / re.sub(r"[^A-Za-z0-9_.-]", "_", path))
     feeds = source.generate_inputs(batch)
     facts = {"target": target_name, "options": options, "graph": graph,
-             "fusions": artifact.manifest.get("extra", {}).get("fusions")}
+             "fusions": artifact.manifest.extra.get("fusions")}
     if target_name == "onnxruntime":
         from vlc.targets.onnxruntime.gpu_path import CudaSessions
 

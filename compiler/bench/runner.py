@@ -410,9 +410,10 @@ class Bench:
                       batch: int, versions: dict[str, str]) -> BenchRecord:
         target = variant.target
         name = f"{variant.label} {precision.value} batch {batch}"
-        artifact_info = {"path": str(artifact.path), "build_seconds": artifact.manifest.get("build_seconds"),
-                         "cache": artifact.manifest.get("cache"), "spec": artifact.manifest.get("spec"),
-                         "tool_versions": {**versions, **(artifact.manifest.get("tool_versions") or {})}}
+        manifest = artifact.manifest
+        artifact_info = {"path": str(artifact.path), "build_seconds": manifest.build_seconds,
+                         "cache": manifest.cache, "spec": manifest.spec.to_json(),
+                         "tool_versions": {**versions, **manifest.tool_versions}}
         try:
             feeds = self.feeds(batch)
             self.note(f"{name}: checking accuracy against {self.reference_kind}")

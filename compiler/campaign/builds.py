@@ -91,15 +91,15 @@ def _precision_check(extra: dict[str, Any]) -> dict[str, Any] | None:
 def build_facts(artifact: Artifact, *, machine: str, node: str, host: str) -> dict[str, Any]:
     """What a record says about an artifact built here (the `build` field)."""
     manifest = artifact.manifest
-    files = manifest.get("files") or {}
+    files = manifest.files
     sizes = {name: (artifact.path / name).stat().st_size for name in dict.fromkeys(files.values())
              if (artifact.path / name).is_file()}
-    extra = manifest.get("extra") or {}
+    extra = manifest.extra
     layers, layers_source = _layers(extra)
     main = files.get("main")
-    return {"machine": machine, "node": node, "host": host, "target": manifest.get("target"),
-            "preset": manifest.get("preset"), "seconds": manifest.get("build_seconds"),
+    return {"machine": machine, "node": node, "host": host, "target": manifest.target,
+            "preset": manifest.preset, "seconds": manifest.build_seconds,
             "main_file": main, "main_bytes": sizes.get(main) if main else None,
             "total_bytes": sum(sizes.values()), "layers": layers, "layers_source": layers_source,
-            "precision_check": _precision_check(extra), "tool_versions": dict(manifest.get("tool_versions") or {}),
-            "created": manifest.get("created"), "artifact": str(Path(artifact.path).resolve())}
+            "precision_check": _precision_check(extra), "tool_versions": dict(manifest.tool_versions),
+            "created": manifest.created, "artifact": str(Path(artifact.path).resolve())}

@@ -251,17 +251,17 @@ def device_missing(bench: Bench, variant: TargetVariant) -> str | None:
 
 def _preset_device(variant: TargetVariant, artifact: Artifact) -> str:
     """What a built record names as its device: the preset's GPU the artifact was built for."""
-    preset = (variant.target.presets or {}).get(artifact.manifest.get("preset") or "") or {}
-    name = preset.get("gpu") or artifact.manifest.get("preset") or artifact.manifest.get("target")
+    preset = variant.target.presets.get(artifact.manifest.preset or "") or {}
+    name = preset.get("gpu") or artifact.manifest.preset or artifact.manifest.target
     return f"{name} (build target)"
 
 
 def artifact_info(artifact: Artifact, versions: dict[str, str]) -> dict[str, Any]:
     """A record's `artifact`, as `vlc bench` writes it."""
     manifest = artifact.manifest
-    return {"path": str(artifact.path), "build_seconds": manifest.get("build_seconds"),
-            "cache": manifest.get("cache"), "spec": manifest.get("spec"),
-            "tool_versions": {**versions, **(manifest.get("tool_versions") or {})}}
+    return {"path": str(artifact.path), "build_seconds": manifest.build_seconds,
+            "cache": manifest.cache, "spec": manifest.spec.to_json(),
+            "tool_versions": {**versions, **manifest.tool_versions}}
 
 
 @dataclass

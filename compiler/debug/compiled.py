@@ -22,7 +22,7 @@ from vlc.errors import InputError
 
 def source_graph(artifact: Any) -> Path:
     """The fp32 source graph an artifact was compiled from (kept in the artifact by `compile`)."""
-    name = (artifact.manifest.get("source") or {}).get("onnx")
+    name = artifact.manifest.source.onnx
     path = artifact.path / str(name) if name else None
     if path is None or not path.is_file():
         raise InputError(f"the {artifact.target} artifact {artifact.path} keeps no source graph to rebuild it from",
@@ -60,7 +60,6 @@ class RebuiltCandidate:
     def __init__(self, artifact: Any, target: Any = None):
         import onnx
 
-        from vlc.model import InputSpec
         from vlc.plugin_manager import get_target
 
         self.artifact = artifact
@@ -68,9 +67,9 @@ class RebuiltCandidate:
         self.source_path = source_graph(artifact)
         self.proto = onnx.load(str(self.source_path))  # weights in: each build writes its own copy
         self.spec = artifact.spec
-        source = artifact.manifest.get("source") or {}
-        self.ref = str(source.get("ref") or self.source_path)
-        self.input_specs = [InputSpec.from_json(s) for s in source.get("input_specs") or []]
+        source = artifact.manifest.source
+        self.ref = source.ref or str(self.source_path)
+        self.input_specs = list(source.input_specs)
         self.builds = 0
         self._tmp = tempfile.TemporaryDirectory(prefix="vlc-rebuild-")
         # the target must build and run here: say so once, before any bisection step

@@ -39,7 +39,7 @@ class DebugGraph:
         """An artifact whose compiled file (a TensorRT engine, an Ascend .om) is not the ONNX graph
         compared in its place: only rebuilding it with marked outputs probes the file itself."""
         return self.kind == "artifact" and self.onnx_path.name != str(
-            (self.artifact.manifest.get("files") or {}).get("main", ""))
+            self.artifact.manifest.files.get("main", ""))
 
 
 def graph_precision(proto: Any) -> str:
@@ -94,13 +94,13 @@ def _onnx_file(text: str, path: Path) -> DebugGraph:
 def artifact_graph(artifact: Any) -> tuple[Path, list[str]]:
     """The ONNX graph an artifact runs (onnxruntime), or the graph its compiled file was built from
     (a TensorRT engine, an Ascend .om) with a note saying that file hides its intermediates."""
-    files = artifact.manifest.get("files", {})
+    files = artifact.manifest.files
     main = str(files.get("main", ""))
     if main.lower().endswith(".onnx") and (artifact.path / main).is_file():
         return artifact.path / main, []
     names = [files[k] for k in (*_BUILT_FROM, *sorted(k for k in files if k.startswith(_BUILT_FROM_PREFIX)))
              if k in files]
-    precision = (artifact.manifest.get("extra") or {}).get("precision") or {}
+    precision = artifact.manifest.extra.get("precision") or {}
     if isinstance(precision, dict) and precision.get("output"):
         names.append(str(precision["output"]))  # the precision pass's graph, before plugin fusion
     existing = [n for n in dict.fromkeys(names) if (artifact.path / n).is_file()]
@@ -129,16 +129,16 @@ def _artifact(text: str, path: Path) -> DebugGraph:
     from vlc.frontend.feeds import source_generator
 
     artifact = Artifact.load(path)
-    if (artifact.manifest.get("extra") or {}).get("bundle"):
+    if artifact.manifest.is_bundle:
         raise InputError(f"{path} is a {artifact.target} deploy bundle: its compiled files are built and run on "
                          "another machine, so nothing here can be compared",
                          fix="run its scripts where the target runs and import the results (Ascend: compile.sh and "
                              f"dump.sh, then `vlc ascend import {path}` compares every dumped op)")
     graph, notes = artifact_graph(artifact)
-    source = artifact.manifest.get("source", {})
-    specs = [InputSpec.from_json(s) for s in source.get("input_specs", [])] or None
-    return DebugGraph(text, graph, "artifact", str(artifact.manifest.get("precision", "fp32")), notes,
-                      input_specs=specs, generator=source_generator(source.get("ref")), artifact=artifact)
+    source = artifact.manifest.source
+    specs = list(source.input_specs) or None
+    return DebugGraph(text, graph, "artifact", artifact.manifest.precision, notes,
+                      input_specs=specs, generator=source_generator(source.ref), artifact=artifact)
 
 
 def _model_ref(text: str, cache_dir: Path | None) -> DebugGraph:

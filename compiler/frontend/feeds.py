@@ -16,7 +16,7 @@ from vlc import examples
 from vlc.errors import InputError
 from vlc.frontend.loader import load_model
 from vlc.inputs import InputGenerator, check_batch, default_batch, generate_inputs, load_inputs
-from vlc.model import InputSpec, ModelSource
+from vlc.model import ModelSource
 
 _log = logging.getLogger("vlc.inputs")
 
@@ -47,9 +47,9 @@ def artifact_inputs(artifact: Any, *, files: Sequence[str | Path] | None = None,
         return load_inputs(files, artifact.signature)
     batch = default_batch(artifact) if batch is None else batch
     check_batch(artifact, batch)
-    source = artifact.manifest.get("source", {})
-    specs = [InputSpec.from_json(s) for s in source.get("input_specs", [])]
-    generator = source_generator(source.get("ref"))
+    source = artifact.manifest.source
+    specs = list(source.input_specs)
+    generator = source_generator(source.ref)
     _log.info("inputs generated for batch %d, seed %d, %s", batch, seed,
               "by the model's own generator" if generator else
               "from its input specs" if specs else "from the signature")

@@ -21,7 +21,7 @@ import numpy as np
 
 import vlc
 from vlc.accuracy import AccuracyReport, Tolerance, compare_outputs, default_tolerance
-from vlc.artifact import MANIFEST, MANIFEST_SCHEMA, SOURCE_GRAPH, graph_hash
+from vlc.artifact import MANIFEST, SOURCE_GRAPH, Manifest, SourceInfo, graph_hash
 from vlc.errors import InputError
 from vlc.onnx_files import copy_onnx
 from vlc.outdir import claim_output_dir, clean_orphans, make_dir, make_temp_dir, output_lock, replace_dir, write_marker
@@ -168,13 +168,14 @@ def _write(source: CompileSource, spec: TargetSpec, opts: Any, signature: Any, r
     }
     (root / BUNDLE).write_text(json.dumps(meta, indent=2) + "\n")
     # A manifest makes the bundle loadable as an artifact (vlc run explains what to do with it).
-    manifest = {"schema": MANIFEST_SCHEMA, "target": opts.target, "preset": spec.preset,
-                "precision": spec.precision.value, "spec": spec.to_json(), "signature": signature.to_json(),
-                "batch_range": [min(min(e["batches"]) for e in entries), max(max(e["batches"]) for e in entries)],
-                "source": {"ref": source.ref, "onnx": SOURCE_GRAPH}, "files": {"main": BUNDLE},
-                "tool_versions": {}, "extra": {"bundle": True, "soc_version": opts.soc_version},
-                "vlc_version": vlc.__version__, "created": meta["created"]}
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest = Manifest(target=opts.target, preset=spec.preset, precision=spec.precision.value, spec=spec,
+                        signature=signature,
+                        batch_range=[min(min(e["batches"]) for e in entries), max(max(e["batches"]) for e in entries)],
+                        source=SourceInfo(ref=source.ref, onnx=SOURCE_GRAPH, hash=meta["source"]["hash"],
+                                          input_specs=tuple(source.input_specs)),
+                        files={"main": BUNDLE}, extra={"bundle": True, "soc_version": opts.soc_version},
+                        vlc_version=vlc.__version__, created=meta["created"])
+    (root / MANIFEST).write_text(manifest.dumps())
     (root / "README.md").write_text(_readme(meta, source.ref))
 
 

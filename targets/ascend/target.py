@@ -150,7 +150,7 @@ class AscendTarget(Target):
 
     # ---- run and profile -------------------------------------------------------------------
     def _open(self, artifact: Artifact) -> AscendSession:
-        if artifact.manifest.get("extra", {}).get("bundle"):
+        if artifact.manifest.is_bundle:
             raise InputError(f"{artifact.path} is an emitted bundle, not a built model",
                              fix="run its compile.sh/run.sh/profile.sh on an Ascend machine, then "
                                  f"`vlc ascend import {artifact.path}`")
@@ -179,7 +179,7 @@ class AscendSession:
         self.artifact = artifact
         self.ais = ais
         self.signature = artifact.signature
-        extra = artifact.manifest.get("extra", {})
+        extra = artifact.manifest.extra
         self.gears = tuple(extra.get("gears") or ())
         self.builds = extra.get("builds", [])
         self.soc = extra.get("soc_version", artifact.target)

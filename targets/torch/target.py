@@ -138,7 +138,7 @@ class TorchTarget(Target):
 
         spec = artifact.spec
         check_device(spec.device)
-        extra = artifact.manifest["extra"]
+        extra = artifact.manifest.extra
         module = load_module(extra["model_ref"], artifact.file("main"), spec.device, spec.precision)
         return TorchSession(module, extra["input_names"], extra["output_names"], spec.device, spec.precision,
                             extra.get("mode", "eager"))

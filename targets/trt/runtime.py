@@ -81,10 +81,10 @@ def routed(logger: Any) -> Iterator[None]:
         logger.use_python_logging_system, logger.module_severity, logger.letter, logger.colors = saved
 
 
-def tensor_names(manifest: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+def tensor_names(extra: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
     """(ONNX input -> engine input, ONNX output -> engine output) for the names TensorRT changed
-    (a Loop-fed input), from the manifest; names not listed are the same on both sides."""
-    names = manifest.get("extra", {}).get("trt", {}).get("network_names") or {}
+    (a Loop-fed input), from the manifest's extra; names not listed are the same on both sides."""
+    names = extra.get("trt", {}).get("network_names") or {}
     return dict(names.get("inputs") or {}), dict(names.get("outputs") or {})
 
 
@@ -102,7 +102,7 @@ class TrtSession:
         self.backend, self.gpu = backend, gpu
         self.pg = polygraphy_for(backend)
         self.trt = backend.module
-        self.to_engine, outputs_to_engine = tensor_names(artifact.manifest)
+        self.to_engine, outputs_to_engine = tensor_names(artifact.manifest.extra)
         self.from_engine = {v: k for k, v in outputs_to_engine.items()}  # engine output -> ONNX name
         with routed(self.pg.logger):
             self._select_device(gpu.index)

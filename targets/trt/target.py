@@ -351,7 +351,7 @@ class TrtTarget(Target):
         if not found:
             raise TargetUnavailable(f"running a TensorRT engine needs a CUDA GPU: {why}",
                                     fix="run on a machine with a GPU the engine targets")
-        targets = artifact.manifest.get("extra", {}).get("trt", {}).get("compute_capabilities", [])
+        targets = artifact.manifest.extra.get("trt", {}).get("compute_capabilities", [])
         for gpu in found:
             if not targets or gpu.cc in targets:
                 return gpu
@@ -360,7 +360,7 @@ class TrtTarget(Target):
                                 fix="rebuild with a --preset for this GPU (TensorRT-RTX cannot run on 9.0)")
 
     def _artifact_backend(self, artifact: Artifact) -> Backend:
-        built_with = artifact.manifest.get("extra", {}).get("trt", {}).get("backend", TENSORRT)
+        built_with = artifact.manifest.extra.get("trt", {}).get("backend", TENSORRT)
         backend = load_backend(built_with if built_with == TENSORRT_RTX else self.prefer)
         if backend.name != built_with:
             raise TargetUnavailable(f"the engine was built with {built_with}; only {backend.name} imports here",

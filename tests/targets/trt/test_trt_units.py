@@ -116,9 +116,9 @@ def test_latency_without_transfers_is_the_host_clock_around_the_launch():
 def test_engine_names_from_the_manifest():
     from vlc.targets.trt.runtime import tensor_names
 
-    manifest = {"extra": {"trt": {"network_names": {"inputs": {"cond": "cond_in"}, "outputs": {}}}}}
-    assert tensor_names(manifest) == ({"cond": "cond_in"}, {})
-    assert tensor_names({"extra": {"trt": {}}}) == ({}, {})  # artifacts from before the names were kept
+    extra = {"trt": {"network_names": {"inputs": {"cond": "cond_in"}, "outputs": {}}}}
+    assert tensor_names(extra) == ({"cond": "cond_in"}, {})
+    assert tensor_names({"trt": {}}) == ({}, {})  # artifacts from before the names were kept
 
 
 def test_shape_outside_the_profile_is_one_line():
