@@ -9,19 +9,16 @@ from typing import Any
 
 import typer
 
+from vlc import api
+from vlc.api import artifact_flops, artifact_model_name, artifact_record, environment
 from vlc.cli import console
 from vlc.cli.run_cmd import open_artifact, save_input_files
-from vlc.environment import collect
 from vlc.errors import InputError
 from vlc.outdir import check_output_file, claim_output_dir
 from vlc.records import write_record
 
-
-def environment(artifact: Any, target: Any) -> dict[str, Any]:
-    """Where a measurement ran (vlc.environment.collect) plus the target's own SDK versions."""
-
-    return {**collect(), "target_versions": dict(target.available().versions),
-            "artifact_tool_versions": dict(artifact.manifest.get("tool_versions") or {})}
+__all__ = ["artifact_flops", "artifact_model_name", "artifact_record", "environment",  # vlc.api's
+           "parse_batches", "print_layers", "register", "timing_settings", "write_records"]
 
 
 def parse_batches(text: str) -> list[int]:
@@ -44,40 +41,6 @@ def timing_settings(warmup: int, iterations: int | None, duration: float | None,
         raise InputError("--warmup must be >= 0, --iterations >= 1 and --duration > 0",
                          fix="e.g. --warmup 10 --iterations 100")
     return ProfileSettings(warmup=warmup, iterations=iterations or 50, duration_s=duration, **more)
-
-
-def artifact_flops(artifact: Any, batch: int) -> Any:
-    """FLOPs of the artifact's source graph at `batch` (None when that graph is not on this machine)."""
-    from vlc.measure import flop_count
-
-    recorded = artifact.manifest.get("source", {}).get("onnx")  # relative to the artifact
-    return flop_count(Path(artifact.path) / recorded if recorded else None, batch)
-
-
-def artifact_model_name(artifact: Any) -> str:
-    """The model's name from the artifact's ref: the factory, the example, or the ONNX file."""
-    ref = str(artifact.manifest.get("source", {}).get("ref") or artifact.path.name)
-    if not ref.lower().endswith(".onnx"):
-        return ref.rpartition(":")[2]
-    path = Path(ref)
-    return path.parent.name if path.stem == "model" and path.parent.name else path.stem
-
-
-def artifact_record(artifact: Any, result: Any, settings: Any, env: dict[str, Any], machine: str) -> Any:
-    """The record of one profiled batch (vlc.measure.make_record), with FLOPs and share of peak."""
-    from vlc.measure import make_record, profile_settings
-
-    manifest = artifact.manifest
-    return make_record(
-        model=artifact_model_name(artifact), target=artifact.target, precision=manifest["precision"],
-        batch=result.batch, machine=machine, status="ok",
-        source_hash=manifest.get("cache", {}).get("source_hash", "") or "unknown",
-        model_ref=str(manifest.get("source", {}).get("ref") or ""), device=artifact.spec.device, env=env,
-        settings=profile_settings(settings, command="vlc profile", extra=result.to_json()["extra"]),
-        artifact={"path": str(artifact.transient_of or artifact.path), "preset": manifest.get("preset"),
-                  "spec": manifest.get("spec"), "tool_versions": manifest.get("tool_versions"),
-                  "cache": manifest.get("cache")},
-        result=result, flops=artifact_flops(artifact, result.batch))
 
 
 LAYER_ROWS = 15
@@ -138,9 +101,6 @@ def register(app: typer.Typer) -> None:
                                          "onnxruntime captures per its -O cuda_graph build option."),
     ) -> None:
         """Measure latency (min/mean/median/p90/p95/p99) and throughput over a batch sweep."""
-        from vlc.frontend.feeds import artifact_inputs
-        from vlc.inputs import check_batch, default_batch
-
         settings = timing_settings(warmup, iterations, duration, include_transfers=not no_transfers,
                                    per_layer=per_layer, cuda_graph=cuda_graphs)
         if record is not None:  # before any timing: a file name, or a results folder vlc may write
@@ -149,25 +109,17 @@ def register(app: typer.Typer) -> None:
                 claim_output_dir(record, "results", option="--record")
         if save_inputs is not None:
             save_inputs = claim_output_dir(save_inputs, "inputs", option="--save-inputs", create=True)
-        artifact, target = open_artifact(artifact_dir)
-        batches = parse_batches(batch) if batch is not None else [default_batch(artifact)]
-        for b in batches:  # every batch is checked before any is timed
-            check_batch(artifact, b)
-        env = environment(artifact, target)
-        records, results = [], []
-        session = target.open(artifact)  # opened once for the whole sweep
-        try:
-            with console.progress(f"profiling {artifact.path.name}") as bar:
-                for b in batches:
-                    bar.update(bar.task_ids[0], description=f"profiling {artifact.path.name}, batch {b}")
-                    feeds = artifact_inputs(artifact, batch=b, seed=seed)
-                    if save_inputs is not None:
-                        save_input_files(feeds, save_inputs / f"batch-{b}")
-                    result = target.profile(artifact, feeds, settings, session=session)
-                    results.append(result)
-                    records.append(artifact_record(artifact, result, settings, env, machine or env["host"]))
-        finally:
-            session.close()
+        artifact, _ = open_artifact(artifact_dir)
+
+        with console.progress(f"profiling {artifact.path.name}") as bar:
+            def each_batch(b: int, feeds: Any) -> None:  # shown, and saved with --save-inputs
+                bar.update(bar.task_ids[0], description=f"profiling {artifact.path.name}, batch {b}")
+                if save_inputs is not None:
+                    save_input_files(feeds, save_inputs / f"batch-{b}")
+
+            measured = api.profile(artifact, batches=parse_batches(batch) if batch is not None else None,
+                                   settings=settings, seed=seed, machine=machine, on_batch=each_batch)
+        records, results, env = measured.records, measured.results, measured.environment
         written = write_records(record, records) if record is not None else []
         if json_out:
             console.emit_json([r.to_json() for r in records])
@@ -178,7 +130,7 @@ def register(app: typer.Typer) -> None:
         rows = [[r.batch, r.latency.min, r.latency.mean, r.latency.median, r.latency.p90, r.latency.p95,
                  r.latency.p99, r.latency.cv, r.throughput, r.latency.count, r.includes_transfers]
                 for r in results]
-        console.table(f"{artifact.target} {artifact.manifest['precision']} on {artifact.spec.device} "
+        console.table(f"{artifact.target} {artifact.manifest.precision} on {artifact.spec.device} "
                       f"({artifact.path}); latency in ms per call, {note}"
                       + "".join(f"; timed by the {t}" for t in sorted({str(r.extra.get("timing") or "")
                                                                          for r in results} - {""})),

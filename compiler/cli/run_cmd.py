@@ -8,61 +8,21 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from vlc import api
 from vlc.cli import console
-from vlc.cli.options import build_spec
-from vlc.errors import InputError
 from vlc.outdir import claim_output_dir
-from vlc.plugin_manager import get_target
 
 if TYPE_CHECKING:  # numpy is imported by the command when it runs, not to print --help
     import numpy as np
 
 
-# Compiled files that only run from the artifact `vlc compile` writes around them (its manifest
-# holds the signature, batch range and build settings), with the target that builds each.
-COMPILED_FILES = {".engine": ("TensorRT engine", "trt"), ".plan": ("TensorRT engine", "trt"),
-                  ".om": ("Ascend offline model", "ascend310p")}
-
-
 def open_artifact(path: Path) -> tuple[Any, Any]:
-    """The artifact and the target that built it (the target must be registered here). A bare
-    .onnx file runs as an onnxruntime fp32 artifact built on the fly in a temporary directory."""
-    from vlc.artifact import Artifact
-
-    suffix = path.suffix.lower()
-    if suffix == ".onnx" and path.is_file():
-        return onnx_file_artifact(path)
-    if suffix in COMPILED_FILES and path.is_file():
-        kind, target = COMPILED_FILES[suffix]
-        raise InputError(f"{path} is a bare {kind}; vlc runs the artifact directory `vlc compile` writes "
-                         "(its manifest holds the inputs, batch range and build settings)",
-                         fix=f"build one from the ONNX model: vlc compile MODEL.onnx -t {target} -o DIR, "
-                             "then pass DIR")
-    artifact = Artifact.load(path)
-    return artifact, get_target(artifact.target)
-
-
-def onnx_file_artifact(path: Path) -> tuple[Any, Any]:
-    """An onnxruntime fp32 CPU artifact of the ONNX file as it is (no simplifier, no passes), in a
-    temporary directory removed when vlc exits."""
-    import atexit
-    import shutil
-    import tempfile
-
-    from vlc.frontend.pipeline import FrontendOptions, prepare
-
-    target = get_target("onnxruntime")
-    target.require_available()
-    spec = build_spec(target, "fp32", None, [], None, [], "cpu")
-    scratch = Path(tempfile.mkdtemp(prefix="vlc-onnx-"))
-    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
-    with console.progress(f"building an onnxruntime artifact of {path.name}"):
-        source = prepare(str(path.resolve()), cache_dir=scratch / "cache",
-                         options=FrontendOptions(simplify=False, passes=(), parity=False))
-        artifact = target.compile(source, spec, scratch / "artifact")
-    artifact.transient_of = path  # records name the file, not a directory removed at exit
-    console.info(f"{path}: running it through onnxruntime (fp32, cpu), built in a temporary directory; "
-                 f"to keep an artifact: vlc compile {path} -t onnxruntime -o DIR")
+    """The artifact and the target that built it (vlc.api.load); a bare .onnx file is built into a
+    temporary onnxruntime artifact, and the user is told how to keep one."""
+    artifact, target = api.load(path, step=console.progress)
+    if artifact.transient_of is not None:
+        console.info(f"{path}: running it through onnxruntime (fp32, cpu), built in a temporary directory; "
+                     f"to keep an artifact: vlc compile {path} -t onnxruntime -o DIR")
     return artifact, target
 
 
@@ -106,7 +66,6 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     ) -> None:
         """Run an artifact (or a bare .onnx file) once and print its outputs' shapes and statistics."""
-        from vlc.frontend.feeds import artifact_inputs
         from vlc.inputs import array_stats, nonfinite_notes, save_outputs
 
         if output is not None:
@@ -114,10 +73,7 @@ def register(app: typer.Typer) -> None:
         if save_inputs is not None:
             claim_output_dir(save_inputs, "inputs", option="--save-inputs")
         artifact, target = open_artifact(artifact_dir)
-        if inputs and batch is not None:
-            raise InputError("--batch applies to generated inputs, not to --input files",
-                             fix="drop --batch; the files' first axis is the batch")
-        feeds = artifact_inputs(artifact, files=inputs, batch=batch, seed=seed)
+        feeds = api.inputs(artifact, files=inputs, batch=batch, seed=seed)
         for note in nonfinite_notes(feeds):
             console.info(f"warning: {note}")
         saved_inputs = save_input_files(feeds, save_inputs)
@@ -128,7 +84,7 @@ def register(app: typer.Typer) -> None:
         saved = [str(p) for p in save_outputs(outputs, claim_output_dir(output, "run-outputs", create=True))] \
             if output else []
         summary = {"artifact": str(artifact_dir), "target": artifact.target,
-                   "precision": artifact.manifest["precision"], "device": artifact.spec.device,
+                   "precision": artifact.manifest.precision, "device": artifact.spec.device,
                    "inputs": {k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in feeds.items()},
                    "input_source": "files" if inputs else f"generated (seed {seed})",
                    "outputs": {k: array_stats(v) for k, v in outputs.items()},
