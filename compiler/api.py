@@ -205,10 +205,13 @@ def compile(model: str | CompileSource, target: str | Target, **kwargs: Any) -> 
 
 
 # ---- load, run -----------------------------------------------------------------------------------
-# Compiled files that only run from the artifact `vlc compile` writes around them (its manifest
-# holds the signature, batch range and build settings), with the target that builds each.
-COMPILED_FILES = {".engine": ("TensorRT engine", "trt"), ".plan": ("TensorRT engine", "trt"),
-                  ".om": ("Ascend offline model", "ascend310p")}
+def _compiled_file(suffix: str) -> tuple[str, list[str]] | None:
+    """(what it is, the targets that write it) for a bare compiled file (Capabilities.compiled_files)."""
+    from vlc import plugin_manager
+
+    kinds = {name: dict(t.capabilities.compiled_files).get(suffix) for name, t in plugin_manager.targets().items()}
+    found = {name: kind for name, kind in kinds.items() if kind}
+    return (next(iter(found.values())), sorted(found)) if found else None
 
 
 def load(path: str | Path | Artifact, *, step: Step = _no_step) -> tuple[Artifact, Target]:
@@ -221,12 +224,13 @@ def load(path: str | Path | Artifact, *, step: Step = _no_step) -> tuple[Artifac
     suffix = path.suffix.lower()
     if suffix == ".onnx" and path.is_file():
         return _onnx_file_artifact(path, step)
-    if suffix in COMPILED_FILES and path.is_file():
-        kind, target = COMPILED_FILES[suffix]
+    if path.is_file() and (compiled := _compiled_file(suffix)) is not None:
+        # a compiled file runs only from the artifact `vlc compile` writes around it
+        kind, targets = compiled
         raise InputError(f"{path} is a bare {kind}; vlc runs the artifact directory `vlc compile` writes "
                          "(its manifest holds the inputs, batch range and build settings)",
-                         fix=f"build one from the ONNX model: vlc compile MODEL.onnx -t {target} -o DIR, "
-                             "then pass DIR")
+                         fix=f"build one from the ONNX model: vlc compile MODEL.onnx -t TARGET -o DIR, then "
+                             f"pass DIR (TARGET: {' or '.join(targets)})")
     artifact = Artifact.load(path)
     return artifact, get_target(artifact.target)
 

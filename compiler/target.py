@@ -92,6 +92,8 @@ class Capabilities:
       (TensorRT-RTX ahead of time); `vlc targets` says "compile only" where nothing runs them.
     - needs_model: it builds from the PyTorch model itself, not the ONNX graph (and its sessions
       re-create the model from its ref), so the model's code must be importable where it runs.
+    - compiled_files: (suffix, what it is) of the bare compiled files it writes (".engine", "TensorRT
+      engine"); handed such a file instead of its artifact, `vlc run` says which target builds one.
     """
 
     preflight: bool = False
@@ -99,6 +101,7 @@ class Capabilities:
     batch_layouts: tuple[str, ...] = (DYNAMIC,)
     builds_without_device: bool = False
     needs_model: bool = False
+    compiled_files: tuple[tuple[str, str], ...] = ()
 
 
 class Session(Protocol):

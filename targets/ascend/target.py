@@ -35,7 +35,8 @@ class AscendTarget(Target):
     # ATC builds one static .om per batch size (-O batches) or one with gears (-O gears); `vlc check`
     # knows ATC's operator tables; a bundle builds on a machine with the toolkit
     capabilities: ClassVar[Capabilities] = Capabilities(preflight=True, bundles=True,
-                                                        batch_layouts=(PER_BATCH, GEARS))
+                                                        batch_layouts=(PER_BATCH, GEARS),
+                                                        compiled_files=((".om", "Ascend offline model"),))
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -28,6 +28,7 @@ from vlc.targets.trt.presets import DEFAULT_PRESET, GpuPreset, gpu_presets, pres
 # targets does not import the precision pass; tests/test_options.py checks that the two agree
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "mse")
 ISLAND_MODES = ("static", "auto")
+ENGINE_FILES = ((".engine", "TensorRT engine"), (".plan", "TensorRT engine"))
 
 
 def optimization_level(value: Any) -> int:
@@ -111,6 +112,7 @@ class TrtTarget(Target):
     presets = {name: p.to_json() for name, p in gpu_presets().items()}
     default_preset = DEFAULT_PRESET
     prefer: ClassVar[str] = TENSORRT
+    capabilities: ClassVar[Capabilities] = Capabilities(compiled_files=ENGINE_FILES)
 
     def backend(self) -> Backend:
         return load_backend(self.prefer)
@@ -379,4 +381,4 @@ class TrtRtxTarget(TrtTarget):
     summary: ClassVar[str] = ("TensorRT-RTX engines, built ahead of time for a preset's compute "
                               "capability (no GPU needed to build)")
     prefer: ClassVar[str] = TENSORRT_RTX
-    capabilities: ClassVar[Capabilities] = Capabilities(builds_without_device=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(builds_without_device=True, compiled_files=ENGINE_FILES)

@@ -120,12 +120,14 @@ def test_profile_a_bare_onnx_file(vlc_cli, onnx_file):
     assert {r["artifact"]["path"] for r in records} == {str(onnx_file)}
 
 
-@pytest.mark.parametrize("name, target", [("model.engine", "-t trt"), ("model.plan", "-t trt"),
-                                          ("model.om", "-t ascend310p")])
+@pytest.mark.parametrize("name, target", [("model.engine", "TARGET: trt or trt-rtx"),
+                                          ("model.plan", "TARGET: trt or trt-rtx"),
+                                          ("model.om", "TARGET: ascend310 or ascend310p")])
 def test_bare_compiled_files_are_refused_with_the_command_to_build_one(vlc_cli, tmp_path, name, target):
     (tmp_path / name).write_bytes(b"\0" * 64)
     for command in ("run", "profile"):
-        one_line_error(vlc_cli(command, tmp_path / name), 2, f"{name} is a bare", f"vlc compile MODEL.onnx {target}")
+        one_line_error(vlc_cli(command, tmp_path / name), 2, f"{name} is a bare", "vlc compile MODEL.onnx -t TARGET",
+                       target)
 
 
 # ---- --save-inputs and Polygraphy JSON ----------------------------------------------------------
