@@ -60,7 +60,8 @@ def main() -> None:
                 artifact = target.compile(source, spec, Path(tmp) / f"{graph}-{batch}".replace(" ", "_"))
                 feeds = source.generate_inputs(batch)
                 for search in SEARCHES[graph]:
-                    sessions = CudaSessions(artifact.file("main"), {**options, "conv_algo": search}, cuda_graph=True)
+                    sessions = CudaSessions(artifact.file("main"), {**artifact.spec.options, "conv_algo": search},
+                                            cuda_graph=True)
                     cells[search].append(f"{median_ms(sessions.device_resident(feeds), iterations=30):.3f}")
                     sessions.close()
             for search, values in cells.items():

@@ -90,8 +90,9 @@ def session_call(path: str, model: str, batch: int, work: Path) -> tuple[Callabl
     if target_name == "onnxruntime":
         from vlc.targets.onnxruntime.gpu_path import CudaSessions
 
-        with_graph = CudaSessions(artifact.file("main"), spec.options, cuda_graph=True)
-        without = CudaSessions(artifact.file("main"), spec.options, cuda_graph=False)
+        typed = artifact.spec.options  # every option typed, as the target's sessions take them
+        with_graph = CudaSessions(artifact.file("main"), typed, cuda_graph=True)
+        without = CudaSessions(artifact.file("main"), typed, cuda_graph=False)
         return with_graph.device_resident(feeds), without.device_resident(feeds), facts
     session = target.open(artifact)
     compute = session.compute_only(feeds)  # type: ignore[attr-defined]
