@@ -8,7 +8,6 @@ checks again, so what it promises to fix is shown fixed.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vlc.ascend_patches.core import PatchContext, apply_patches, ordered
@@ -17,61 +16,14 @@ from vlc.ascend_patches.fp16 import FLOAT_TYPES, out_of_range
 from vlc.ascend_patches.graph import Graph, attr, opset
 from vlc.ascend_patches.int32 import int64_groups
 from vlc.errors import InputError
+from vlc.preflight import ERROR, INFO, WARNING, CheckReport, Finding
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
 from vlc.targets.ascend.cann import cann_info, input_dtypes, op_support
 from vlc.targets.ascend.options import AscendOptions
 
-ERROR, WARNING, INFO = "error", "warning", "info"
-
-
-@dataclass
-class Finding:
-    severity: str
-    code: str
-    message: str
-    node: str | None = None
-    op_type: str | None = None
-    fix: str | None = None  # the patch that fixes it automatically
-    hint: str | None = None  # what the user can do when no patch can
-
-    @property
-    def blocking(self) -> bool:
-        return self.severity == ERROR and self.fix is None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class CheckReport:
-    target: str
-    soc_version: str
-    cann: int
-    findings: list[Finding]
-    patches: list[str]
-    after: list[Finding] | None = None  # findings on the patched graph (None: not patched)
-    patch_error: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def remaining(self) -> list[Finding]:
-        """What still stops ATC after vlc's own fixes."""
-        if self.patch_error is not None:
-            return [f for f in self.findings if f.severity == ERROR]
-        source = self.findings if self.after is None else self.after
-        return [f for f in source if f.severity == ERROR and (self.after is not None or f.fix is None)]
-
-    @property
-    def ok(self) -> bool:
-        return not self.remaining
-
-    def to_json(self) -> dict[str, Any]:
-        return {"target": self.target, "soc_version": self.soc_version, "cann": self.cann,
-                "ok": self.ok, "patches": self.patches,
-                "findings": [f.to_json() for f in self.findings],
-                "after_patches": None if self.after is None else [f.to_json() for f in self.after],
-                "patch_error": self.patch_error, "notes": self.notes}
+# Finding and CheckReport are core's (vlc.preflight), so that `vlc check` prints any target's report
+__all__ = ["ERROR", "INFO", "WARNING", "CheckReport", "Finding", "auto_patches", "check", "check_graph"]
 
 
 def _node_label(n: Any) -> str:
@@ -278,7 +230,9 @@ def check(model: Any, opts: AscendOptions, spec: TargetSpec, signature: Signatur
 
     findings = check_graph(model, opts, spec, signature)
     patches = auto_patches(findings, opts)
-    report = CheckReport(opts.target, opts.soc_version, opts.cann, findings, patches)
+    report = CheckReport(opts.target, findings, patches, compiler="ATC",
+                         context=f"{opts.soc_version}, CANN {opts.cann}",
+                         facts={"soc_version": opts.soc_version, "cann": opts.cann})
     if not patch:
         return report
     copy = onnx.ModelProto()
