@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from vlc.errors import InputError
+from vlc.options import FALSE_WORDS, TRUE_WORDS, boolean, words
 
 # ONNX Runtime's CUDA LayerNorm, Softmax and reduction kernels accumulate fp16 in fp32, so on CUDA
 # only the overflow-prone elementwise ops stay in fp32 islands (fewer Casts, fusable fp16 chains);
@@ -30,21 +31,6 @@ ATTENTION_KERNELS: dict[str, int] = {"default": 0, "flash": 1, "efficient": 2, "
                                      "cudnn": 8, "math": 16}
 
 
-TRUE_WORDS = ("1", "true", "on", "yes")
-FALSE_WORDS = ("0", "false", "off", "no")
-
-
-def option_bool(options: Mapping[str, Any], name: str, default: bool) -> bool:
-    value = options.get(name, default)
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in TRUE_WORDS:
-        return True
-    if str(value).lower() in FALSE_WORDS:
-        return False
-    raise InputError(f"-O {name}={value} is not a boolean", fix=f"use -O {name}=true or -O {name}=false")
-
-
 # The onnxruntime target's own graph passes, in the order they run: onnxscript's ONNX Runtime
 # fusions (attention, skip-LayerNorm, GELU) and vlc's rewrites for the CUDA kernels (cuda_rewrites.py).
 FUSION_PASSES = ("patch-matmul", "conv-bias-add", "ort-fusions", "qkv-attention")
@@ -60,54 +46,53 @@ UNDONE_BY: dict[str, tuple[str, ...]] = {"conv-bias-add": ("ConvAddFusion",)}
 CONV_ALGO_SEARCH: dict[str, str] = {"heuristic": "HEURISTIC", "exhaustive": "EXHAUSTIVE", "default": "DEFAULT"}
 
 
-def fusion_passes(spec_options: Mapping[str, Any], device: str) -> tuple[str, ...]:
-    """-O fusions: true (all; the default on CUDA), false (none; the default on the CPU) or a list."""
-    value = spec_options.get("fusions")
-    if value is None:
-        return FUSION_PASSES if device == "cuda" else ()
-    if isinstance(value, bool) or str(value).lower() in TRUE_WORDS + FALSE_WORDS:
-        return FUSION_PASSES if option_bool(spec_options, "fusions", False) else ()
-    names = [n.strip() for n in str(value).split(",") if n.strip()]
-    unknown = [n for n in names if n not in FUSION_PASSES]
-    if unknown:
+# The functions below read the target's typed options (OnnxRuntimeTarget.parse_options: every
+# option present, values parsed and checked); None is "not set", the device decides.
+
+def parse_fusions(value: Any) -> bool | list[str]:
+    """-O fusions: true (all), false (none) or a comma list of FUSION_PASSES names (kept in their order)."""
+    if isinstance(value, bool) or str(value).strip().lower() in TRUE_WORDS + FALSE_WORDS:
+        return boolean(value)
+    names = words(value)
+    if unknown := [n for n in names if n not in FUSION_PASSES]:
         raise InputError(f"-O fusions names unknown pass(es) {', '.join(unknown)}",
                          fix=f"use true, false or a comma list of {', '.join(FUSION_PASSES)}")
-    return tuple(n for n in FUSION_PASSES if n in names)
+    return [n for n in FUSION_PASSES if n in names]
 
 
-def disabled_optimizers(spec_options: Mapping[str, Any], device: str) -> list[str]:
+def fusion_passes(options: Mapping[str, Any], device: str) -> tuple[str, ...]:
+    """The passes -O fusions turns on: all by default on CUDA, none by default on the CPU."""
+    value = options["fusions"]
+    if value is None:
+        return FUSION_PASSES if device == "cuda" else ()
+    if isinstance(value, bool):
+        return FUSION_PASSES if value else ()
+    return tuple(n for n in FUSION_PASSES if n in value)
+
+
+def disabled_optimizers(options: Mapping[str, Any], device: str) -> list[str]:
     """ONNX Runtime optimizers to turn off in sessions of this target's graphs (see UNDONE_BY)."""
-    return sorted({name for p in fusion_passes(spec_options, device) for name in UNDONE_BY.get(p, ())})
+    return sorted({name for p in fusion_passes(options, device) for name in UNDONE_BY.get(p, ())})
 
 
-def conv_algo_search(spec_options: Mapping[str, Any]) -> str:
-    """-O conv_algo: heuristic (default), exhaustive or default -> cudnn_conv_algo_search."""
-    choice = str(spec_options.get("conv_algo", "heuristic")).lower()
-    if choice not in CONV_ALGO_SEARCH:
-        raise InputError(f"-O conv_algo={choice} is not one of {', '.join(CONV_ALGO_SEARCH)}",
-                         fix="use -O conv_algo=heuristic, exhaustive or default")
-    return CONV_ALGO_SEARCH[choice]
+def conv_algo_search(options: Mapping[str, Any]) -> str:
+    """-O conv_algo (heuristic, exhaustive or default) -> cudnn_conv_algo_search."""
+    return CONV_ALGO_SEARCH[options["conv_algo"]]
 
 
-def cuda_graph_on(spec_options: Mapping[str, Any], device: str) -> bool:
-    wanted = option_bool(spec_options, "cuda_graph", True)  # checked on every device
-    return device == "cuda" and wanted
+def cuda_graph_on(options: Mapping[str, Any], device: str) -> bool:
+    return device == "cuda" and bool(options["cuda_graph"])
 
 
-def islands_choice(spec_options: Mapping[str, Any], device: str) -> str:
+def islands_choice(options: Mapping[str, Any], device: str) -> str:
     """-O islands: all, overflow (the default on cuda) or auto."""
-    choice = spec_options.get("islands", "overflow" if device == "cuda" else "all")
-    if choice not in ISLANDS:
-        raise InputError(f"-O islands={choice} is not one of {', '.join(ISLANDS)}",
-                         fix="use -O islands=all (every sensitive op in fp32), -O islands=overflow or "
-                             "-O islands=auto (the fewest fp32 nodes that meet -O accuracy)")
-    return str(choice)
+    return str(options["islands"] or ("overflow" if device == "cuda" else "all"))
 
 
-def fp32_islands(spec_options: Mapping[str, Any], device: str) -> frozenset[str] | None:
+def fp32_islands(options: Mapping[str, Any], device: str) -> frozenset[str] | None:
     """Ops kept in fp32 by the precision pass; None means the shared pass's default set (also
     where islands=auto starts its search)."""
-    return CUDA_FP32_OPS if islands_choice(spec_options, device) == "overflow" else None
+    return CUDA_FP32_OPS if islands_choice(options, device) == "overflow" else None
 
 
 def cpu_safe_options(options: Mapping[str, Any], device: str, precision: str) -> dict[str, Any]:
@@ -115,27 +100,14 @@ def cpu_safe_options(options: Mapping[str, Any], device: str, precision: str) ->
     LayerNorm/Softmax stay in fp16 (islands=overflow or auto); cap such CPU sessions at "extended"."""
     options = dict(options)
     if (device == "cpu" and precision in ("fp16", "bf16") and islands_choice(options, device) != "all"
-            and options.get("graph_optimization_level", "all") == "all"):
+            and options["graph_optimization_level"] == "all"):
         options["graph_optimization_level"] = "extended"
     return options
 
 
-def attention_kernel(spec_options: Mapping[str, Any]) -> int:
+def attention_kernel(options: Mapping[str, Any]) -> int:
     """The `sdpa_kernel` mask for ONNX Runtime's fused attention operators (0: its own choice)."""
-    choice = str(spec_options.get("attention", "default"))
-    if choice not in ATTENTION_KERNELS:
-        raise InputError(f"-O attention={choice} is not one of {', '.join(ATTENTION_KERNELS)}",
-                         fix="use -O attention=default, or name one backend, e.g. -O attention=flash")
-    return ATTENTION_KERNELS[choice]
-
-
-def check_gpu_options(options: Mapping[str, Any], device: str) -> None:
-    fusion_passes(options, device)
-    cuda_graph_on(options, device)
-    fp32_islands(options, device)
-    attention_kernel(options)
-    conv_algo_search(options)
-    option_bool(options, "strict_precision", True)
+    return ATTENTION_KERNELS[options["attention"]]
 
 
 def apply_fusions(onnx_path: Path, passes: tuple[str, ...]) -> dict[str, int]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from vlc.errors import InputError, VlcError, first_line
+from vlc.errors import VlcError, first_line
 from vlc.onnx_files import copy_onnx, external_data_locations
 from vlc.timing import ProfileResult, ProfileSettings, host_profile
 
@@ -23,18 +23,6 @@ def graph_level(name: str) -> Any:
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[name]
-
-
-def check_options(options: Mapping[str, Any]) -> None:
-    """Values of -O options, checked before anything is built."""
-    level = options.get("graph_optimization_level", "all")
-    if level not in OPT_LEVELS:
-        raise InputError(f"-O graph_optimization_level={level} is not one of {', '.join(OPT_LEVELS)}",
-                         fix="use e.g. -O graph_optimization_level=all")
-    threads = options.get("intra_op_threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
-        raise InputError(f"-O intra_op_threads={threads} is not a non-negative integer",
-                         fix="use e.g. -O intra_op_threads=4 (0: ONNX Runtime's default)")
 
 
 def session_options(options: Mapping[str, Any], *, optimized_path: Path | None = None,
@@ -104,7 +92,7 @@ class OrtSession:
             inputs[name] = array
         try:
             values = self._session.run(self.output_names, inputs)
-        except Exception as exc:  # onnxruntime's own exception types are not importable portably
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types are not importable portably
             raise VlcError(f"onnxruntime failed while running: {first_line(exc)}",
                            fix="check the inputs' shapes; rerun with --debug for details") from None
         return {name: (v.astype(np.float32) if v.dtype == np.float16 else v)

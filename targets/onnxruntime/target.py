@@ -10,14 +10,17 @@ import numpy as np
 
 from vlc.artifact import Artifact, BuildDir
 from vlc.errors import CompileError, TargetUnavailable, first_line
+from vlc.options import cosine, lower_text, non_negative, text
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, CompileSource, OptionInfo, Session, Target
 from vlc.targets.onnxruntime.gpu_path import (
+    ATTENTION_KERNELS,
+    CONV_ALGO_SEARCH,
+    ISLANDS,
     CudaSessions,
     apply_fusions,
     attention_kernel,
-    check_gpu_options,
     conv_algo_search,
     cpu_safe_options,
     cuda_graph_on,
@@ -25,8 +28,10 @@ from vlc.targets.onnxruntime.gpu_path import (
     fp32_islands,
     fusion_passes,
     islands_choice,
-    option_bool,
+    parse_fusions,
 )
+from vlc.targets.onnxruntime.providers import check_providers, parse_providers
+from vlc.targets.onnxruntime.session import OPT_LEVELS
 
 MAIN = "model.onnx"
 OPTIMIZED = "model.optimized.onnx"
@@ -48,25 +53,32 @@ class OnnxRuntimeTarget(Target):
     summary = "ONNX Runtime: CPU always; CUDA and TensorRT execution providers where installed"
     devices = ("cpu", "cuda")
     options = {
-        "graph_optimization_level": OptionInfo("disable, basic, extended or all", str, "all"),
-        "intra_op_threads": OptionInfo("threads inside one operator (0: ONNX Runtime's default)", int, 0),
+        "graph_optimization_level": OptionInfo("disable, basic, extended or all", str, "all",
+                                               choices=OPT_LEVELS, parse=text),
+        "intra_op_threads": OptionInfo("threads inside one operator (0: ONNX Runtime's default)", int, 0,
+                                       parse=non_negative),
         "providers": OptionInfo("execution providers in order, e.g. tensorrt,cuda,cpu "
-                                "(default: cuda,cpu on --device cuda, else cpu)", str, None),
+                                "(default: cuda,cpu on --device cuda, else cpu)", list, None,
+                                parse=parse_providers),
         "fusions": OptionInfo("graph passes for ONNX Runtime's kernels: true (all), false, or a comma list "
                               "of patch-matmul, conv-bias-add, ort-fusions (attention, skip-LayerNorm, "
-                              "GELU), qkv-attention (default: all on cuda, none on cpu)", str, None),
+                              "GELU), qkv-attention (default: all on cuda, none on cpu)", str, None,
+                              parse=parse_fusions),
         "cuda_graph": OptionInfo("capture and replay CUDA graphs, one per input shape (cuda; "
                                  "default on)", bool, True),
         "islands": OptionInfo("fp16/bf16 ops kept in fp32: all (the shared set), overflow (only "
                               "overflow-prone ops; default on cuda) or auto (the fewest nodes of the "
-                              "shared set that meet -O accuracy, measured on the check inputs)", str, None),
+                              "shared set that meet -O accuracy, measured on the check inputs)", str, None,
+                              choices=ISLANDS),
         "accuracy": OptionInfo("fp16/bf16/int8: the worst output cosine against fp32 the conversion must "
-                               "meet (default: the precision's tolerance); islands=auto's goal", float, None),
+                               "meet (default: the precision's tolerance); islands=auto's goal", float, None,
+                               parse=cosine),
         "attention": OptionInfo("attention backend of the fused attention operators on cuda: default "
                                 "(ONNX Runtime's choice), flash, efficient, cudnn, trt-fused or math",
-                                str, "default"),
+                                str, "default", choices=tuple(ATTENTION_KERNELS)),
         "conv_algo": OptionInfo("how cuDNN picks convolution algorithms on cuda: heuristic, exhaustive "
-                                "(time them all) or default", str, "heuristic"),
+                                "(time them all) or default", str, "heuristic", choices=tuple(CONV_ALGO_SEARCH),
+                                parse=lower_text),
         "calibration": OptionInfo("int8: directory of .npz feeds (or .npy for single-input models); "
                                   "default: the model's own input generator", str, None),
         "strict_precision": OptionInfo("fail the build when the fp16/int8 graph misses its tolerance against "
@@ -87,17 +99,9 @@ class OnnxRuntimeTarget(Target):
         return Availability(True, versions={"onnxruntime": ort.__version__}, devices=devices)
 
     def validate_spec(self, spec: TargetSpec, signature: Signature) -> TargetSpec:
-        spec = super().validate_spec(spec, signature)
-        from vlc.targets.onnxruntime.providers import check_providers, parse_providers
-        from vlc.targets.onnxruntime.session import check_options
-
-        check_options(spec.options)
-        check_gpu_options(spec.options, spec.device)
-        from vlc.frontend.precision.islands import parse_goal
-
-        parse_goal(None, spec.options.get("accuracy"), spec.precision.value)  # one-line error now
-        if spec.options.get("providers") is not None:
-            check_providers(spec.device, parse_providers(spec.options["providers"]))
+        spec = super().validate_spec(spec, signature)  # options typed and checked one by one
+        if spec.options["providers"] is not None:  # checks that need the device
+            check_providers(spec.device, spec.options["providers"])
         return spec
 
     def _compile(self, source: CompileSource, spec: TargetSpec, build: BuildDir) -> None:
@@ -106,7 +110,7 @@ class OnnxRuntimeTarget(Target):
         from vlc.targets.onnxruntime.providers import choose_providers
         from vlc.targets.onnxruntime.session import copy_graph, external_data_files, session_options
 
-        providers = choose_providers(spec.device, spec.options.get("providers"))
+        providers = choose_providers(spec.device, spec.options["providers"])
         main = build.path / MAIN
         if spec.precision == Precision.FP32:
             copied = copy_graph(source.onnx_path, build.path, MAIN)
@@ -116,12 +120,12 @@ class OnnxRuntimeTarget(Target):
 
             islands = fp32_islands(spec.options, spec.device)
             mode, goal = parse_goal("auto" if islands_choice(spec.options, spec.device) == "auto" else None,
-                                    spec.options.get("accuracy"), spec.precision.value)
+                                    spec.options["accuracy"], spec.precision.value)
             inputs = model_inputs(source, spec.precision)
-            if spec.precision is Precision.INT8 and (folder := spec.options.get("calibration")):
+            if spec.precision is Precision.INT8 and (folder := spec.options["calibration"]):
                 inputs["calibration"] = CalibrationData.from_dir(folder)
             report = convert(source.onnx_path, spec.precision, main, input_specs=source.input_specs,
-                             strict=option_bool(spec.options, "strict_precision", True), **inputs,
+                             strict=spec.options["strict_precision"], **inputs,
                              **({} if islands is None else {"keep_fp32_ops": islands}),
                              islands=mode, tolerance=goal)
             build.extra["precision"] = report.to_json() if hasattr(report, "to_json") else None
@@ -152,8 +156,8 @@ class OnnxRuntimeTarget(Target):
             build.files["optimized"] = OPTIMIZED
         build.extra.update({
             "providers_requested": providers, "providers": used,
-            "graph_optimization_level": spec.options.get("graph_optimization_level", "all"),
-            "intra_op_threads": spec.options.get("intra_op_threads") or 0,
+            "graph_optimization_level": spec.options["graph_optimization_level"],
+            "intra_op_threads": spec.options["intra_op_threads"],
             "onnxruntime_version": ort.__version__,
         })
         build.log(f"onnxruntime {ort.__version__}; providers {', '.join(used)}; " + (
@@ -166,8 +170,8 @@ class OnnxRuntimeTarget(Target):
         from vlc.targets.onnxruntime.providers import choose_providers
         from vlc.targets.onnxruntime.session import OrtSession, session_options
 
-        spec = artifact.spec
-        providers = choose_providers(spec.device, spec.options.get("providers"))
+        spec = self.artifact_spec(artifact)
+        providers = choose_providers(spec.device, spec.options["providers"])
         per_operator = functools.partial(self._operator_profile, artifact)
         if spec.device == "cuda" and providers[0] == "CUDAExecutionProvider":
             sessions = CudaSessions(artifact.file("main"), spec.options, cuda_graph_on(spec.options, spec.device))
@@ -191,8 +195,8 @@ class OnnxRuntimeTarget(Target):
         from vlc.targets.onnxruntime.providers import choose_providers
         from vlc.targets.onnxruntime.session import session_options
 
-        spec = artifact.spec
-        providers: list[Any] = choose_providers(spec.device, spec.options.get("providers"))
+        spec = self.artifact_spec(artifact)
+        providers: list[Any] = choose_providers(spec.device, spec.options["providers"])
         if providers[0] == "CUDAExecutionProvider":
             # replays would hide the nodes
             providers[0] = cuda_provider(cuda_graph=False, attention=attention_kernel(spec.options),

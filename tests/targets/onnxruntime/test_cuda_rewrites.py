@@ -25,6 +25,13 @@ from vlc.targets.onnxruntime.gpu_path import (
 RNG = np.random.default_rng(1)
 
 
+def typed(given: dict | None = None) -> dict:
+    """The target's typed options, as its helpers take them (OnnxRuntimeTarget.parse_options)."""
+    from vlc.targets.onnxruntime.target import OnnxRuntimeTarget
+
+    return OnnxRuntimeTarget().parse_options(given or {})
+
+
 def _apply(model: onnx.ModelProto, rules: str) -> tuple[onnx.ModelProto, int]:
     from onnxscript.rewriter import pattern
 
@@ -92,7 +99,8 @@ def _packed_attention(split_axis: int = -1) -> onnx.ModelProto:
                               num_heads=heads)]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 7, d])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)],
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(graph, opset_imports=opsets,
                              ir_version=9)
 
 
@@ -140,7 +148,7 @@ def test_a_convolution_bias_becomes_a_channel_add_with_the_same_output():
     x = RNG.standard_normal((2, 3, 12, 12)).astype(np.float32)
     want = _run(model, x)
     assert want.std() > 0.3
-    np.testing.assert_allclose(_run(rewritten, x, disabled_optimizers({}, "cuda")), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_run(rewritten, x, disabled_optimizers(typed(), "cuda")), want, rtol=1e-5, atol=1e-5)
 
 
 def _optimized_ops(model: onnx.ModelProto, disabled: list[str], tmp_path) -> list[str]:
@@ -154,9 +162,10 @@ def _optimized_ops(model: onnx.ModelProto, disabled: list[str], tmp_path) -> lis
 def test_sessions_of_the_pass_keep_onnxruntime_from_folding_the_bias_back(tmp_path):
     rewritten, _ = _apply(_conv_block(), "conv-bias-add")
     assert "Add" not in _optimized_ops(rewritten, [], tmp_path)  # what ConvAddFusion would do
-    assert disabled_optimizers({}, "cuda") == ["ConvAddFusion"]
-    assert _optimized_ops(rewritten, disabled_optimizers({}, "cuda"), tmp_path).count("Add") == 2
-    assert disabled_optimizers({}, "cpu") == [] and disabled_optimizers({"fusions": "patch-matmul"}, "cuda") == []
+    assert disabled_optimizers(typed(), "cuda") == ["ConvAddFusion"]
+    assert _optimized_ops(rewritten, disabled_optimizers(typed(), "cuda"), tmp_path).count("Add") == 2
+    assert disabled_optimizers(typed(), "cpu") == []
+    assert disabled_optimizers(typed({"fusions": "patch-matmul"}), "cuda") == []
 
 
 def test_a_convolution_without_bias_is_left_alone():
@@ -165,24 +174,24 @@ def test_a_convolution_without_bias_is_left_alone():
 
 
 def test_conv_algo_option_maps_to_cudnn_search_modes():
-    assert conv_algo_search({}) == "HEURISTIC"
-    assert conv_algo_search({"conv_algo": "exhaustive"}) == "EXHAUSTIVE"
+    assert conv_algo_search(typed()) == "HEURISTIC"
+    assert conv_algo_search(typed({"conv_algo": "exhaustive"})) == "EXHAUSTIVE"
     with pytest.raises(InputError, match="conv_algo=fastest"):
-        conv_algo_search({"conv_algo": "fastest"})
+        conv_algo_search(typed({"conv_algo": "fastest"}))
 
 
 def test_fusion_option_picks_passes_in_their_fixed_order():
-    assert fusion_passes({}, "cuda") == FUSION_PASSES
-    assert fusion_passes({}, "cpu") == ()
-    assert fusion_passes({"fusions": "false"}, "cuda") == ()
-    assert fusion_passes({"fusions": True}, "cpu") == FUSION_PASSES
-    assert fusion_passes({"fusions": "qkv-attention, ort-fusions"}, "cuda") == ("ort-fusions", "qkv-attention")
+    assert fusion_passes(typed(), "cuda") == FUSION_PASSES
+    assert fusion_passes(typed(), "cpu") == ()
+    assert fusion_passes(typed({"fusions": "false"}), "cuda") == ()
+    assert fusion_passes(typed({"fusions": True}), "cpu") == FUSION_PASSES
+    assert fusion_passes(typed({"fusions": "qkv-attention, ort-fusions"}), "cuda") == ("ort-fusions", "qkv-attention")
     with pytest.raises(InputError, match="unknown pass"):
-        fusion_passes({"fusions": "ort-fusions,fast"}, "cuda")
+        fusion_passes(typed({"fusions": "ort-fusions,fast"}), "cuda")
 
 
 def test_attention_option_maps_to_onnxruntime_backends():
-    assert attention_kernel({}) == 0
-    assert attention_kernel({"attention": "efficient"}) == 2
+    assert attention_kernel(typed()) == 0
+    assert attention_kernel(typed({"attention": "efficient"})) == 2
     with pytest.raises(InputError, match="attention=fastest"):
-        attention_kernel({"attention": "fastest"})
+        attention_kernel(typed({"attention": "fastest"}))

@@ -15,6 +15,13 @@ from vlc.spec import Precision, TargetSpec
 from vlc.timing import ProfileSettings
 
 
+def typed(given: dict | None = None) -> dict:
+    """The target's typed options, as its helpers take them (OnnxRuntimeTarget.parse_options)."""
+    from vlc.targets.onnxruntime.target import OnnxRuntimeTarget
+
+    return OnnxRuntimeTarget().parse_options(given or {})
+
+
 def _contrib_ops(artifact: Artifact) -> set[str]:
     model = onnx.load(str(artifact.file("main")), load_external_data=False)
     return {n.op_type for n in model.graph.node if n.domain == "com.microsoft"}
@@ -58,9 +65,9 @@ def test_overflow_islands_keep_layernorm_and_softmax_in_fp16(tmp_path):
 def test_islands_choice_per_device():
     from vlc.targets.onnxruntime.gpu_path import CUDA_FP32_OPS, fp32_islands
 
-    assert fp32_islands({}, "cuda") == CUDA_FP32_OPS  # overflow is the CUDA default
-    assert fp32_islands({"islands": "overflow"}, "cpu") == CUDA_FP32_OPS
-    assert fp32_islands({}, "cpu") is None and fp32_islands({"islands": "all"}, "cuda") is None
+    assert fp32_islands(typed(), "cuda") == CUDA_FP32_OPS  # overflow is the CUDA default
+    assert fp32_islands(typed({"islands": "overflow"}), "cpu") == CUDA_FP32_OPS
+    assert fp32_islands(typed(), "cpu") is None and fp32_islands(typed({"islands": "all"}), "cuda") is None
     assert not {"LayerNormalization", "Softmax", "ReduceMean"} & CUDA_FP32_OPS
 
 
