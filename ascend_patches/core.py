@@ -1,19 +1,21 @@
-"""The patch registry: named, numerics-keeping rewrites of an ONNX model for ATC.
+"""The Ascend patches: named, numerics-keeping rewrites of an ONNX model for ATC.
 
-A patch is a function ``(onnx.ModelProto, PatchContext) -> onnx.ModelProto``. The context says
-what the graph is being prepared for (CANN major version, batch size to freeze, precision);
-patches that do not depend on it ignore it. `apply_patches` runs a list in the canonical
-order of `ORDER` and records what each changed.
+A patch is a function ``(onnx.ModelProto, PatchContext, PatchRecord) -> onnx.ModelProto | None``
+registered with :func:`patch` as a :class:`vlc.frontend.passes.GraphPass` of the PROTO form,
+so it runs through vlc's one pass runner (timed, nodes counted, recorded) like every other
+pass. The context says what the graph is being prepared for (CANN major version, batch size to
+freeze, precision); patches that do not depend on it ignore it. The order patches run in is
+the Ascend target's pass set (`vlc.targets.ascend.patch_set`), not this module's business.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from vlc.errors import InputError
+from vlc.errors import InputError, first_line
+from vlc.frontend.passes import PROTO, FunctionPass, PassFn, PassRecord, run_passes
 
 META_CANN = "vlc.ascend.cann"
 META_BATCH = "vlc.ascend.batch"
@@ -38,62 +40,33 @@ class PatchContext:
         return replace(self, batch=batch)
 
 
-@dataclass
-class PatchRecord:
-    """What one patch did: how many sites it rewrote and notes for the build log."""
-
-    name: str
-    changed: int = 0
-    notes: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "changed": self.changed, "notes": self.notes,
-                "seconds": round(self.seconds, 4)}
+# What one patch did (sites rewritten, notes for the build log): the runner's record.
+PatchRecord = PassRecord
 
 
-PatchFn = Callable[[Any, PatchContext, PatchRecord], Any]
+class AscendPatch(FunctionPass):
+    """A patch as a graph pass: ModelProto form, its context a PatchContext (from the model's
+    metadata when the runner gives none, as for `vlc export --passes ascend-opset`)."""
+
+    def __init__(self, name: str, summary: str, fn: PassFn) -> None:
+        super().__init__(name, summary, fn, form=PROTO, keeps_numerics=True)
+
+    def context(self, model: Any, given: Any) -> PatchContext:
+        return given if isinstance(given, PatchContext) else context_from_metadata(model)
 
 
-@dataclass(frozen=True)
-class Patch:
-    name: str
-    summary: str
-    fn: PatchFn
+Patch = AscendPatch
 
-    def apply(self, model: Any, ctx: PatchContext | None = None) -> tuple[Any, PatchRecord]:
-        record = PatchRecord(self.name)
-        start = time.perf_counter()
-        result = self.fn(model, ctx or PatchContext(), record)
-        record.seconds = time.perf_counter() - start
-        return (model if result is None else result), record
+PATCHES: dict[str, AscendPatch] = {}
 
 
-PATCHES: dict[str, Patch] = {}
-
-# The order patches run in when several are asked for: shapes first (later patches need
-# static shapes and folded constants), opset last but one (earlier patches may emit nodes of
-# any opset, the converter then settles them), a final clean-up of what the rewrites left.
-ORDER = (
-    "ascend-freeze-shapes",
-    "ascend-trilu-mask",
-    "ascend-gather-neg-index",
-    "ascend-einsum",
-    "ascend-attention",
-    "ascend-layernorm",
-    "ascend-opset",
-    "ascend-int64-to-int32",
-    "ascend-fp16-clamp",
-)
-
-
-def patch(name: str, summary: str) -> Callable[[PatchFn], PatchFn]:
+def patch(name: str, summary: str) -> Callable[[PassFn], PassFn]:
     """Register a patch function under `name`."""
 
-    def decorate(fn: PatchFn) -> PatchFn:
+    def decorate(fn: PassFn) -> PassFn:
         if name in PATCHES:
             raise ValueError(f"patch {name} registered twice")
-        PATCHES[name] = Patch(name, summary, fn)
+        PATCHES[name] = AscendPatch(name, summary, fn)
         return fn
 
     return decorate
@@ -101,44 +74,45 @@ def patch(name: str, summary: str) -> Callable[[PatchFn], PatchFn]:
 
 def _load_all() -> None:
     # Importing the modules registers their patches.
-    from vlc.ascend_patches import attention, einsum, fp16, gather, int32, layernorm, opset, shapes, trilu  # noqa: F401
+    from vlc.ascend_patches import (  # noqa: F401
+        attention,
+        einsum,
+        fp16,
+        gather,
+        int32,
+        layernorm,
+        opset,
+        shapes,
+        trilu,
+    )
 
 
-def get_patch(name: str) -> Patch:
+def get_patch(name: str) -> AscendPatch:
     _load_all()
     if name not in PATCHES:
         raise InputError(f"unknown Ascend patch '{name}'",
-                         fix=f"known patches: {', '.join(ORDER)}")
+                         fix=f"known patches: {', '.join(sorted(PATCHES))}")
     return PATCHES[name]
 
 
-def all_patches() -> list[Patch]:
+def all_patches() -> list[AscendPatch]:
+    """Every patch, by name (the order of a run is its pass set's)."""
     _load_all()
-    return [PATCHES[n] for n in ORDER]
-
-
-def ordered(names: Iterable[str]) -> list[str]:
-    wanted = set(names)
-    for n in wanted:
-        get_patch(n)
-    return [n for n in ORDER if n in wanted]
+    return [PATCHES[n] for n in sorted(PATCHES)]
 
 
 def apply_patches(model: Any, names: Iterable[str], ctx: PatchContext | None = None
-                  ) -> tuple[Any, list[PatchRecord]]:
-    """Apply patches (in canonical order) to an onnx.ModelProto; returns the new model."""
+                  ) -> tuple[Any, list[PassRecord]]:
+    """Apply the named patches in the order given (a pass set's order) to an onnx.ModelProto
+    through vlc's pass runner; the new model (checked by onnx.checker) and one record per patch."""
     import onnx
 
     ctx = ctx or PatchContext()
-    records = []
-    for name in ordered(names):
-        model, record = get_patch(name).apply(model, ctx)
-        records.append(record)
+    model, records = run_passes(model, [get_patch(n) for n in names], ctx)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0][:300]
-        raise InputError(f"the patched graph fails onnx.checker: {first}",
+        raise InputError(f"the patched graph fails onnx.checker: {first_line(exc, limit=300)}",
                          fix="report it; rerun with -O patches=none to compile the graph unpatched") from None
     return model, records
 

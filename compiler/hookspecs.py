@@ -15,7 +15,7 @@ import pluggy
 if TYPE_CHECKING:
     import typer
 
-    from vlc.frontend.passes import GraphPass
+    from vlc.frontend.passes import GraphPass, PassSet
     from vlc.target import Target
 
 hookspec = pluggy.HookspecMarker("vlc")
@@ -35,11 +35,23 @@ def register_targets(register: Callable[[Target], None]) -> None:
 
 @hookspec
 def register_passes(register: Callable[[GraphPass], None]) -> None:
-    """Register named ONNX graph passes for the front end's pass manager.
+    """Register named ONNX graph passes.
 
     Call ``register(graph_pass)`` with a :class:`vlc.frontend.passes.GraphPass`; users select
-    passes by name with ``vlc export --passes a,b``, and targets name the pass sets they need.
-    A pass must keep numerics: its tests compare the graph before and after in ONNX Runtime.
+    passes by name with ``vlc export --passes a,b``, and the front end and targets run the pass
+    sets they own (``register_pass_sets``). Every registered pass must be in a registered set,
+    and two plugins registering one name is an error. A pass that declares ``keeps_numerics``
+    has tests comparing the graph before and after in ONNX Runtime.
+    """
+
+
+@hookspec
+def register_pass_sets(register: Callable[[PassSet], None]) -> None:
+    """Register ordered pass sets.
+
+    Call ``register(pass_set)`` with a :class:`vlc.frontend.passes.PassSet`: a name, its owner
+    (who runs it) and the ordered pass names. A set naming a pass nobody registered is an
+    error when the registry is built, not a pass silently skipped.
     """
 
 

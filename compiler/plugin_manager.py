@@ -19,7 +19,7 @@ from vlc import hookspecs
 from vlc.errors import InputError
 
 if TYPE_CHECKING:
-    from vlc.frontend.passes import GraphPass
+    from vlc.frontend.passes import GraphPass, PassSet
     from vlc.target import Target
 
 ENTRY_POINT_GROUP = "vlc"
@@ -63,8 +63,8 @@ def get_plugin_manager() -> pluggy.PluginManager:
     else:
         for name in filter(None, (n.strip() for n in allowed.split(","))):
             pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=name)
-    for name, distribution in pm.list_plugin_distinfo():
-        log.debug("plugin %s from %s %s", pm.get_name(name), distribution.project_name, distribution.version)
+    for plugin, distribution in pm.list_plugin_distinfo():
+        log.debug("plugin %s from %s %s", pm.get_name(plugin), distribution.project_name, distribution.version)
     return pm
 
 
@@ -113,9 +113,53 @@ def get_target(name: str) -> Target:
     return known[name]
 
 
+def _collect_by_plugin(hook_name: str) -> list[tuple[str, Any]]:
+    """(plugin name, item) for every item registered through `hook_name`."""
+    items: list[tuple[str, Any]] = []
+    for impl in getattr(get_plugin_manager().hook, hook_name).get_hookimpls():
+        impl.function(register=lambda item, _plugin=impl.plugin_name: items.append((_plugin, item)))
+    return items
+
+
+def _by_name(hook_name: str, kind: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for plugin, item in _collect_by_plugin(hook_name):
+        if item.name in found:
+            raise InputError(f"two plugins register {kind} '{item.name}' ({origin[item.name]}, {plugin})",
+                             fix="uninstall one of them or limit loading with VLC_PLUGINS")
+        found[item.name], origin[item.name] = item, plugin
+    return found
+
+
 @cache
+def _pass_registry() -> tuple[dict[str, GraphPass], dict[str, PassSet]]:
+    """Passes and pass sets, checked together: every set names registered passes only and every
+    registered pass is in a set (a pass in no set would never run where it is meant to)."""
+    found = _by_name("register_passes", "pass")
+    sets = _by_name("register_pass_sets", "pass set")
+    not_loaded = f" (plugins not loaded: {'; '.join(load_errors)})" if load_errors else ""
+    for pass_set in sets.values():
+        missing = [n for n in pass_set.passes if n not in found]
+        if missing:
+            raise InputError(f"pass set '{pass_set.name}' ({pass_set.owner}) names unregistered pass "
+                             f"'{missing[0]}'{not_loaded}",
+                             fix="register the pass through register_passes, or drop it from the set")
+    orphans = sorted(set(found) - {n for s in sets.values() for n in s.passes})
+    if orphans:
+        raise InputError(f"registered pass '{orphans[0]}' is in no pass set{not_loaded}",
+                         fix="list it in its owner's pass set (register_pass_sets)")
+    return found, sets
+
+
 def passes() -> dict[str, GraphPass]:
-    return {p.name: p for p in _collect("register_passes")}
+    """Every registered graph pass by name."""
+    return _pass_registry()[0]
+
+
+def pass_sets() -> dict[str, PassSet]:
+    """Every registered pass set by name."""
+    return _pass_registry()[1]
 
 
 @cache

@@ -15,6 +15,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from vlc.report.format import fmt
+
 __all__ = ["out", "err", "state", "escape", "emit_json", "info", "table", "fmt", "progress", "log",
            "set_verbosity"]
 
@@ -88,29 +90,6 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     for r in rows:
         t.add_row(*(fmt(v) for v in r))
     out.print(t)
-
-
-def fmt(value: Any) -> str:
-    if isinstance(value, float):
-        if value != value:  # NaN
-            return "nan"
-        if value == 0 or 1e-3 <= abs(value) < 1e5:
-            return _short(value)
-        return f"{value:.3e}"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return "" if value is None else str(value)
-
-
-def _short(value: float) -> str:
-    """Four significant digits; seven just below 1 (cosines: 0.999989 must not read as a
-    0.99999 threshold), and never a value below 1 rounded up to "1"."""
-    digits = 7 if 0.99 <= abs(value) < 1 else 4
-    text = f"{value:.{digits}g}"
-    while abs(value) < 1 <= abs(float(text)) and digits < 15:
-        digits += 1
-        text = f"{value:.{digits}g}"
-    return text
 
 
 @contextmanager

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vlc.debug.layerwise import LayerwiseReport, TensorComparison
 from vlc.report.document import Cell, Document, Figure, Section, Table
+from vlc.report.format import fmt
 
 
 def plot_along_graph(report: LayerwiseReport) -> bytes:
@@ -45,8 +46,6 @@ def plot_along_graph(report: LayerwiseReport) -> bytes:
 
 
 def _number(value: float | None) -> str:
-    from vlc.cli.console import fmt
-
     return "-" if value is None else fmt(value)
 
 

@@ -1,19 +1,23 @@
 """int8 sensitivity per node: how far the model's outputs move when only that node is quantized.
 
 The scales come from one calibrated Q/DQ graph (vlc's int8 pass); each node's Q/DQ (on its inputs
-and its outputs, as the int8 graph has them) is copied, alone, into the fp32 graph, which then runs in ONNX Runtime on the CPU against the plain
-fp32 graph. Nodes whose quantization costs the most accuracy are the ones to keep in float; the
-cheapest ones (in error per FLOP) go to int8 first.
+and its outputs, as the int8 graph has them) is copied, alone, into the fp32 graph, which then
+runs in ONNX Runtime on the CPU (Q/DQ by their definition, as the conversion check runs them)
+against the plain fp32 graph. `plan_int8` keeps the nodes that buy the most MACs per unit of
+accuracy in int8 and gives up the rest until the outputs meet a cosine gate; the onnxruntime
+target's `-O int8=auto` builds with its plan (vlc.frontend.precision.int8).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+
 from vlc.accuracy import compare_outputs, default_tolerance
 from vlc.errors import InputError
 
@@ -85,6 +89,24 @@ def _worst(actual: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]
         diff = np.linalg.norm(np.asarray(actual[name], np.float64) - r)
         rel = max(rel, float(diff / np.linalg.norm(r)) if np.linalg.norm(r) else float(diff != 0) * math.inf)
     return cosine, rel
+
+
+def _run_all(model: Any, feed_sets: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """A graph as the int8 conversion check runs it, on each of `feed_sets` with one session: Q/DQ
+    by their definition (no fused CPU int8 kernels, whose saturation on CPUs without VNNI would
+    make the ranking machine-dependent)."""
+    import onnxruntime as ort
+
+    from vlc.frontend.precision.check import check_options
+
+    session = ort.InferenceSession(model.SerializeToString(), check_options(model),
+                                   providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    results = []
+    for feeds in feed_sets:
+        inputs = {i.name: np.asarray(feeds[i.name]) for i in session.get_inputs()}
+        results.append(dict(zip(names, session.run(names, inputs))))
+    return results
 
 
 class _Variant:
@@ -192,28 +214,49 @@ def int8_sensitivity(fp32_path: str | Path, qdq_path: str | Path, feeds: Mapping
     """Each quantized node of `qdq_path` (vlc's int8 graph of `fp32_path`), alone in int8 in the
     fp32 graph: its outputs' cosine and relative error against fp32 on `feeds`. Most sensitive
     first."""
-    import onnx
-    from vlc.measure import onnx_cpu_outputs
+    return _Splicer(fp32_path, qdq_path, feeds, op_types).sensitivities()
 
-    model, qdq = onnx.load(str(fp32_path)), onnx.load(str(qdq_path))
-    chains = _quantized_nodes(qdq, op_types)
-    names = {n.name for n in model.graph.node}
-    if not chains:
-        raise InputError(f"{qdq_path} has no {'/'.join(op_types)} node reading a DequantizeLinear",
-                         fix="pass the int8 (Q/DQ) graph vlc built from the fp32 graph")
-    if missing := sorted(set(chains) - names):
-        raise InputError(f"quantized node(s) {', '.join(missing[:3])} of {qdq_path} are not in {fp32_path}",
-                         fix="pass the fp32 graph the int8 graph was quantized from")
-    reference = onnx_cpu_outputs(model, feeds)
-    batch = next((int(v.shape[0]) for v in feeds.values() if np.ndim(v)), 1)
-    flops = _node_flops(model, batch)
-    op_of = {n.name: n.op_type for n in model.graph.node}
-    results = []
-    for name, quant in chains.items():
-        with _Variant(model, qdq, {name: quant}) as variant:
-            cosine, rel = _worst(onnx_cpu_outputs(variant, feeds), reference)
-        results.append(NodeSensitivity(name, op_of[name], cosine, rel, flops.get(name)))
-    return sorted(results, key=lambda s: (-s.sensitivity, s.node))
+
+class _Splicer:
+    """The fp32 graph, the int8 graph's Q/DQ per node, and the fp32 reference on the feeds."""
+
+    def __init__(self, fp32: str | Path | Any, qdq: str | Path | Any, feeds: Mapping[str, np.ndarray],
+                 op_types: Sequence[str]):
+        import onnx
+
+        self.model = fp32 if isinstance(fp32, onnx.ModelProto) else onnx.load(str(fp32))
+        self.qdq = qdq if isinstance(qdq, onnx.ModelProto) else onnx.load(str(qdq))
+        self.chains = _quantized_nodes(self.qdq, op_types)
+        where = "the int8 graph" if isinstance(qdq, onnx.ModelProto) else str(qdq)
+        if not self.chains:
+            raise InputError(f"{where} has no {'/'.join(op_types)} node reading a DequantizeLinear",
+                             fix="pass the int8 (Q/DQ) graph vlc built from the fp32 graph")
+        names = {n.name for n in self.model.graph.node}
+        if missing := sorted(set(self.chains) - names):
+            raise InputError(f"quantized node(s) {', '.join(missing[:3])} of {where} are not in the fp32 graph",
+                             fix="pass the fp32 graph the int8 graph was quantized from")
+        # one feed, or several (the check's inputs and calibration samples): judged by the worst
+        self.feed_sets = [feeds] if isinstance(feeds, Mapping) else list(feeds)
+        self.references = _run_all(self.model, self.feed_sets)
+        first = self.feed_sets[0]
+        batch = next((int(v.shape[0]) for v in first.values() if np.ndim(v)), 1)
+        self.flops = _node_flops(self.model, batch)
+        self.op_of = {n.name: n.op_type for n in self.model.graph.node}
+        self.runs = 0
+
+    def measure(self, int8_nodes: Sequence[str]) -> tuple[float, float]:
+        """Worst output cosine and relative error with exactly `int8_nodes` quantized."""
+        self.runs += 1
+        with _Variant(self.model, self.qdq, {n: self.chains[n] for n in int8_nodes}) as variant:
+            worst = [_worst(a, r) for a, r in zip(_run_all(variant, self.feed_sets), self.references)]
+        return min(c for c, _ in worst), max(r for _, r in worst)
+
+    def sensitivities(self) -> list[NodeSensitivity]:
+        results = []
+        for name in self.chains:
+            cosine, rel = self.measure([name])
+            results.append(NodeSensitivity(name, self.op_of[name], cosine, rel, self.flops.get(name)))
+        return sorted(results, key=lambda s: (-s.sensitivity, s.node))
 
 
 @dataclass
@@ -221,52 +264,82 @@ class Int8Plan:
     """Which quantized nodes stay in int8 so that the outputs keep `min_cosine` against fp32."""
 
     int8_nodes: list[str]
-    excluded: list[str]  # kept in float, most sensitive first
+    excluded: list[str]  # kept in float, in the order the plan gave them up
     cosine: float  # worst output cosine with exactly `int8_nodes` in int8
     min_cosine: float
-    int8_flops_share: float | None  # share of the quantizable nodes' FLOPs left in int8
+    int8_mac_share: float | None  # share of the quantizable nodes' MACs left in int8
     runs: int  # ONNX Runtime runs of spliced graphs, the per-node ones included
+    all_int8_cosine: float  # every node in int8, as the int8 graph is
+    order: str = "sensitivity per MAC"  # how excluded nodes were chosen
+    sensitivities: list[dict[str, Any]] | None = None  # per node, most sensitive first
+
+    @property
+    def int8_flops_share(self) -> float | None:  # FLOPs are 2 x MACs: the same share
+        return self.int8_mac_share
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def plan_int8(fp32_path: str | Path, qdq_path: str | Path, feeds: Mapping[str, np.ndarray], *,
-              min_cosine: float = 0.98, op_types: Sequence[str] = QUANTIZED_OPS) -> Int8Plan:
-    """Quantize the least sensitive nodes first and keep as many in int8 as the gate allows.
+DEFAULT_MAX_RUNS = 400
 
-    The nodes are ranked by `int8_sensitivity`; the longest prefix of the least sensitive ones whose
-    joint int8 outputs keep `min_cosine` is found by bisection on its length (more nodes in int8 do
-    not make the outputs better), so O(log n) runs beside the n per-node ones."""
-    import onnx
-    from vlc.measure import onnx_cpu_outputs
 
-    ranked = int8_sensitivity(fp32_path, qdq_path, feeds, op_types=op_types)
-    order = [s.node for s in reversed(ranked)]  # least sensitive first
-    model, qdq = onnx.load(str(fp32_path)), onnx.load(str(qdq_path))
-    chains = _quantized_nodes(qdq, op_types)
-    reference = onnx_cpu_outputs(model, feeds)
-    runs = len(ranked)
-    cosines: dict[int, float] = {0: 1.0}
+def plan_int8(fp32_path: str | Path | Any, qdq_path: str | Path | Any,
+              feeds: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]], *,
+              min_cosine: float = 0.98, op_types: Sequence[str] = QUANTIZED_OPS,
+              max_runs: int = DEFAULT_MAX_RUNS) -> Int8Plan:
+    """Keep as many MACs in int8 as the cosine gate allows.
 
-    def cosine_with(k: int) -> float:
-        nonlocal runs
+    1. every node in int8 (the int8 graph as it is): if that meets `min_cosine`, nothing is
+       excluded;
+    2. each node alone in int8 (`int8_sensitivity`): its cost, 1 - cosine;
+    3. the nodes ranked by cost per MAC (a knapsack's greedy order: the most accuracy bought back
+       per MAC given up), and the shortest prefix of that ranking whose exclusion meets the gate
+       found by bisection on its length (more nodes in float do not make the outputs worse);
+    4. the excluded nodes, largest first, each tried back in int8 once (kept when the gate still
+       holds), while `max_runs` lasts.
+    `feeds` is one feed or several; a measurement's cosine is the worst over all of them.
+    Returns the plan (runs counted, the per-node numbers in `sensitivities`)."""
+    splicer = _Splicer(fp32_path, qdq_path, feeds, op_types)
+    everything = list(splicer.chains)
+    flops = splicer.flops
+    counted = sum(flops.get(n) or 0 for n in everything)
+
+    def share(nodes: Sequence[str]) -> float | None:
+        return sum(flops.get(n) or 0 for n in nodes) / counted if counted else None
+
+    all_cosine = splicer.measure(everything)[0]
+    if all_cosine >= min_cosine:
+        return Int8Plan(everything, [], all_cosine, min_cosine, share(everything), splicer.runs, all_cosine)
+    ranked = splicer.sensitivities()
+    # cost per MAC; a node whose FLOPs are unknown counts as the cheapest known one
+    smallest = min((f for f in flops.values() if f), default=1.0)
+    order = sorted(ranked, key=lambda s: (-s.sensitivity / (s.flops or smallest), s.node))
+    names = [s.node for s in order]
+    cosines: dict[int, float] = {0: all_cosine, len(names): 1.0}
+
+    def cosine_without(k: int) -> float:  # the first k of the order in float
         if k not in cosines:
-            with _Variant(model, qdq, {n: chains[n] for n in order[:k]}) as variant:
-                cosines[k] = _worst(onnx_cpu_outputs(variant, feeds), reference)[0]
-            runs += 1
+            cosines[k] = splicer.measure(names[k:])[0]
         return cosines[k]
 
-    lo, hi = 0, len(order)  # lo passes; find the largest k that passes
-    if cosine_with(hi) >= min_cosine:
-        lo = hi
+    lo, hi = 0, len(names)  # lo fails, hi passes: find the smallest k that passes
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if cosine_with(mid) >= min_cosine:
-            lo = mid
-        else:
+        if cosine_without(mid) >= min_cosine:
             hi = mid
-    flops = {s.node: s.flops for s in ranked}
-    counted = [f for f in flops.values() if f]
-    share = (sum(flops[n] or 0 for n in order[:lo]) / sum(counted)) if counted else None
-    return Int8Plan(order[:lo], list(reversed(order[lo:])), cosine_with(lo), min_cosine, share, runs)
+        else:
+            lo = mid
+    excluded = names[:hi]
+    cosine = cosine_without(hi)
+    for name in sorted(excluded, key=lambda n: -(flops.get(n) or 0)):
+        if splicer.runs >= max_runs:
+            break
+        trial = [n for n in everything if n not in excluded or n == name]
+        c = splicer.measure(trial)[0]
+        if c >= min_cosine:
+            excluded = [n for n in excluded if n != name]
+            cosine = c
+    int8 = [n for n in everything if n not in excluded]
+    return Int8Plan(int8, excluded, cosine, min_cosine, share(int8), splicer.runs, all_cosine,
+                    sensitivities=[s.to_json() for s in ranked])

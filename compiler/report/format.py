@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def ms(value: float) -> str:
     if value >= 1:
@@ -52,3 +54,27 @@ def size(count: int | None) -> str:
         if count >= scale:
             return f"{count / scale:.3g} {unit}"
     return f"{count} B"
+
+
+def fmt(value: Any) -> str:
+    """A value in a table cell: floats short but never misleading (see _short), bools yes/no."""
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "nan"
+        if value == 0 or 1e-3 <= abs(value) < 1e5:
+            return _short(value)
+        return f"{value:.3e}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "" if value is None else str(value)
+
+
+def _short(value: float) -> str:
+    """Four significant digits; seven just below 1 (cosines: 0.999989 must not read as a
+    0.99999 threshold), and never a value below 1 rounded up to "1"."""
+    digits = 7 if 0.99 <= abs(value) < 1 else 4
+    text = f"{value:.{digits}g}"
+    while abs(value) < 1 <= abs(float(text)) and digits < 15:
+        digits += 1
+        text = f"{value:.{digits}g}"
+    return text

@@ -1,4 +1,4 @@
-"""Registers the ascend310 and ascend310p targets and the `vlc ascend` command group."""
+"""Registers the ascend310 and ascend310p targets, their patch set and the `vlc ascend` command group."""
 
 from __future__ import annotations
 
@@ -14,6 +14,13 @@ def register_targets(register: Callable[[Any], None]) -> None:
 
     register(Ascend310())
     register(Ascend310P())
+
+
+@hookimpl
+def register_pass_sets(register: Callable[[Any], None]) -> None:
+    from vlc.targets.ascend.patch_set import ATC_PATCHES
+
+    register(ATC_PATCHES)
 
 
 @hookimpl

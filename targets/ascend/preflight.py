@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlc.ascend_patches.core import PatchContext, apply_patches, ordered
+from vlc.ascend_patches.core import PatchContext, apply_patches
 from vlc.ascend_patches.einsum import Equation
 from vlc.ascend_patches.fp16 import FLOAT_TYPES, out_of_range
 from vlc.ascend_patches.graph import Graph, attr, opset
@@ -21,6 +21,7 @@ from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
 from vlc.targets.ascend.cann import cann_info, input_dtypes, op_support
 from vlc.targets.ascend.options import AscendOptions
+from vlc.targets.ascend.patch_set import ordered
 
 # Finding and CheckReport are core's (vlc.preflight), so that `vlc check` prints any target's report
 __all__ = ["ERROR", "INFO", "WARNING", "CheckReport", "Finding", "auto_patches", "check", "check_graph"]

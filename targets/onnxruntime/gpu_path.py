@@ -11,6 +11,7 @@ import numpy as np
 
 from vlc.errors import InputError
 from vlc.options import FALSE_WORDS, TRUE_WORDS, boolean, words
+from vlc.targets.onnxruntime.fusions import FUSION_PASSES, UNDONE_BY, apply_fusions  # noqa: F401 - the pass set
 
 # ONNX Runtime's CUDA LayerNorm, Softmax and reduction kernels accumulate fp16 in fp32, so on CUDA
 # only the overflow-prone elementwise ops stay in fp32 islands (fewer Casts, fusable fp16 chains);
@@ -30,14 +31,6 @@ ISLANDS = ("all", "overflow", "auto")  # auto: the shared pass's search from the
 ATTENTION_KERNELS: dict[str, int] = {"default": 0, "flash": 1, "efficient": 2, "trt-fused": 4,
                                      "cudnn": 8, "math": 16}
 
-
-# The onnxruntime target's own graph passes, in the order they run: onnxscript's ONNX Runtime
-# fusions (attention, skip-LayerNorm, GELU) and vlc's rewrites for the CUDA kernels (cuda_rewrites.py).
-FUSION_PASSES = ("patch-matmul", "conv-bias-add", "ort-fusions", "qkv-attention")
-
-# ONNX Runtime graph optimizers that would undo a pass of this set; sessions of graphs that had the
-# pass turn them off (ConvAddFusion folds conv-bias-add's Add back into the Conv).
-UNDONE_BY: dict[str, tuple[str, ...]] = {"conv-bias-add": ("ConvAddFusion",)}
 
 # cuDNN's convolution algorithm choice (the CUDA provider's `cudnn_conv_algo_search`). Heuristic is
 # the default: on the H100 of benchmarks/ it ran MobileViT-S at batch 32 in 5.6 ms where the
@@ -108,36 +101,6 @@ def cpu_safe_options(options: Mapping[str, Any], device: str, precision: str) ->
 def attention_kernel(options: Mapping[str, Any]) -> int:
     """The `sdpa_kernel` mask for ONNX Runtime's fused attention operators (0: its own choice)."""
     return ATTENTION_KERNELS[options["attention"]]
-
-
-def apply_fusions(onnx_path: Path, passes: tuple[str, ...]) -> dict[str, int]:
-    """Rewrite the artifact's graph in place with the named passes; how often each rule fired."""
-    import onnx_ir as ir
-    import onnx_ir.passes.common as common_passes
-    from onnxscript.rewriter import pattern
-
-    from vlc.frontend.builtin_passes import ort_fusions_counted
-    from vlc.frontend.export import save_model
-    from vlc.onnx_files import external_data_files
-    from vlc.targets.onnxruntime.cuda_rewrites import RULES
-
-    before = external_data_files(onnx_path)
-    model = ir.load(str(onnx_path))
-    counts: dict[str, int] = {}
-    for name in passes:
-        if name == "ort-fusions":
-            model, fused = ort_fusions_counted(model)
-            counts.update(fused)
-        else:
-            common_passes.ShapeInferencePass()(model)  # the rules match on static dims
-            fired = pattern.RewriteRuleSet(list(RULES[name])).apply_to_model(model)
-            if fired:
-                counts[name] = int(fired)
-            common_passes.RemoveUnusedNodesPass()(model)
-    save_model(model, onnx_path)
-    for sidecar in set(before) - set(external_data_files(onnx_path)):
-        sidecar.unlink()  # data the rewritten graph no longer references
-    return counts
 
 
 class CudaSessions:

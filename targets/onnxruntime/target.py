@@ -10,7 +10,7 @@ import numpy as np
 
 from vlc.artifact import Artifact, BuildDir
 from vlc.errors import CompileError, TargetUnavailable, first_line
-from vlc.options import cosine, lower_text, non_negative, text
+from vlc.options import cosine, integer, lower_text, non_negative, number, text
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, CompileSource, OptionInfo, Session, Target
@@ -30,11 +30,24 @@ from vlc.targets.onnxruntime.gpu_path import (
     islands_choice,
     parse_fusions,
 )
+from vlc.targets.onnxruntime.int8 import INT8_METHODS, INT8_MODES
 from vlc.targets.onnxruntime.providers import check_providers, parse_providers
 from vlc.targets.onnxruntime.session import OPT_LEVELS
 
 MAIN = "model.onnx"
 OPTIMIZED = "model.optimized.onnx"
+
+
+def positive(value: Any) -> int:
+    if (n := integer(value)) < 1:
+        raise ValueError("is not a positive integer")
+    return n
+
+
+def share(value: Any) -> float:
+    if not 0 <= (x := number(value)) <= 1:
+        raise ValueError("is not a share in [0, 1]")
+    return x
 
 
 def check_gpu_used(device: str, used: list[str]) -> None:
@@ -79,8 +92,27 @@ class OnnxRuntimeTarget(Target):
         "conv_algo": OptionInfo("how cuDNN picks convolution algorithms on cuda: heuristic, exhaustive "
                                 "(time them all) or default", str, "heuristic", choices=tuple(CONV_ALGO_SEARCH),
                                 parse=lower_text),
-        "calibration": OptionInfo("int8: directory of .npz feeds (or .npy for single-input models); "
-                                  "default: the model's own input generator", str, None),
+        "calibration": OptionInfo("int8: a directory of .npz feeds (.npy for single-input models) or a dataset "
+                                  "script loader.py[:function] whose function (default load_data) returns or "
+                                  "yields feeds; default: the model's own input generator", str, None),
+        "calibration_method": OptionInfo("int8 ranges per tensor: mse (least squared quantization error), "
+                                         "minmax, entropy or percentile (ONNX Runtime's calibrators)", str, "mse",
+                                         choices=INT8_METHODS, parse=lower_text),
+        "calibration_batches": OptionInfo("int8 without -O calibration: generated calibration samples", int, 16,
+                                          parse=positive),
+        "int8": OptionInfo("int8 graph: auto (every Conv/MatMul/Gemm quantized; when that misses the tolerance, "
+                           "the nodes costing the most accuracy per MAC are kept in float until it is met; the "
+                           "manifest lists them and the MAC share left in int8) or all (every one, as it is)",
+                           str, "auto", choices=INT8_MODES, parse=lower_text),
+        "int8_min_share": OptionInfo("int8=auto: the least share of Conv/MatMul/Gemm MACs to leave in int8; a "
+                                     "plan needing more in float is not applied (the all-int8 graph then fails, "
+                                     "or is kept with strict_precision=false)", float, 0.5, parse=share),
+        "int8_activations": OptionInfo("int8 activations: uint8 (asymmetric, for ONNX Runtime's CPU kernels; "
+                                       "default) or int8 (symmetric, as TensorRT takes them; default with the "
+                                       "tensorrt provider)", str, None, choices=("uint8", "int8"), parse=lower_text),
+        "int8_reduce_range": OptionInfo("int8: 7-bit weights, so that ONNX Runtime's u8 x s8 AVX2 kernels (CPUs "
+                                        "without VNNI) cannot saturate (default: on with uint8 activations)",
+                                        bool, None),
         "strict_precision": OptionInfo("fail the build when the fp16/int8 graph misses its tolerance against "
                                        "fp32 (false: keep it, the manifest says it failed)", bool, True),
     }
@@ -116,14 +148,15 @@ class OnnxRuntimeTarget(Target):
             copied = copy_graph(source.onnx_path, build.path, MAIN)
             build.log(f"copied {source.onnx_path} -> {MAIN} ({len(copied) - 1} external data file(s))")
         else:
-            from vlc.frontend.precision import CalibrationData, convert, model_inputs, parse_goal
+            from vlc.frontend.precision import convert, model_inputs, parse_goal
+            from vlc.targets.onnxruntime.int8 import int8_convert_args
 
             islands = fp32_islands(spec.options, spec.device)
             mode, goal = parse_goal("auto" if islands_choice(spec.options, spec.device) == "auto" else None,
                                     spec.options["accuracy"], spec.precision.value)
             inputs = model_inputs(source, spec.precision)
-            if spec.precision is Precision.INT8 and (folder := spec.options["calibration"]):
-                inputs["calibration"] = CalibrationData.from_dir(folder)
+            if spec.precision is Precision.INT8:
+                inputs.update(int8_convert_args(source, spec.options, providers))
             report = convert(source.onnx_path, spec.precision, main, input_specs=source.input_specs,
                              strict=spec.options["strict_precision"], **inputs,
                              **({} if islands is None else {"keep_fp32_ops": islands}),
@@ -143,12 +176,21 @@ class OnnxRuntimeTarget(Target):
         try:
             session = ort.InferenceSession(str(main), options, providers=providers,
                                            disabled_optimizers=disabled_optimizers(spec.options, spec.device))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types are not importable portably
             raise CompileError(f"onnxruntime rejected the graph: {first_line(exc)}",
                                where=str(source.onnx_path),
                                fix="check the graph with `vlc export`; try -O graph_optimization_level=basic"
                                ) from None
         used = list(session.get_providers())
+        if spec.precision is Precision.INT8 and (build.extra.get("precision") or {}).get("int8") is not None:
+            from vlc.accuracy import default_tolerance
+            from vlc.targets.onnxruntime.int8 import runtime_int8, runtime_line
+
+            feeds = inputs.get("check_feeds") or source.generate_inputs(2, 0)
+            runtime = runtime_int8(main, build.path / OPTIMIZED if save_optimized else None, source, session,
+                                   feeds, goal or default_tolerance(spec.precision))
+            build.extra["precision"]["int8"]["runtime"] = runtime
+            build.log(f"int8 here: {runtime_line(runtime)}")
         del session
         check_gpu_used(spec.device, used)
         build.files["main"] = MAIN
@@ -183,7 +225,7 @@ class OnnxRuntimeTarget(Target):
                                                                             spec.precision.value)),
                                            providers=providers,
                                            disabled_optimizers=disabled_optimizers(spec.options, spec.device))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types are not importable portably
             raise CompileError(f"onnxruntime cannot open the artifact: {first_line(exc)}",
                                where=str(artifact.path), fix="rebuild it with `vlc compile --force`") from None
         check_gpu_used(spec.device, list(session.get_providers()))

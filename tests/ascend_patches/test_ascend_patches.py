@@ -9,23 +9,28 @@ from ascend_patch_helpers import I64, F, assert_same, copy, make_model, ops, run
 from onnx import helper
 
 from vlc.ascend_patches import PatchContext, apply_patches, get_patch
-from vlc.ascend_patches.core import ORDER
+from vlc.targets.ascend.patch_set import ATC_PATCHES, ordered
 
 RNG = np.random.default_rng(0)
 
 
 def apply(name, model, ctx=None):
-    patched, record = get_patch(name).apply(copy(model), ctx or PatchContext())
-    onnx.checker.check_model(patched)
-    return patched, record
+    result = get_patch(name).run(copy(model), ctx or PatchContext())
+    onnx.checker.check_model(result.model)
+    assert result.modified == (result.record.changed > 0 or result.record.nodes_before != result.record.nodes_after)
+    return result.model, result.record
 
 
-def test_every_patch_is_registered_as_a_graph_pass():
-    from vlc.plugin_manager import passes
+def test_every_patch_is_registered_as_a_graph_pass_and_in_the_atc_set():
+    from vlc.ascend_patches.core import all_patches
+    from vlc.plugin_manager import pass_sets, passes
 
     registered = passes()
-    for name in ORDER:
-        assert name in registered and registered[name].summary
+    names = [p.name for p in all_patches()]
+    assert sorted(names) == sorted(ATC_PATCHES.passes)
+    for name in names:
+        assert registered[name] is get_patch(name) and registered[name].summary
+    assert pass_sets()["ascend-atc"] is ATC_PATCHES
 
 
 def test_graph_pass_wrapper_runs_on_onnx_ir():
@@ -233,10 +238,21 @@ def test_freeze_shapes_per_batch():
     assert_same(model, patched, {"x": RNG.standard_normal((4, 6)).astype(np.float32)})
 
 
-def test_apply_patches_runs_in_canonical_order():
+def test_patches_run_in_the_sets_order():
     model = _mask_model()
-    _, records = apply_patches(copy(model), ["ascend-fp16-clamp", "ascend-opset"], PatchContext(cann=6))
-    assert [r.name for r in records] == ["ascend-opset", "ascend-fp16-clamp"]
+    names = ordered(["ascend-fp16-clamp", "ascend-opset", "ascend-fp16-clamp"])
+    assert names == ["ascend-opset", "ascend-fp16-clamp"]
+    _, records = apply_patches(copy(model), names, PatchContext(cann=6))
+    assert [r.name for r in records] == names
+    assert records[1].changed == 1 and records[1].modified and records[1].nodes_before == 3
+    assert records[0].nodes_before == records[0].nodes_after == 3 and records[0].seconds > 0
+
+
+def test_an_unknown_patch_is_refused():
+    from vlc.errors import InputError
+
+    with pytest.raises(InputError, match="unknown Ascend patch 'ascend-nope'"):
+        ordered(["ascend-opset", "ascend-nope"])
 
 
 def test_freeze_shapes_keeps_output_ranks_of_a_loop_graph():

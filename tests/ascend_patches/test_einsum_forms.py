@@ -14,7 +14,8 @@ RNG = np.random.default_rng(13)
 
 
 def _apply(model):
-    return get_patch("ascend-einsum").apply(model)
+    result = get_patch("ascend-einsum").run(model)
+    return result.model, result.record
 
 
 def _einsum_model(equation, dims_a, dims_b, out_rank):

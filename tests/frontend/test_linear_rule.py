@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from vlc.frontend.builtin_passes import _linear_to_matmul
+from vlc.frontend.passes import run_passes
 
 RNG = np.random.default_rng(0)
 
@@ -44,8 +44,8 @@ def _linears(restore: list[int], trans_b: int, bias: bool, k: int = 16, n: int =
 
 
 def _rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
-    rewritten = _linear_to_matmul(ir.from_proto(model))
-    return ir.to_proto(rewritten if rewritten is not None else model)
+    rewritten, _ = run_passes(ir.from_proto(model), ["linear-to-matmul"])
+    return ir.to_proto(rewritten)
 
 
 def _outputs(model: onnx.ModelProto, batch: int) -> list[np.ndarray]:

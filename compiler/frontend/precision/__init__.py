@@ -31,6 +31,7 @@ import numpy as np
 from vlc.accuracy import Tolerance, compare_outputs, default_tolerance
 from vlc.errors import AccuracyError, ExportError, InputError
 from vlc.frontend.precision.calibration import CalibrationData, refuse_constant
+from vlc.frontend.precision.int8 import INT8_MODES, Int8Settings
 from vlc.frontend.precision.islands import DEFAULT_MAX_EVALUATIONS, ISLAND_MODES, parse_goal
 from vlc.frontend.precision.lowp import KEEP_FP32_OPS, TYPE_FIXED_OPS
 from vlc.frontend.precision.quantize import DEFAULT_QUANT_OPS, METHODS
@@ -40,7 +41,7 @@ from vlc.signature import onnx_signature
 from vlc.spec import Precision
 
 __all__ = ["convert", "ConversionReport", "CalibrationData", "KEEP_FP32_OPS", "DEFAULT_QUANT_OPS",
-           "ISLAND_MODES", "METHODS", "Precision", "parse_goal", "refuse_constant"]
+           "ISLAND_MODES", "INT8_MODES", "Int8Settings", "METHODS", "Precision", "parse_goal", "refuse_constant"]
 
 LARGE_MODEL_BYTES = 1_800_000_000  # past this, save weights as external data (protobuf's 2 GiB limit)
 CHECK_SEED = 0
@@ -74,7 +75,8 @@ def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
             check_note: str = "given feeds",
             keep_fp32_ops: Iterable[str] | None = None, islands: str = "static",
             max_island_runs: int = DEFAULT_MAX_EVALUATIONS,
-            quantize_ops: Iterable[str] = DEFAULT_QUANT_OPS, per_channel: bool = True) -> ConversionReport:
+            quantize_ops: Iterable[str] = DEFAULT_QUANT_OPS, per_channel: bool = True,
+            int8: Int8Settings | None = None) -> ConversionReport:
     """Write `onnx_path` converted to `precision` at `out_path` and check it against fp32.
 
     fp16 / bf16: low-precision graph with fp32 islands (see lowp.KEEP_FP32_OPS plus decomposed
@@ -83,7 +85,10 @@ def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
     needs (islands.search_islands, at most `max_island_runs` runs); report.islands records it.
     int8: Q/DQ graph calibrated on `calibration` (a directory via CalibrationData.from_dir, or
     CalibrationData.generate(model)); without it, calibration is generated from `input_specs`
-    (the model's input generators). `method`: minmax, entropy or percentile.
+    (the model's input generators). `method`: minmax, entropy or percentile (ONNX Runtime's
+    calibrators) or mse (vlc's least-error range per tensor). `int8` (Int8Settings): auto mode
+    (the nodes that cost most accuracy per MAC kept in float until `tolerance` is met), uint8
+    activations, 7-bit weights; report.int8 records the MAC share, exclusions and table.
     fp32 / tf32: the graph is copied unchanged (tf32 is a compiler setting, not a graph type).
 
     The check runs `check_feeds`, or inputs generated from `input_specs` (else generic ones from
@@ -170,7 +175,7 @@ def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
     elif precision is Precision.INT8:
         import onnxruntime
 
-        from vlc.frontend.precision.quantize import quantize_int8
+        from vlc.frontend.precision.int8 import build_int8
 
         if method not in METHODS:
             raise InputError(f"unknown calibration method '{method}'", fix=f"use one of: {', '.join(METHODS)}")
@@ -180,22 +185,31 @@ def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
                                  fix="pass calibration (a directory of .npz feeds) or the model's input specs")
             calibration = CalibrationData.generate(list(input_specs))
         calibration = calibration.bind(signature)
-        counts = quantize_int8(onnx_path, out_path, calibration, method=method, percentile=percentile,
-                               per_channel=per_channel, op_types=tuple(quantize_ops))
+        int8 = int8 or Int8Settings()
+        feeds = (_check_inputs(signature, check_feeds, input_specs, check_batch, seed, check_note)[0]
+                 if int8.mode == "auto" else None)
+        result = build_int8(onnx_path, out_path, calibration, settings=int8, check_feeds=feeds,
+                            min_cosine=(tolerance or default_tolerance(precision)).min_cosine, method=method,
+                            percentile=percentile, per_channel=per_channel, op_types=tuple(quantize_ops))
+        counts = result.counts
         graph = onnx.load(str(out_path), load_external_data=False).graph
         fp32_ops = Counter(n.op_type for n in graph.node
                            if n.op_type not in ("QuantizeLinear", "DequantizeLinear"))
+        activations = "symmetric int8" if int8.activations == "int8" else "asymmetric uint8"
         report = ConversionReport(
             precision.value, Path(onnx_path).name, Path(out_path).name,
-            f"onnxruntime.quantization {onnxruntime.__version__} (QDQ, symmetric int8, "
-            f"{'per-channel' if per_channel else 'per-tensor'} weights)",
+            f"onnxruntime.quantization {onnxruntime.__version__} (QDQ, {activations} activations, "
+            f"{'per-channel' if per_channel else 'per-tensor'} {'7-bit ' if int8.reduce_range else ''}int8 weights)",
             nodes_total=sum(fp32_ops.values()), nodes_low_precision=counts["quantized_nodes"],
             qdq_nodes=counts["quantize_linear"] + counts["dequantize_linear"], method=method,
             calibration={"source": calibration.source, "feeds": len(calibration),
                          "samples": calibration.samples, "method": method,
-                         **({"percentile": percentile} if method == "percentile" else {})})
+                         **({"percentile": percentile} if method == "percentile" else {})},
+            int8=result.to_json())
         if counts["quantized_nodes"] == 0:
             report.warnings.append(f"no {'/'.join(quantize_ops)} node was quantized; the graph runs in fp32")
+        if result.note:
+            report.warnings.append(f"int8=auto: {result.note}")
         check_model = out_path
         emulated = None
     else:  # pragma: no cover - Precision has no other members

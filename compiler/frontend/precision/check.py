@@ -64,13 +64,18 @@ def emulate_bf16(model: onnx.ModelProto) -> onnx.ModelProto:
     return emulate_low_precision(model, BF16)
 
 
-def emulate_low_precision(model: onnx.ModelProto, low: int) -> onnx.ModelProto:
+def emulate_low_precision(model: onnx.ModelProto, low: int, low_tensors: set[str] | None = None,
+                          *, in_place: bool = False) -> onnx.ModelProto:
     """An fp32 graph that rounds every `low` (FLOAT16 or BFLOAT16) tensor of `model` to `low`
-    where it is produced: the graph's arithmetic in fp32, its stored tensors as `low` holds them."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    types = {vi.name: vi.type.tensor_type.elem_type
-             for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
-    out = onnx.ModelProto.FromString(model.SerializeToString())
+    where it is produced: the graph's arithmetic in fp32, its stored tensors as `low` holds them.
+    `low_tensors` names those tensors (as lowp's stats have them; default: from shape inference);
+    `in_place` edits `model` itself instead of a copy."""
+    if low_tensors is None:
+        inferred = onnx.shape_inference.infer_shapes(model)
+        low_tensors = {vi.name for vi in list(inferred.graph.value_info) + list(inferred.graph.output)
+                       if vi.type.tensor_type.elem_type == low}
+    types = {name: low for name in low_tensors}
+    out = model if in_place else onnx.ModelProto.FromString(model.SerializeToString())
     g = out.graph
     for i, init in enumerate(g.initializer):
         if init.data_type == low:

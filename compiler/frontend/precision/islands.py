@@ -45,7 +45,13 @@ from onnx import TensorProto, helper
 
 from vlc.accuracy import AccuracyReport, Tolerance, compare_outputs, default_tolerance, tolerance_with
 from vlc.errors import InputError
-from vlc.frontend.precision.lowp import KEEP_FP32_OPS, TYPE_FIXED_OPS, LowPrecisionStats, to_low_precision
+from vlc.frontend.precision.lowp import (
+    KEEP_FP32_OPS,
+    TYPE_FIXED_OPS,
+    ConversionCache,
+    LowPrecisionStats,
+    to_low_precision,
+)
 
 ISLAND_MODES = ("static", "auto")
 DEFAULT_MAX_EVALUATIONS = 120
@@ -244,6 +250,7 @@ class _Evaluator:
                  always_keep: list[str] | None = None) -> None:
         self.model, self.low, self.units = model, low, units
         self.always_keep = list(always_keep or [])
+        self.reuse = ConversionCache()
         self.fixed_ops = frozenset(keep_ops) & TYPE_FIXED_OPS
         self.feeds, self.reference, self.goal, self.run = feeds, reference, goal, run
         self.count = 0
@@ -255,7 +262,7 @@ class _Evaluator:
 
     def convert(self, released: frozenset[int]) -> tuple[onnx.ModelProto, LowPrecisionStats]:
         return to_low_precision(self.model, self.low, self.fixed_ops, keep_nodes=self.kept_names(released),
-                                layernorm_islands=False)
+                                layernorm_islands=False, reuse=self.reuse)
 
     def __call__(self, released: frozenset[int]) -> Trial:
         if released in self.cache:
@@ -265,13 +272,13 @@ class _Evaluator:
         converted, stats = self.convert(released)
         self.count += 1
         # as the conversion check: fp16 as ONNX Runtime runs it and emulated, bf16 emulated only
-        graphs = [emulate_low_precision(converted, self.low)]
-        if self.low == TensorProto.FLOAT16:
-            graphs.append(converted)
+        # the graph as it is first (fp16), then emulated in place: one copy of a large graph fewer
+        graphs: list[Callable[[], onnx.ModelProto]] = [lambda: converted] if self.low == TensorProto.FLOAT16 else []
+        graphs.append(lambda: emulate_low_precision(converted, self.low, stats.low_tensors, in_place=True))
         passed, errors, reports = True, {k: 0.0 for k in self.reference}, []
         for graph in graphs:
             try:
-                actual = self.run(graph, self.feeds)
+                actual = self.run(graph(), self.feeds)
             except Exception:  # noqa: BLE001 - a graph ONNX Runtime rejects misses the goal
                 passed, errors = False, {k: math.inf for k in self.reference}
                 break

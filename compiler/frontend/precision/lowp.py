@@ -88,6 +88,16 @@ class LowPrecisionStats:
     fp32_nodes: dict[str, str] = field(default_factory=dict)
     # the decomposed LayerNorm/RMSNorm islands found, as lists of node names
     island_nodes: list[list[str]] = field(default_factory=list)
+    # every tensor of the converted graph held in the low-precision type (for check.emulate_low_precision)
+    low_tensors: set[str] = field(default_factory=set)
+
+
+@dataclass
+class ConversionCache:
+    """What repeated conversions of one source graph share (islands=auto converts it many times)."""
+
+    types: dict[str, int] | None = None
+    tensors: dict[str, tuple[onnx.TensorProto, int, int]] = field(default_factory=dict)
 
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -226,8 +236,23 @@ def _convert_array(array: np.ndarray, low: int, name: str, stats: LowPrecisionSt
     return array.astype(ml_dtypes.bfloat16)
 
 
-def _convert_tensor(tensor: onnx.TensorProto, low: int, name: str, stats: LowPrecisionStats) -> onnx.TensorProto:
-    return numpy_helper.from_array(_convert_array(numpy_helper.to_array(tensor), low, name, stats), tensor.name)
+def _convert_tensor(tensor: onnx.TensorProto, low: int, name: str, stats: LowPrecisionStats,
+                    reuse: ConversionCache | None = None) -> onnx.TensorProto:
+    if reuse is None:
+        return numpy_helper.from_array(_convert_array(numpy_helper.to_array(tensor), low, name, stats), tensor.name)
+    if name not in reuse.tensors:
+        alone = LowPrecisionStats()
+        converted = numpy_helper.from_array(_convert_array(numpy_helper.to_array(tensor), low, name, alone),
+                                            tensor.name)
+        reuse.tensors[name] = (converted, alone.clamped, alone.flushed)
+    converted, clamped, flushed = reuse.tensors[name]
+    stats.clamped += clamped
+    stats.flushed += flushed
+    if clamped and len(stats.clamped_names) < 20:
+        stats.clamped_names.append(name)
+    out = onnx.TensorProto()
+    out.CopyFrom(converted)
+    return out
 
 
 def _decide(nodes: list[onnx.NodeProto], consumers: dict[str, list[onnx.NodeProto]],
@@ -287,16 +312,21 @@ def _decide(nodes: list[onnx.NodeProto], consumers: dict[str, list[onnx.NodeProt
 
 def to_low_precision(model: onnx.ModelProto, low: int, keep_ops: frozenset[str] = KEEP_FP32_OPS, *,
                      keep_nodes: Iterable[str] = (), layernorm_islands: bool = True,
-                     ) -> tuple[onnx.ModelProto, LowPrecisionStats]:
+                     reuse: ConversionCache | None = None) -> tuple[onnx.ModelProto, LowPrecisionStats]:
     """Return a converted copy of `model` (float32 -> `low`, TensorProto.FLOAT16 or BFLOAT16).
 
     Nodes stay fp32 when their op type is in `keep_ops`, their name is in `keep_nodes`, they
     belong to a decomposed LayerNorm/RMSNorm pattern (unless `layernorm_islands` is False), or
     for structural reasons (subgraphs, custom domains); for fp16, consumers of an fp32 sum,
-    product, power or exponential that would carry it past +-65504 follow it into fp32."""
+    product, power or exponential that would carry it past +-65504 follow it into fp32.
+
+    `reuse` (one ConversionCache per source graph) keeps what does not depend on the node choice
+    (the source's element types, converted constants) between conversions of the same `model`."""
     if low not in (TensorProto.FLOAT16, TensorProto.BFLOAT16):
         raise ValueError(f"low-precision type must be FLOAT16 or BFLOAT16, got {low}")
-    types = _elem_types(model)
+    if reuse is not None and reuse.types is None:
+        reuse.types = _elem_types(model)
+    types = reuse.types if reuse is not None else _elem_types(model)
     model = onnx.ModelProto.FromString(model.SerializeToString())  # edit a copy
     g = model.graph
     _constants_to_initializers(g)
@@ -358,7 +388,7 @@ def to_low_precision(model: onnx.ModelProto, low: int, keep_ops: frozenset[str] 
             continue
         needs = {required(u, i) for u in consumers.get(name, []) for i, x in enumerate(u.input) if x == name}
         if low in needs:
-            conv = _convert_tensor(init, low, name, stats)
+            conv = _convert_tensor(init, low, name, stats, reuse)
             if needs == {low} and name not in graph_inputs and name not in pinned:
                 init.CopyFrom(conv)
                 home[name] = low
@@ -439,4 +469,5 @@ def to_low_precision(model: onnx.ModelProto, low: int, keep_ops: frozenset[str] 
     for vi in g.value_info:
         if vi.type.tensor_type.elem_type == FLOAT and home.get(vi.name) == low:
             vi.type.tensor_type.elem_type = low
+    stats.low_tensors = {n for n, t in home.items() if t == low} | {n for n, t in types.items() if t == low}
     return model, stats

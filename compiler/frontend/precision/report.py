@@ -38,6 +38,9 @@ class ConversionReport:
     # islands=auto: the search's record (islands.IslandSearch.to_json): the fp32 nodes chosen,
     # the static set's size, the numbers of both, and what the search cost
     islands: dict[str, Any] | None = None
+    # int8: how the graph was built (int8.Int8Result.to_json): mode, MAC share in int8, nodes kept
+    # in float, the auto plan, the calibration table
+    int8: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -64,6 +67,10 @@ class ConversionReport:
             parts.append(f"islands=auto kept {chosen['fp32_nodes']} nodes in fp32 (static islands "
                          f"{static['fp32_nodes']}; {self.islands['search']['evaluations']} runs, "
                          f"{self.islands['search']['seconds']} s)")
+        if self.int8 is not None:
+            from vlc.frontend.precision.int8 import int8_summary
+
+            parts.append(int8_summary(self.int8))
         if self.constants_clamped:
             parts.append(f"{self.constants_clamped} constants clamped")
         if self.accuracy is not None and self.accuracy.outputs:
