@@ -104,6 +104,16 @@ def cpu_options() -> Any:
     return options
 
 
+def cpu_session(model: str | Path | bytes, options: Any = None) -> Any:
+    """An ONNX Runtime CPU session of the reference (options default to `cpu_options()`): the one
+    place vlc opens one, so every CPU reference runs the same provider and settings."""
+    import onnxruntime as ort
+
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, cpu_options() if options is None else options,
+                                providers=["CPUExecutionProvider"])
+
+
 def onnx_cpu_outputs(model: str | Path | onnx.ModelProto, feeds: Mapping[str, np.ndarray], *,
                      options: Any = None) -> dict[str, np.ndarray]:
     """A graph in ONNX Runtime on the CPU, outputs by name.

@@ -297,7 +297,9 @@ def _exposing_session(model: Any, tensors: Sequence[str]) -> tuple[Any, list[str
     if data is None:
         raise InputError("the graph is too large for vlc's range calibration in memory",
                          fix="use -O calibration_method=minmax (ONNX Runtime's calibrator)")
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"]), names
+    from vlc.measure import cpu_session
+
+    return cpu_session(data, options), names
 
 
 def _graph_feed(session: Any, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

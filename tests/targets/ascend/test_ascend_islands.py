@@ -62,7 +62,7 @@ def test_build_records_the_choice_and_passes_keep_dtype(mixed, tmp_path, standin
         assert _kept_ops(out / "keep_dtype.cfg", out / build["onnx"]) == KEPT_OPS
 
 
-@pytest.mark.parametrize("extra,message", [(["-p", "fp32"], "islands=auto chooses fp32 nodes of an fp16"),
+@pytest.mark.parametrize("extra,message", [(["-p", "fp32"], "islands=auto chooses the fp32 nodes of an fp16"),
                                            (["-p", "fp16", "-O", "precision_mode=must_keep_origin_dtype"],
                                             "must_keep_origin_dtype ignores"),
                                            (["-p", "fp16", "-O", "accuracy=0"], "accuracy=0")])
