@@ -18,6 +18,21 @@ from vlc.model import BATCH, InputSpec, ModelSource, flatten_outputs
 TEST_SIZE_SUFFIX = "@"
 
 
+
+def module_from_source(path: Path, prefix: str) -> Any:
+    """Import the user's Python file `path` as a module named after `prefix` and the file.
+
+    Compiled from the source itself, never from a cached .pyc: a file edited twice within one
+    second at the same size would otherwise run the old code under the new hash. What the file
+    raises while running reaches the caller unchanged."""
+    module_name = f"{prefix}_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)
+    return module
+
 def is_onnx_ref(ref: str) -> bool:
     return ref.lower().endswith(".onnx")
 
@@ -103,15 +118,8 @@ def _import_factory(ref: str) -> Any:
         path = Path(target)
         if not path.is_file():
             raise InputError(f"model file {path} does not exist", where=ref, fix="check the path")
-        module_name = f"vlc_user_model_{abs(hash(str(path.resolve())))}"
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
         try:
-            # Compiled from the source itself, never from a cached .pyc: a file edited twice within
-            # one second at the same size would otherwise run the old code under the new hash.
-            exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)
+            module = module_from_source(path, "vlc_user_model")
         except SystemExit as exc:
             raise _exit_error(f"importing {path}", exc, ref, _MAIN_GUARD) from None
         except Exception as exc:  # noqa: BLE001 - the model file raised while importing, whatever the type

@@ -14,8 +14,6 @@ projections) lose most to minmax scales, which spend the levels on a few outlier
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from vlc.errors import InputError
+from vlc.frontend.loader import module_from_source
 from vlc.model import InputSpec, ModelSource, generate_from_specs
 from vlc.signature import Signature
 
@@ -88,13 +87,8 @@ class CalibrationData:
             raise InputError(f"calibration script {path} does not exist",
                              fix="pass a directory of .npz feeds, or a Python file whose load_data() "
                                  "yields feeds (loader.py or loader.py:function)")
-        module_name = f"vlc_calibration_{abs(hash(str(path.resolve())))}"
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
         try:
-            exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)
+            module = module_from_source(path, "vlc_calibration")
             loader = getattr(module, function, None)
             if not callable(loader):
                 raise InputError(f"calibration script {path} has no function {function}()",
