@@ -240,7 +240,7 @@ def derive_input_specs(onnx_path: str | Path, signature: Signature, *, batch: in
             try:
                 outputs = runner.session.run(None, feeds)
             except Exception as exc:  # noqa: BLE001 - any failure means "not these values"
-                first_error = first_error or (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                first_error = first_error or first_line(exc, limit=200)
                 continue
             if first_running is None:
                 first_running = (choice, sizes)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from vlc.accuracy import AccuracyReport, compare_outputs, default_tolerance
-from vlc.errors import ExportError
+from vlc.errors import ExportError, first_line
 from vlc.measure import onnx_cpu_outputs
 from vlc.model import InputSpec
 from vlc.spec import Precision
@@ -36,11 +36,6 @@ class OnnxParity:
         return {"reference": REFERENCE, "batch": self.batch, **self.report.to_json()}
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
 def onnx_parity(original: Path, normalized: Path, specs: Sequence[InputSpec], *,
                 batches: Sequence[int] = (2, 1), seed: int = 1) -> OnnxParity:
     """Both graphs on the same generated inputs: at batch 2 (the batch axis exercised) when the
@@ -53,13 +48,13 @@ def onnx_parity(original: Path, normalized: Path, specs: Sequence[InputSpec], *,
         try:
             reference = onnx_cpu_outputs(original, feeds)
         except Exception as exc:  # noqa: BLE001 - the original's own failure decides "skipped"
-            last = _first_line(exc)
+            last = first_line(exc, limit=200)
             continue
         try:
             actual = onnx_cpu_outputs(normalized, feeds)
         except Exception as exc:  # noqa: BLE001 - the original ran on these inputs, so it is ours
             raise ExportError(f"the normalized graph fails in ONNX Runtime where the original runs: "
-                              f"{_first_line(exc)}",
+                              f"{first_line(exc, limit=200)}",
                               fix="try --no-simplify or --passes '' and report the model") from None
         if set(reference) != set(actual) and len(reference) == len(actual):
             actual = dict(zip(reference, actual.values()))  # outputs renamed: compare in order
