@@ -5,7 +5,7 @@ into the sequence PyTorch's opset-11 export produces (ReduceMean, Sub, Pow, Redu
 Sqrt, Div, Mul, Add), the pattern ATC's LayerNorm fusion matches. CANN 7/8 parse
 LayerNormalization (opset 17/18) but list it for float16 inputs: it is kept (or fused from
 the decomposed form) for fp16 builds and decomposed for fp32 builds. The choice per CANN
-version and precision is data: `layernorm_form` in vlc/targets/ascend/data/cann.toml.
+version and precision is data: `layernorm_form` in vlc/ascend_patches/cann.toml.
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from vlc.ascend_patches.cann import cann_info
 from vlc.ascend_patches.core import PatchContext, PatchRecord, patch
 from vlc.ascend_patches.graph import Graph, attr, infer_shapes, node, opset, standard_nodes, value_types
 
 
 def wanted_form(ctx: PatchContext) -> str:
-    from vlc.targets.ascend.cann import cann_info
-
     return cann_info(ctx.cann).layernorm_form(ctx.precision)
 
 

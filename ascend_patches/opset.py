@@ -1,7 +1,7 @@
 """ascend-opset: bring the graph into the ONNX opset range the selected CANN version parses.
 
 CANN 5/6 parse opsets 9-13, CANN 7 9-18, CANN 8 per operator with 18 the highest seen
-(vlc/targets/ascend/data/cann.toml). Ops newer than the target opset that the converter
+(vlc/ascend_patches/cann.toml). Ops newer than the target opset that the converter
 cannot lower are decomposed first: Gelu (opset 20) into its Erf (or tanh) formula,
 LayerNormalization (opset 17) into the ReduceMean/Sub/Pow/... sequence. Then
 onnx.version_converter moves every node to the target opset.
@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from vlc.ascend_patches.cann import cann_info
 from vlc.ascend_patches.core import PatchContext, PatchRecord, patch
 from vlc.ascend_patches.graph import Graph, attr, infer_shapes, node, opset, set_opset, standard_nodes, value_types
 from vlc.ascend_patches.layernorm import decompose_layernorm
@@ -21,8 +22,6 @@ from vlc.errors import CompileError
 
 
 def target_opset(model: Any, ctx: PatchContext) -> int:
-    from vlc.targets.ascend.cann import cann_info
-
     info = cann_info(ctx.cann)
     return min(max(opset(model), info.min_opset), info.max_opset)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -165,6 +166,39 @@ def keep_source_graph(build: BuildDir, source_onnx: Path, source_hash: str) -> s
     copy_onnx(Path(source_onnx), build.path / SOURCE_GRAPH)
     build.files["source_graph"] = SOURCE_GRAPH
     return SOURCE_GRAPH
+
+
+FAILED_LOG_HEADER = "# vlc failed-build log"  # the first line of every such file: vlc may replace it
+
+
+def keep_failed_log(build: BuildDir, text: str | None = None) -> Path:
+    """Keep a failed build's log (`text`, else its build.log) beside the output as
+    `NAME.failed-build.log`, since the build directory is removed on failure. A file of that name
+    that vlc did not write is left alone: the log goes to the first free `NAME.failed-build.N.log`."""
+    match = re.match(r"^\.(.+)\.building-", build.path.name)
+    name = match.group(1) if match else "vlc"
+    if text is None:
+        text = build.log_path.read_text(errors="replace") if build.log_path.exists() else ""
+    body = f"{FAILED_LOG_HEADER} of {name}; a later failed build replaces it\n{text}"
+    for k in range(1000):
+        path = build.path.parent / (f"{name}.failed-build.log" if k == 0 else f"{name}.failed-build.{k}.log")
+        if path.is_symlink() or (path.exists() and not _written_by_vlc(path)):
+            continue
+        tmp = make_temp_dir(build.path.parent, f".{name}.failed-log-") / "log"
+        tmp.write_text(body)
+        os.replace(tmp, path)
+        tmp.parent.rmdir()
+        return path
+    raise InputError(f"no free name for the failed-build log of {name} in {build.path.parent}",
+                     fix="remove old NAME.failed-build.N.log files")
+
+
+def _written_by_vlc(path: Path) -> bool:
+    try:
+        with open(path, errors="replace") as f:
+            return f.readline().startswith(FAILED_LOG_HEADER)
+    except OSError:
+        return False
 
 
 @contextmanager

@@ -8,7 +8,7 @@ with its result; each ProfileResult says in `extra["timing"]` how it was timed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,7 +40,7 @@ class LatencyStats:
         return self.std / self.mean if self.mean > 0 else 0.0
 
     @classmethod
-    def from_samples(cls, samples_ms: list[float] | np.ndarray) -> LatencyStats:
+    def from_samples(cls, samples_ms: Sequence[float] | np.ndarray) -> LatencyStats:
         s = np.asarray(samples_ms, dtype=np.float64)
         if s.size == 0:
             raise ValueError("no timing samples")

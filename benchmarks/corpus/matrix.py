@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
-from build_corpus import corpus_dir, load_manifest
+from build_corpus import corpus_dir, load_manifest  # noqa: E402 (the folder is put on sys.path above)
 
 PATHS = ("frontend", "ort-compile", "ort-run", "ort-compare", "trt-fp32", "trt-fp16",
          "ascend-emit", "ascend-check")

@@ -439,7 +439,9 @@ def run_bench(config: BenchConfig, progress: Progress = lambda text, done, total
     """Validate, export once, then sweep; records are written to config.results as cells finish."""
     variants = validate_config(config)
     if prepare is None:
-        from vlc.frontend.pipeline import prepare
+        from vlc.frontend.pipeline import prepare as frontend_prepare
+
+        prepare = frontend_prepare
     kwargs: dict[str, Any] = {} if config.cache_dir is None else {"cache_dir": config.cache_dir}
     if config.graph == "raw":
         from vlc.frontend.pipeline import FrontendOptions

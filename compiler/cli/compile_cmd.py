@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -91,7 +92,7 @@ def register(app: typer.Typer) -> None:
             console.info(note)
         artifact, manifest, bundle_only, reused = built.artifact, built.artifact.manifest, built.bundle, built.reused
         frontend_seconds = built.frontend_seconds
-        summary = {
+        summary: dict[str, Any] = {
             "artifact": str(artifact.path), "target": artifact.target, "precision": manifest.precision,
             "device": artifact.spec.device, "preset": manifest.preset, "reused": reused,
             "build_seconds": manifest.build_seconds,
@@ -108,8 +109,8 @@ def register(app: typer.Typer) -> None:
         console.out.print(f"{artifact.target} {summary['precision']} on {summary['device']}: {state}; "
                           f"front end {frontend_seconds:.2f} s"
                           f"{' (cached graph)' if summary['frontend_reused'] else ''}", highlight=False)
-        if summary["batch_range"]:
-            lo, hi = summary["batch_range"]
+        if manifest.batch_range:
+            lo, hi = manifest.batch_range
             console.out.print(f"batch range: {lo}..{hi}", highlight=False)
         if (line := precision_line(artifact.manifest)) is not None:
             console.out.print(line, highlight=False)

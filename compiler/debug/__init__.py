@@ -21,8 +21,8 @@ from vlc.debug.layerwise import (
                                  compare_tensors,
                                  judge,
 )
-from vlc.debug.sensitivity import Int8Plan, NodeSensitivity, int8_sensitivity, plan_int8
 from vlc.debug.session import debug_accuracy, debug_inputs, debug_tolerance
+from vlc.frontend.precision.sensitivity import Int8Plan, NodeSensitivity, int8_sensitivity, plan_int8
 
 __all__ = ["BisectResult", "bisect_first_divergent", "bisect_graphs", "GraphRunner", "DEFAULT_WINDOW",
            "LayerwiseReport", "TensorComparison", "compare_layerwise", "compare_tensors", "judge", "debug_accuracy",

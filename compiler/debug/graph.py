@@ -149,7 +149,7 @@ class GraphRunner:
         self.runs = 0
         try:
             external = bool(external_data_files(self.path))  # one line when a data file is missing
-            self.proto = onnx.load(str(self.path), load_external_data=not external)
+            self.proto: Any = onnx.load(str(self.path), load_external_data=not external)  # None once closed
         except InputError:
             raise
         except Exception as exc:  # noqa: BLE001 - protobuf's several types for a broken file

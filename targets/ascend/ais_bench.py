@@ -147,7 +147,7 @@ def parse_console(text: str) -> AisSummary:
             else:
                 numbers = [float(x) for x in re.findall(_NUMBER, rest.replace("│", " ").replace("|", " "))]
                 if len(numbers) >= 5:
-                    summary.blocks[short] = StatBlock(*numbers[:5])
+                    summary.blocks[short] = StatBlock(numbers[0], numbers[1], numbers[2], numbers[3], numbers[4])
         found = _THROUGHPUT_RE.search(line)
         if found:
             summary.batchsize = float(found.group(1))

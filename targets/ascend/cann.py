@@ -9,51 +9,15 @@ from typing import Any
 
 import tomllib
 
-from vlc.errors import InputError
+from vlc.ascend_patches.cann import CANN_VERSIONS, DEFAULT_CANN, CannInfo, cann_info, parse_cann
 
 DATA = Path(__file__).with_name("data")
-CANN_VERSIONS = (6, 7, 8)
-DEFAULT_CANN = 8
+__all__ = ["CANN_VERSIONS", "DEFAULT_CANN", "CannInfo", "cann_info", "parse_cann"]  # the patch room's, re-exported
 
 
-@cache
 def load(name: str) -> dict[str, Any]:
     with open(DATA / f"{name}.toml", "rb") as f:
         return tomllib.load(f)
-
-
-@dataclass(frozen=True)
-class CannInfo:
-    major: int
-    label: str
-    min_opset: int
-    max_opset: int
-    layernorm: dict[str, str]
-    precision_mode_v2: bool
-
-    def layernorm_form(self, precision: str) -> str:
-        return self.layernorm.get(precision, self.layernorm.get("fp32", "decomposed"))
-
-
-def parse_cann(value: Any) -> int:
-    """-O cann=7, cann="8.0.RC1", cann=6.3 -> the major version."""
-    text = str(value).strip()
-    try:
-        major = int(text.split(".")[0])
-    except ValueError:
-        major = -1
-    if major not in CANN_VERSIONS:
-        raise InputError(f"unknown CANN version '{value}'",
-                         fix=f"use -O cann=N with N one of {', '.join(map(str, CANN_VERSIONS))} "
-                             "(5.x graphs follow the 6 rules: -O cann=6)")
-    return major
-
-
-@cache
-def cann_info(major: int) -> CannInfo:
-    entry = load("cann")["cann"][str(parse_cann(major))]
-    return CannInfo(int(major), entry["label"], int(entry["min_opset"]), int(entry["max_opset"]),
-                    dict(entry["layernorm_form"]), bool(entry["precision_mode_v2"]))
 
 
 def gear_limits() -> tuple[int, int]:

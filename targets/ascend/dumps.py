@@ -74,7 +74,7 @@ class OmOp:
 
 
 def _attrs(items: Any) -> dict[str, Any]:
-    return {a.get("key"): a.get("value") or {} for a in items or [] if isinstance(a, dict)}
+    return {str(a.get("key")): a.get("value") or {} for a in items or [] if isinstance(a, dict)}
 
 
 def read_model_json(path: Path) -> list[OmOp]:
@@ -154,7 +154,7 @@ def _concatenated(op_name: str, by_file_name: Mapping[str, Any]) -> list[Any]:
     fused op), or [] when no split works; the split into the fewest names is taken."""
     best: dict[int, list[str] | None] = {0: []}
     for end in range(1, len(op_name) + 1):
-        options = [best[start] + [op_name[start:end]] for start in range(end)
+        options = [[*(best[start] or []), op_name[start:end]] for start in range(end)
                    if best.get(start) is not None and op_name[start:end] in by_file_name]
         best[end] = min(options, key=len) if options else None
     parts = best[len(op_name)]

@@ -3,7 +3,7 @@
 `vlc check` decides which of them a build needs (preflight.auto_patches) and -O patches
 changes the choice; whichever subset runs, it runs in this order. The order is the same for
 every CANN version and precision: the patches read both from their PatchContext (opset range,
-LayerNorm form: data/cann.toml) rather than being different passes.
+LayerNorm form: vlc/ascend_patches/cann.toml) rather than being different passes.
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from vlc.artifact import Artifact, BuildDir
+from vlc.artifact import Artifact, BuildDir, keep_failed_log
 from vlc.errors import CompileError, InputError, TargetUnavailable
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
@@ -134,7 +133,8 @@ class AscendTarget(Target):
             log_path = build.path / f"atc_{prepared.name}.log"
             log_path.write_text(result.output)
             if not result.success:
-                kept = _keep_failed_log(log_path, build.path.parent)
+                kept = keep_failed_log(build, f"{build.log_path.read_text() if build.log_path.exists() else ''}"
+                                              f"--- {log_path.name} ---\n{result.output}")
                 raise atc_mod.failure_message(result, kept)
             if not result.om_files:
                 raise CompileError("atc reported success but wrote no .om file",
@@ -166,13 +166,6 @@ class AscendTarget(Target):
 def _names_only(text: str) -> str:
     """`text` with every absolute path cut to its file name ("/opt/x/atc (PATH)" -> "atc (PATH)")."""
     return re.sub(r"/(?:[^\s()/]+/)*([^\s()/]+)", r"\1", text)
-
-
-def _keep_failed_log(log_path: Path, parent: Path) -> Path:
-    """The build directory is removed on failure: keep its atc log beside the artifact."""
-    kept = parent / f"{log_path.stem}.failed.log"
-    shutil.copyfile(log_path, kept)
-    return kept
 
 
 class AscendSession:

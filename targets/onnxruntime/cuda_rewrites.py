@@ -33,7 +33,9 @@ def _static_dims(value: ir.Value, rank: int) -> list[int] | None:
     if shape is None or len(shape) != rank:
         return None
     dims = [d if isinstance(d, int) else None for d in shape]
-    return dims if all(d is not None for d in dims[1:]) else None  # the batch may be symbolic
+    if any(d is None for d in dims[1:]):
+        return None
+    return [d if d is not None else -1 for d in dims]  # the batch may be symbolic: -1
 
 
 def _const(op: Any, array: np.ndarray, name: str) -> ir.Value:
@@ -51,7 +53,7 @@ class PatchConvToMatMul(pattern.RewriteRuleClassBase):
     def pattern(self, op, x, w):
         return op.Conv(x, w, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["conv"])
 
-    def check(self, context, x, w, conv, **_) -> pattern.MatchResult:
+    def check(self, context, x, w, conv, **_unused):  # type: ignore[override]
         result = pattern.MatchResult()
         node = conv.producer()
         weight = w.const_value
@@ -77,11 +79,11 @@ class PatchConvToMatMul(pattern.RewriteRuleClassBase):
             return result.fail("bias is not constant")
         return result
 
-    def rewrite(self, op, x, w, conv, **_):
+    def rewrite(self, op, x, w, conv, **_unused):
         node = conv.producer()
         weight = w.const_value.numpy()
         out_channels, channels, kh, kw = weight.shape
-        _, _, height, width = _static_dims(x, 4)  # type: ignore[misc]
+        _, _, height, width = _static_dims(x, 4) or (0, 0, 0, 0)  # check() matched static dims
         gh, gw = height // kh, width // kw
         name = conv.name  # value names are unique in a graph; node names need not be
         blocks = op.Reshape(x, _const(op, np.array([-1, channels, gh, kh, gw, kw], np.int64),
@@ -108,7 +110,7 @@ class PatchTokens(pattern.RewriteRuleClassBase):
         flat = op.Reshape(nchw, flat_shape, _allow_other_attributes=True, _outputs=["flat"])
         return op.Transpose(flat, perm=[0, 2, 1])
 
-    def check(self, context, nhwc, flat_shape, flat, **_) -> pattern.MatchResult:
+    def check(self, context, nhwc, flat_shape, flat, **_unused):  # type: ignore[override]
         result = pattern.MatchResult()
         dims = _static_dims(nhwc, 4)
         target = const_ints(flat_shape)
@@ -119,8 +121,8 @@ class PatchTokens(pattern.RewriteRuleClassBase):
             return result.fail("not the (N, C, H*W) flattening")
         return result
 
-    def rewrite(self, op, nhwc, flat_shape, flat, **_):
-        _, h, w, c = _static_dims(nhwc, 4)  # type: ignore[misc]
+    def rewrite(self, op, nhwc, flat_shape, flat, **_unused):
+        _, h, w, c = _static_dims(nhwc, 4) or (0, 0, 0, 0)  # check() matched static dims
         return op.Reshape(nhwc, _const(op, np.array([-1, h * w, c], np.int64), f"{flat.name}_tokens"))
 
 
@@ -130,7 +132,7 @@ class ConvBiasToAdd(pattern.RewriteRuleClassBase):
     def pattern(self, op, x, w, b):
         return op.Conv(x, w, b, _allow_other_attributes=True, _outputs=["conv"])
 
-    def check(self, context, x, w, b, conv, **_) -> pattern.MatchResult:
+    def check(self, context, x, w, b, conv, **_unused):  # type: ignore[override]
         result = pattern.MatchResult()
         if b.const_value is None or len(b.const_value.shape) != 1:
             return result.fail("bias is not a constant vector")
@@ -138,11 +140,11 @@ class ConvBiasToAdd(pattern.RewriteRuleClassBase):
             return result.fail("weight rank unknown")
         return result
 
-    def rewrite(self, op, x, w, b, conv, **_):
+    def rewrite(self, op, x, w, b, conv, **_unused):
         node = conv.producer()
         attributes = {name: attr.value for name, attr in node.attributes.items()}
         spatial = len(w.shape) - 2
-        bias = b.const_value.numpy().reshape((1, -1) + (1,) * spatial)  # type: ignore[union-attr]
+        bias = b.const_value.numpy().reshape((1, -1) + (1,) * spatial)
         return op.Add(op.Conv(x, w, **attributes), _const(op, bias, f"{conv.name}_channel_bias"))
 
 
@@ -155,7 +157,7 @@ class QkvAttention(pattern.RewriteRuleClassBase):
         return op.MultiHeadAttention(q, k, v, bias, _domain="com.microsoft",
                                      _allow_other_attributes=True, _outputs=["attention"])
 
-    def check(self, context, x, weight, sizes, bias, packed, attention, **_) -> pattern.MatchResult:
+    def check(self, context, x, weight, sizes, bias, packed, attention, **_unused):  # type: ignore[override]
         result = pattern.MatchResult()
         split = next(iter(packed.uses())).node
         mha = attention.producer()
@@ -175,7 +177,7 @@ class QkvAttention(pattern.RewriteRuleClassBase):
             return result.fail("attention with outputs or attributes the Attention op does not take")
         return result
 
-    def rewrite(self, op, x, weight, sizes, bias, packed, attention, **_):
+    def rewrite(self, op, x, weight, sizes, bias, packed, attention, **_unused):
         mha = attention.producer()
         attributes = {name: mha.attributes[name].value for name in ("num_heads", "scale", "mask_filter_value")
                       if name in mha.attributes}

@@ -43,6 +43,8 @@ class OrtFusionsPass(GraphPass):
 class CudaRulePass(GraphPass):
     """A rule group of cuda_rewrites.RULES (matched on static dims after shape inference)."""
 
+    undone_by: tuple[str, ...] = ()
+
     def __init__(self, name: str, summary: str, undone_by: Sequence[str] = ()) -> None:
         super().__init__(name, summary)
         self.undone_by = tuple(undone_by)
@@ -60,7 +62,7 @@ class CudaRulePass(GraphPass):
         common_passes.RemoveUnusedNodesPass()(model)
 
 
-FUSIONS: tuple[GraphPass, ...] = (
+FUSIONS: tuple[OrtFusionsPass | CudaRulePass, ...] = (
     CudaRulePass("patch-matmul", "patch-embedding Conv (kernel == stride) -> patchify + one MatMul, "
                                  "and its token transposes -> one Reshape"),
     CudaRulePass("conv-bias-add", "Conv(x, w, b) -> Conv(x, w) + b (ONNX Runtime's elementwise Add "
@@ -78,8 +80,7 @@ FUSION_PASSES = FUSION_SET.passes
 
 # ONNX Runtime graph optimizers that would undo a pass of this set (ConvAddFusion folds
 # conv-bias-add's Add back into the Conv).
-UNDONE_BY: dict[str, tuple[str, ...]] = {p.name: p.undone_by for p in FUSIONS
-                                         if getattr(p, "undone_by", ())}
+UNDONE_BY: dict[str, tuple[str, ...]] = {p.name: p.undone_by for p in FUSIONS if p.undone_by}
 
 
 def run_fusions(onnx_path: Path, passes: Iterable[str]) -> list[PassRecord]:

@@ -154,12 +154,13 @@ class OnnxRuntimeTarget(Target):
             islands = fp32_islands(spec.options, spec.device)
             mode, goal = parse_goal("auto" if islands_choice(spec.options, spec.device) == "auto" else None,
                                     spec.options["accuracy"], spec.precision.value)
-            inputs = model_inputs(source, spec.precision)
+            inputs: dict[str, Any] = model_inputs(source, spec.precision)
             if spec.precision is Precision.INT8:
                 inputs.update(int8_convert_args(source, spec.options, providers))
+            if islands is not None:
+                inputs["keep_fp32_ops"] = islands
             report = convert(source.onnx_path, spec.precision, main, input_specs=source.input_specs,
                              strict=spec.options["strict_precision"], **inputs,
-                             **({} if islands is None else {"keep_fp32_ops": islands}),
                              islands=mode, tolerance=goal)
             build.extra["precision"] = report.to_json() if hasattr(report, "to_json") else None
             build.log(f"converted {source.onnx_path} to {spec.precision.value} -> {MAIN}: {report.summary()}")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlc.artifact import BuildDir
+from vlc.artifact import BuildDir, keep_failed_log
 from vlc.errors import CompileError, InputError
 from vlc.signature import Signature
 from vlc.spec import ShapeRange, TargetSpec
@@ -160,19 +160,6 @@ def parser_failures(errors: Sequence[str]) -> list[ParserFailure]:
     return failures
 
 
-def failed_log_path(build: BuildDir) -> Path:
-    """Where a failed build's log is kept (the build directory itself is removed on failure)."""
-    match = re.match(r"^\.(.+)\.building-", build.path.name)
-    return build.path.parent / f"{match.group(1) if match else 'vlc'}.failed-build.log"
-
-
-def keep_failed_log(build: BuildDir) -> Path:
-    target = failed_log_path(build)
-    if build.log_path.exists():
-        target.write_bytes(build.log_path.read_bytes())
-    return target
-
-
 _LAYER_LINE = re.compile(r"^Name: (?P<name>.*?), LayerType: (?P<type>[^,]*), .*?"
                          r"TacticName: (?P<tactic>[^,]*), StreamId: (?P<stream>\d+), Metadata: (?P<meta>.*)$")
 
@@ -305,6 +292,7 @@ def _config_loader(pg: Polygraphy, backend: Backend, settings: BuildSettings, pr
             common["load_timing_cache"] = str(path)
     if backend.is_rtx:
         capabilities = [settings.compute_capability] if settings.compute_capability is not None else None
+        assert pg.rtx is not None  # bound whenever the backend is TensorRT-RTX (pg.py)
         return pg.rtx.CreateConfigRTX(compute_capabilities=capabilities, **common)
     flags = set(settings.legacy_flags)
     # TF32 is left to _set_tf32 (CreateConfig would fail where TensorRT has no such flag)

@@ -39,10 +39,10 @@ def assemble(batch: int, device: str, samples: Mapping[str, Sequence[float]], *,
     }
     if per_layer:
         total = sum(sum(v) / len(v) for v in per_layer.values() if len(v)) or 1.0
-        extra["layers"] = sorted(
-            ({"name": name, "mean_ms": sum(v) / len(v), "median_ms": LatencyStats.from_samples(v).median,
-              "percent": 100.0 * (sum(v) / len(v)) / total} for name, v in per_layer.items() if len(v)),
-            key=lambda row: -row["mean_ms"])
+        means = sorted(((sum(v) / len(v), name, v) for name, v in per_layer.items() if len(v)),
+                       key=lambda item: -item[0])
+        extra["layers"] = [{"name": name, "mean_ms": mean, "median_ms": LatencyStats.from_samples(v).median,
+                            "percent": 100.0 * mean / total} for mean, name, v in means]
     result = ProfileResult(batch=batch, latency=latency, includes_transfers=include_transfers,
                            breakdown=breakdown, device=device,
                            warnings=variation_warning(compute, "GPU compute time") if compute else [],

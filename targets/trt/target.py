@@ -150,7 +150,7 @@ class TrtTarget(Target):
         if spec.device == "cpu":  # the CLI's default device; TensorRT engines always run on cuda
             spec = replace(spec, device="cuda")
         spec = super().validate_spec(spec, signature)  # options typed and checked one by one
-        preset = gpu_presets()[spec.preset]
+        preset = gpu_presets()[spec.preset or DEFAULT_PRESET]
         enabled = spec.options["plugins"]
         if enabled:  # unknown names fail here, before any conversion or build work
             from vlc.plugins.apply import _resolve_enabled, registered_plugins
@@ -188,7 +188,7 @@ class TrtTarget(Target):
         from vlc.targets.trt.cuda import gpus
 
         backend = self.backend()
-        preset = gpu_presets()[spec.preset]
+        preset = gpu_presets()[spec.preset or DEFAULT_PRESET]
         signature = source.signature
         found, _ = gpus()
         settings = BuildSettings(workspace_mib=spec.options["workspace"],

@@ -6,11 +6,11 @@ import json
 import shutil
 
 import pytest
+
+from tests.conftest import model_ref
 from vlc import plugin_manager
 from vlc.records import read_record
 from vlc.spec import TargetSpec
-
-from tests.conftest import model_ref
 
 MLP_FLOPS_PER_SAMPLE = 2 * (32 * 64 + 64 * 64 + 64 * 10)  # three Linear layers, tests/models.py
 

@@ -40,7 +40,7 @@ class OutlierCNN(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
-def export(path, batch: int = 2) -> None:  # noqa: ANN001 - a pathlib.Path or str
+def export(path, batch: int = 2) -> None:
     """The TorchScript export the debug tests use (node names /conv1/Conv ... /head/Gemm)."""
     torch.onnx.export(OutlierCNN().eval(), (torch.randn(batch, 3, 16, 16),), str(path), input_names=["image"],
                       output_names=["logits"], dynamic_axes={"image": {0: "batch"}}, dynamo=False,

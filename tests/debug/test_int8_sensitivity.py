@@ -7,11 +7,11 @@ import pytest
 from tests.debug.outlier_cnn import HARD, SPECS, export, feeds
 from vlc.accuracy import compare_outputs, default_tolerance
 from vlc.debug import plan_int8
-from vlc.debug.sensitivity import int8_sensitivity
 from vlc.frontend.precision import convert
 from vlc.frontend.precision.calibration import CalibrationData
 from vlc.frontend.precision.check import run_onnx
 from vlc.frontend.precision.quantize import quantize_int8
+from vlc.frontend.precision.sensitivity import int8_sensitivity
 from vlc.signature import onnx_signature
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter's notice

@@ -157,7 +157,8 @@ def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
                               f"{str(exc).splitlines()[0]}", where=str(onnx_path),
                               fix="report this as a vlc bug; keep_fp32_ops can route around the op") from None
         report = ConversionReport(
-            precision.value, Path(onnx_path).name, Path(out_path).name, f"vlc low-precision pass (onnx {onnx.__version__})",
+            precision.value, Path(onnx_path).name, Path(out_path).name,
+            f"vlc low-precision pass (onnx {onnx.__version__})",
             nodes_total=stats.nodes_total, nodes_low_precision=stats.nodes_low,
             fp32_ops=dict(stats.fp32_ops), layernorm_islands=stats.layernorm_islands,
             casts_inserted=stats.casts_inserted, constants_clamped=stats.clamped,
@@ -169,7 +170,7 @@ def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
         # in front of ops it runs in fp32: the emulation keeps every stored tensor's rounding and
         # range. bf16 is checked only so; fp16 both as the graph runs here (what `vlc compare` of
         # an onnxruntime artifact sees) and emulated (what a GPU's fp16 tensors would overflow).
-        check_model = converted if precision is Precision.FP16 else emulate_low_precision(converted, low)
+        check_model: Any = converted if precision is Precision.FP16 else emulate_low_precision(converted, low)
         emulated = emulate_low_precision(converted, low) if precision is Precision.FP16 else None
         report.check["emulated"] = EMULATION_NOTE.format(precision=precision.value)
     elif precision is Precision.INT8:
@@ -186,9 +187,9 @@ def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
             calibration = CalibrationData.generate(list(input_specs))
         calibration = calibration.bind(signature)
         int8 = int8 or Int8Settings()
-        feeds = (_check_inputs(signature, check_feeds, input_specs, check_batch, seed, check_note)[0]
-                 if int8.mode == "auto" else None)
-        result = build_int8(onnx_path, out_path, calibration, settings=int8, check_feeds=feeds,
+        gate_feeds = (_check_inputs(signature, check_feeds, input_specs, check_batch, seed, check_note)[0]
+                      if int8.mode == "auto" else None)
+        result = build_int8(onnx_path, out_path, calibration, settings=int8, check_feeds=gate_feeds,
                             min_cosine=(tolerance or default_tolerance(precision)).min_cosine, method=method,
                             percentile=percentile, per_channel=per_channel, op_types=tuple(quantize_ops))
         counts = result.counts

@@ -311,11 +311,11 @@ def _percentile_range(lo: float, hi: float, hist: np.ndarray, percentile: float,
     if symmetric:
         order = np.argsort(np.abs(centers))
         cumulative = np.cumsum(hist[order]) / hist.sum()
-        top = float(np.abs(centers[order][min(np.searchsorted(cumulative, percentile / 100), len(order) - 1)]))
+        top = float(np.abs(centers[order][min(int(np.searchsorted(cumulative, percentile / 100)), len(order) - 1)]))
         return -top, top
     cumulative = np.cumsum(hist) / hist.sum()
-    low = float(centers[min(np.searchsorted(cumulative, 1 - percentile / 100), len(hist) - 1)])
-    high = float(centers[min(np.searchsorted(cumulative, percentile / 100), len(hist) - 1)])
+    low = float(centers[min(int(np.searchsorted(cumulative, 1 - percentile / 100)), len(hist) - 1)])
+    high = float(centers[min(int(np.searchsorted(cumulative, percentile / 100)), len(hist) - 1)])
     return min(low, 0.0), max(high, 0.0)
 
 

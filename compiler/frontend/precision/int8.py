@@ -128,7 +128,7 @@ def build_int8(source: Path, out_path: Path, calibration: CalibrationData, *,
 
     if settings.mode == "auto" and check_feeds is None:
         raise InputError("int8=auto needs the feeds its gate is measured on", fix="pass check_feeds")
-    quant = dict(method=method, percentile=percentile, per_channel=per_channel, op_types=op_types,
+    quant: dict[str, Any] = dict(method=method, percentile=percentile, per_channel=per_channel, op_types=op_types,
                  activations=settings.activations, reduce_range=settings.reduce_range)
     model = onnx.load(str(source))
     ranges: RangeTable | None = None
@@ -142,8 +142,9 @@ def build_int8(source: Path, out_path: Path, calibration: CalibrationData, *,
     counts = quantize_int8(source, out_path, calibration, ranges=ranges, **quant)
     plan, excluded, note, described = None, [], None, None
     if settings.mode == "auto":
-        from vlc.debug.sensitivity import DEFAULT_MAX_RUNS, plan_int8
+        from vlc.frontend.precision.sensitivity import DEFAULT_MAX_RUNS, plan_int8
 
+        assert check_feeds is not None  # checked on entry
         feeds = [dict(check_feeds)]
         extra = _stack(calibration.feeds[:settings.plan_samples])
         described = "the check inputs"
@@ -187,7 +188,7 @@ def _stack(feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray] | None:
 def _mac_totals(model: onnx.ModelProto, int8: set[str], op_types: tuple[str, ...],
                 batch: int) -> tuple[float, float]:
     """MACs of the int8 nodes and of every `op_types` node (vlc.flops counts FLOPs = 2 MACs)."""
-    from vlc.debug.sensitivity import _node_flops
+    from vlc.frontend.precision.sensitivity import _node_flops
 
     flops = _node_flops(model, batch)
     names = [n.name for n in model.graph.node if n.op_type in op_types]

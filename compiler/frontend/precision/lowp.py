@@ -324,9 +324,9 @@ def to_low_precision(model: onnx.ModelProto, low: int, keep_ops: frozenset[str] 
     (the source's element types, converted constants) between conversions of the same `model`."""
     if low not in (TensorProto.FLOAT16, TensorProto.BFLOAT16):
         raise ValueError(f"low-precision type must be FLOAT16 or BFLOAT16, got {low}")
-    if reuse is not None and reuse.types is None:
-        reuse.types = _elem_types(model)
-    types = reuse.types if reuse is not None else _elem_types(model)
+    types = reuse.types if reuse is not None and reuse.types is not None else _elem_types(model)
+    if reuse is not None:
+        reuse.types = types
     model = onnx.ModelProto.FromString(model.SerializeToString())  # edit a copy
     g = model.graph
     _constants_to_initializers(g)

@@ -7,7 +7,6 @@ per output channel rounds the channel's other weights to zero), so every-node in
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +14,10 @@ import onnx
 import pytest
 
 from tests.debug.outlier_cnn import HARD, SPECS, export, feeds
-from vlc.accuracy import compare_outputs, default_tolerance
 from vlc.artifact import Artifact
 from vlc.errors import AccuracyError, InputError
 from vlc.frontend.precision import CalibrationData, Int8Settings, convert
 from vlc.frontend.precision.calibration import calibrate_ranges, mse_range
-from vlc.frontend.precision.check import run_onnx
 from vlc.frontend.precision.quantize import quantized_nodes
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter's notice

@@ -87,10 +87,14 @@ def test_atc_rejection_becomes_one_actionable_error(vilbert, standins, tmp_path,
     # vlc believes CANN 7 (keeps LayerNormalization at opset 18); the stand-in ATC has CANN 6 rules
     monkeypatch.setenv("STANDIN_CANN", "6")
     spec = TargetSpec("ascend310p", Precision.FP16, batch=(1, 1, 1), options={"cann": 7})
+    mine = tmp_path / "art.failed-build.log"
+    mine.write_text("the user's own notes\n")  # a file of the log's name that vlc did not write
     with pytest.raises(CompileError) as info:
         get_target("ascend310p").compile(vilbert, spec, tmp_path / "art")
     assert "E19010" in info.value.what and "vlc check" in info.value.fix
-    assert Path(info.value.where).is_file() and "ATC run failed" in Path(info.value.where).read_text()
+    kept = Path(info.value.where)
+    assert kept == tmp_path / "art.failed-build.1.log" and "ATC run failed" in kept.read_text()
+    assert mine.read_text() == "the user's own notes\n"
     assert not (tmp_path / "art").exists()
 
 

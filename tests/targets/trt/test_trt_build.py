@@ -163,6 +163,9 @@ def test_parser_failure_names_the_node(tmp_path):
     kept = tmp_path / "out.failed-build.log"
     assert kept.is_file() and "the_bad_node" in kept.read_text()
     assert not (tmp_path / "out").exists()
+    with pytest.raises(CompileError):  # a second failure replaces vlc's own log, nothing else
+        get_target("trt-rtx").compile(CompileSource(path, "bad", []), TargetSpec("trt-rtx"), tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx", "out.failed-build.log"]
 
 
 def test_unknown_preset(tiny_graphs, tmp_path):

@@ -220,8 +220,8 @@ def int8_sensitivity(fp32_path: str | Path, qdq_path: str | Path, feeds: Mapping
 class _Splicer:
     """The fp32 graph, the int8 graph's Q/DQ per node, and the fp32 reference on the feeds."""
 
-    def __init__(self, fp32: str | Path | Any, qdq: str | Path | Any, feeds: Mapping[str, np.ndarray],
-                 op_types: Sequence[str]):
+    def __init__(self, fp32: str | Path | Any, qdq: str | Path | Any,
+                 feeds: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]], op_types: Sequence[str]):
         import onnx
 
         self.model = fp32 if isinstance(fp32, onnx.ModelProto) else onnx.load(str(fp32))
