@@ -6,7 +6,7 @@ int8 graph's accuracy and the share of its Conv/MatMul/Gemm MACs left in int8.
 
 Each model goes through `vlc bench` (vlc.api.bench) with the onnxruntime target on the CPU at fp32
 and int8 (default int8 build: int8=auto, mse calibration on generated samples with spread, uint8
-activations with 7-bit weights unless the CPU has VNNI, see targets/onnxruntime/README.md), so
+activations with 7-bit weights; `vlc targets --options` lists them), so
 both precisions are timed the same way in the same run: warm-up, then `--iterations` synchronous
 calls, host clock, inputs and outputs in host memory (there are no transfers on the CPU). The
 records are vlc's bench records; this script only tabulates them. The speed-up is fp32 median /

@@ -39,7 +39,8 @@ def test_auto_keeps_only_the_hard_layer_in_float_and_passes_its_gate(cnn, tmp_pa
     data = report.to_json()["int8"]
     assert data["mode"] == "auto" and data["excluded"] == [HARD]
     assert data["plan"]["all_int8_cosine"] < 0.98 <= data["plan"]["cosine"]
-    assert data["plan"]["min_cosine"] == 0.98
+    # the plan aims a quarter of the tolerance inside the gate, for inputs it never saw
+    assert data["plan"]["min_cosine"] == pytest.approx(1 - 0.02 * 0.75) and data["plan"]["cosine"] >= 0.985
     assert 0.3 < data["mac_share"] < 0.9 and data["int8_macs"] == pytest.approx(data["mac_share"] * data["total_macs"])
     assert data["activations"] == "uint8" and data["reduce_range"] is True
     graph = onnx.load(str(out))
