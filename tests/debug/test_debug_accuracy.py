@@ -233,6 +233,20 @@ def test_int8_candidate_is_matched_through_its_dq_outputs(tmp_path, cnn_pair):
     assert bad.first_divergent.node == convs[1].name
 
 
+# ---- a reference workload --------------------------------------------------------------------
+
+@pytest.mark.parametrize("op_type", ["Conv", "MatMul"])
+def test_corrupted_node_is_named_first_in_mobilevit(tmp_path, op_type):
+    """The test-size MobileViT-S example: a convolution of its CNN stages, a MatMul of its
+    transformer blocks, each corrupted in the middle of the graph."""
+    src = Path(prepare("mobilevit-s@test").onnx_path)
+    bad = tmp_path / "mobilevit.bad.onnx"
+    name = _corrupt_weight(src, bad, op_type, lambda nodes: nodes[len(nodes) // 2])
+    report = debug_accuracy(str(src), str(bad), batch=1)
+    _assert_first(report, name)
+    assert report.first_divergent.op_type == op_type
+
+
 # ---- a graph nobody here wrote ---------------------------------------------------------------
 
 def test_corrupted_conv_is_named_first_in_the_onnx_packages_squeezenet(tmp_path):
