@@ -74,7 +74,7 @@ def patch(name: str, summary: str) -> Callable[[PassFn], PassFn]:
 
 def _load_all() -> None:
     # Importing the modules registers their patches.
-    from vlc.ascend_patches import (  # noqa: F401
+    from vlc.ascend_patches import (  # local: each patch module imports this one  # noqa: F401
         attention,
         einsum,
         fp16,

@@ -21,10 +21,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vlc import plugin_manager
+from vlc.accuracy import compare_outputs, default_tolerance, tolerance_with
 from vlc.artifact import Artifact
+from vlc.bench.runner import BenchConfig, run_bench
+from vlc.environment import collect
 from vlc.errors import AccuracyError, InputError, TargetUnavailable
+from vlc.frontend.feeds import artifact_inputs
+from vlc.frontend.loader import load_model
+from vlc.frontend.pipeline import FrontendOptions
+from vlc.frontend.pipeline import prepare as frontend_prepare
+from vlc.inputs import check_batch, default_batch, load_arrays, load_inputs
+from vlc.measure import REFERENCE_ONNX, REFERENCE_TORCH, flop_count, make_record, profile_settings, reference_outputs
+from vlc.model import ModelSource
 from vlc.outdir import claim_output_dir
 from vlc.plugin_manager import get_target
+from vlc.shape_choice import from_user_inputs
 from vlc.signature import Signature
 from vlc.spec import (
     Precision,
@@ -35,15 +47,15 @@ from vlc.spec import (
     parse_shape_ranges,
 )
 from vlc.target import CompileSource, Target
+from vlc.timing import ProfileSettings
 
 if TYPE_CHECKING:  # numpy and the heavy layers are imported by the functions that use them
     import numpy as np
 
     from vlc.accuracy import AccuracyReport
     from vlc.bench.runner import BenchSummary
-    from vlc.frontend.pipeline import FrontendOptions
     from vlc.records import BenchRecord
-    from vlc.timing import ProfileResult, ProfileSettings
+    from vlc.timing import ProfileResult
 
 __all__ = ["Build", "Comparison", "Profile", "absolute_ref", "bench", "build", "compare", "compile", "load",
            "make_spec", "model_name", "prepare", "profile", "run"]
@@ -101,9 +113,6 @@ def make_spec(target: str | Target, precision: str | Precision = "fp32", *, pres
 def prepare(model: str, *, cache_dir: Path | None = None, frontend: FrontendOptions | None = None) -> CompileSource:
     """The front end: the model (example name, file.py:factory, module:factory or .onnx file)
     exported and normalized once; later calls with the same model and options reuse the cache."""
-    from vlc.frontend.pipeline import FrontendOptions
-    from vlc.frontend.pipeline import prepare as frontend_prepare
-
     source = frontend_prepare(absolute_ref(model), cache_dir=cache_dir, options=frontend or FrontendOptions())
     source.onnx_path = Path(source.onnx_path).resolve()
     return source
@@ -173,9 +182,6 @@ def build(model: str | CompileSource, target: str | Target, *, precision: str | 
     frontend_seconds = time.perf_counter() - start
     notes = [note for note in [source.frontend.get("cache_note")] if note]
     if input_files:
-        from vlc.inputs import load_inputs
-        from vlc.shape_choice import from_user_inputs
-
         source.user_inputs = load_inputs(list(input_files), source.signature)
         spec, source.input_specs, note = from_user_inputs(source.signature, spec, source.user_inputs,
                                                           source.input_specs)
@@ -207,8 +213,6 @@ def compile(model: str | CompileSource, target: str | Target, **kwargs: Any) -> 
 # ---- load, run -----------------------------------------------------------------------------------
 def _compiled_file(suffix: str) -> tuple[str, list[str]] | None:
     """(what it is, the targets that write it) for a bare compiled file (Capabilities.compiled_files)."""
-    from vlc import plugin_manager
-
     kinds = {name: dict(t.capabilities.compiled_files).get(suffix) for name, t in plugin_manager.targets().items()}
     found = {name: kind for name, kind in kinds.items() if kind}
     return (next(iter(found.values())), sorted(found)) if found else None
@@ -240,8 +244,6 @@ def _onnx_file_artifact(path: Path, step: Step) -> tuple[Artifact, Target]:
     import shutil
     import tempfile
 
-    from vlc.frontend.pipeline import FrontendOptions
-
     target = get_target("onnxruntime")
     target.require_available()
     scratch = Path(tempfile.mkdtemp(prefix="vlc-onnx-"))
@@ -258,8 +260,6 @@ def inputs(artifact: Artifact, *, files: Sequence[str] = (), batch: int | None =
            seed: int = 0) -> dict[str, np.ndarray]:
     """Inputs for `artifact`: read from `files`, else generated at `batch` (default: the compiled
     opt batch) by the model's own generator or the input specs kept in the manifest."""
-    from vlc.frontend.feeds import artifact_inputs
-
     if files and batch is not None:
         raise InputError("--batch applies to generated inputs, not to --input files",
                          fix="drop --batch; the files' first axis is the batch")
@@ -286,16 +286,12 @@ class Profile:
 
 def environment(artifact: Artifact, target: Target) -> dict[str, Any]:
     """Where a measurement ran (vlc.environment.collect) plus the target's own SDK versions."""
-    from vlc.environment import collect
-
     return {**collect(), "target_versions": dict(target.available().versions),
             "artifact_tool_versions": dict(artifact.manifest.tool_versions)}
 
 
 def artifact_flops(artifact: Artifact, batch: int) -> Any:
     """FLOPs of the artifact's source graph at `batch` (None when that graph is not on this machine)."""
-    from vlc.measure import flop_count
-
     recorded = artifact.manifest.source.onnx  # relative to the artifact
     return flop_count(Path(artifact.path) / recorded if recorded else None, batch)
 
@@ -312,8 +308,6 @@ def artifact_model_name(artifact: Artifact) -> str:
 def artifact_record(artifact: Artifact, result: ProfileResult, settings: ProfileSettings, env: dict[str, Any],
                     machine: str) -> BenchRecord:
     """The record of one profiled batch (vlc.measure.make_record), with FLOPs and share of peak."""
-    from vlc.measure import make_record, profile_settings
-
     manifest = artifact.manifest
     return make_record(
         model=artifact_model_name(artifact), target=artifact.target, precision=manifest.precision,
@@ -333,9 +327,6 @@ def profile(artifact: str | Path | Artifact, *, batches: Sequence[int] | None = 
     """Latency and throughput per batch size (default: the compiled opt batch), the artifact opened
     once for the sweep; every batch is checked against the compiled range before any is timed.
     `on_batch(batch, feeds)` sees each batch's inputs before it is timed (`vlc profile --save-inputs`)."""
-    from vlc.inputs import check_batch, default_batch
-    from vlc.timing import ProfileSettings
-
     loaded, target = load(artifact)
     settings = settings or ProfileSettings()
     sweep = list(dict.fromkeys(batches)) if batches else [default_batch(loaded)]
@@ -393,10 +384,6 @@ def is_torch_ref(ref: str | None) -> bool:
 def torch_reference(ref: str, feeds: Mapping[str, np.ndarray], weights: str | None = None
                     ) -> dict[str, np.ndarray]:
     """The original PyTorch model (with the weights it was compiled with), true fp32 on the CPU."""
-    from vlc.frontend.loader import load_model
-    from vlc.measure import REFERENCE_TORCH, reference_outputs
-    from vlc.model import ModelSource
-
     source = load_model(ref, weights=weights)
     if not isinstance(source, ModelSource):
         raise InputError(f"--reference torch needs a PyTorch model; the artifact was built from {ref}",
@@ -406,8 +393,6 @@ def torch_reference(ref: str, feeds: Mapping[str, np.ndarray], weights: str | No
 
 def onnx_reference(artifact: Artifact, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The normalized source graph in ONNX Runtime on the CPU, fp32."""
-    from vlc.measure import REFERENCE_ONNX, reference_outputs
-
     recorded = artifact.manifest.source.onnx
     onnx_path = Path(artifact.path) / (recorded or "source.onnx")
     if not onnx_path.is_file():
@@ -423,9 +408,6 @@ def compare(artifact: str | Path | Artifact, reference: str | Path | Artifact | 
     """The artifact's outputs against `reference` on the same inputs: "torch" (the PyTorch model,
     CPU fp32), "onnx" (the source graph in ONNX Runtime, CPU fp32), another artifact, or `expected`
     output files; default torch for PyTorch models, else onnx. Tolerances default to the precision's."""
-    from vlc.accuracy import compare_outputs, default_tolerance, tolerance_with
-    from vlc.inputs import load_arrays
-
     loaded, target = load(artifact)
     if expected and reference is not None:
         raise InputError("--expected and --reference are exclusive", fix="give one of them")
@@ -463,7 +445,5 @@ def bench(model: str, targets: Sequence[str], precisions: Sequence[str] = ("fp32
           **config: Any) -> BenchSummary:
     """`vlc bench`: every target x precision x batch cell of `model`, one record each in
     `results` (default ./results); keywords as vlc.bench.runner.BenchConfig takes them."""
-    from vlc.bench.runner import BenchConfig, run_bench
-
     settings = BenchConfig(model, list(targets), list(precisions), list(batches) if batches else None, **config)
     return run_bench(settings) if progress is None else run_bench(settings, progress)

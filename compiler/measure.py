@@ -28,15 +28,13 @@ from vlc import environment as environ
 from vlc.accuracy import AccuracyReport, compare_outputs, default_tolerance
 from vlc.errors import InputError, VlcError, first_line
 from vlc.flops import FlopCount, count_flops, device_peak, utilisation
-from vlc.model import named_outputs
+from vlc.model import ModelSource, named_outputs
 from vlc.records import Accuracy, BenchRecord, kept_samples
 from vlc.spec import Precision
 from vlc.timing import ProfileResult, ProfileSettings
 
 if TYPE_CHECKING:
     import onnx
-
-    from vlc.model import ModelSource
 
 REFERENCE_TORCH = "torch"  # the PyTorch model, fp32
 REFERENCE_ONNX = "onnxruntime-fp32"  # the fp32 source graph in ONNX Runtime on the CPU
@@ -53,8 +51,6 @@ def reference_outputs(kind: str, source: ModelSource | str | Path, feeds: Mappin
                       device: str = "cpu") -> dict[str, np.ndarray]:
     """The reference outputs on `feeds`: `kind` "torch" runs the PyTorch model `source` in true
     fp32 (on `device`); "onnxruntime-fp32" runs the ONNX graph at path `source` on the CPU."""
-    from vlc.model import ModelSource
-
     if kind == REFERENCE_TORCH:
         if not isinstance(source, ModelSource):
             raise InputError(f"the torch reference needs a PyTorch model, not {source}",

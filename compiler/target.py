@@ -21,7 +21,7 @@ from vlc.artifact import Artifact, BuildDir, building, cache_key, finalize, find
 from vlc.errors import InputError, TargetUnavailable
 from vlc.inputs import check_batch
 from vlc.manifest import Manifest, SourceInfo
-from vlc.model import InputSpec, ModelSource
+from vlc.model import InputSpec, ModelSource, generate_from_specs
 from vlc.options import OptionInfo, parse_target_options
 from vlc.preflight import CheckReport
 from vlc.signature import Signature, onnx_signature
@@ -65,8 +65,6 @@ class CompileSource:
 
     def generate_inputs(self, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
         """Realistic inputs: the model's own generator when known, else the input specs."""
-        from vlc.model import generate_from_specs
-
         if self.model is not None:
             return self.model.generate_inputs(batch, seed)
         return generate_from_specs(self.input_specs, batch, seed)

@@ -11,8 +11,9 @@ import onnx
 import onnx_ir as ir
 
 from vlc.errors import InputError
-from vlc.plugin_manager import op_plugins
+from vlc.plugin_manager import op_plugins, targets
 from vlc.plugins.base import DOMAIN, OpPlugin
+from vlc.plugins.patterns import rule_set
 
 
 @dataclass
@@ -38,12 +39,8 @@ def registered_plugins() -> dict[str, OpPlugin]:
 def known_targets(plugins: Iterable[OpPlugin]) -> list[str]:
     """Targets from `vlc targets` plus every target a plugin names (e.g. not yet installed)."""
     names: set[str] = set()
-    try:
-        from vlc.plugin_manager import targets
-
+    with contextlib.suppress(Exception):  # a broken target plugin must not hide the plugin table
         names.update(targets())
-    except Exception:  # a broken target plugin must not hide the plugin table  # noqa: BLE001
-        pass
     for plugin in plugins:
         names.update(plugin.targets)
     return sorted(names)
@@ -62,8 +59,6 @@ def opset_of(model: ir.Model) -> int:
 
 
 def _run(model: ir.Model, rules: Sequence[Any]) -> int:
-    from vlc.plugins.patterns import rule_set
-
     return rule_set(list(rules)).apply_to_model(model) if rules else 0
 
 

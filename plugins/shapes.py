@@ -13,6 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from vlc import examples
+
 SHAPES_FILE = "kernel_shapes.json"
 EXAMPLES = ("vilbert-vqa", "clip-vit-b32-image", "clip-vit-b32-text", "mobilevit-s")
 
@@ -57,8 +59,6 @@ def unique(calls: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def example_shapes(name: str, size: str = "full") -> list[dict[str, Any]]:
     """Trace one example (vlc.examples.load) at batch 1."""
     import torch
-
-    from vlc import examples
 
     source = examples.load(name, size=size)
     feeds = source.generate_inputs(1, seed=0)

@@ -36,6 +36,8 @@ from vlc.artifact import Artifact, graph_hash
 from vlc.bench.variants import TargetVariant, resolve
 from vlc.errors import InputError, TargetUnavailable, first_line
 from vlc.flops import FlopCount
+from vlc.frontend.pipeline import FrontendOptions
+from vlc.frontend.pipeline import prepare as frontend_prepare
 from vlc.measure import (
     BUNDLE_CELL,
     REFERENCE_ONNX,
@@ -439,13 +441,9 @@ def run_bench(config: BenchConfig, progress: Progress = lambda text, done, total
     """Validate, export once, then sweep; records are written to config.results as cells finish."""
     variants = validate_config(config)
     if prepare is None:
-        from vlc.frontend.pipeline import prepare as frontend_prepare
-
         prepare = frontend_prepare
     kwargs: dict[str, Any] = {} if config.cache_dir is None else {"cache_dir": config.cache_dir}
     if config.graph == "raw":
-        from vlc.frontend.pipeline import FrontendOptions
-
         kwargs["options"] = FrontendOptions(simplify=False, passes=())  # the plain exporter output
     progress(f"exporting {config.model}", 0, 0)
     source = prepare(config.model, **kwargs)

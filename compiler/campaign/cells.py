@@ -31,7 +31,10 @@ from vlc.bench.runner import Bench, BenchConfig, validate_config
 from vlc.bench.variants import TargetVariant
 from vlc.campaign import builds
 from vlc.errors import InputError, TargetUnavailable, first_line
-from vlc.model import InputSpec
+from vlc.frontend.loader import load_model
+from vlc.frontend.pipeline import default_cache_dir
+from vlc.model import InputSpec, ModelSource
+from vlc.onnx_files import external_data_locations
 from vlc.records import BenchRecord, write_record
 from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, CompileSource
@@ -77,8 +80,6 @@ class ShippedModel:
     def from_source(cls, source: CompileSource, bench: Bench, batches: list[int]) -> ShippedModel:
         """The driver's side: the graph's bytes, inputs and references of `batches` (via `bench`,
         so they are computed exactly as `vlc bench` computes them)."""
-        from vlc.onnx_files import external_data_locations
-
         onnx_path = Path(source.onnx_path)
         files = {"model.onnx": onnx_path.read_bytes()}
         for location in external_data_locations(onnx_path):
@@ -167,9 +168,6 @@ def _load_model(source: ShippedSource, variant: TargetVariant) -> str | None:
     """Give `source` the model for targets that need it; the reason when this node cannot."""
     if not needs_model(variant):
         return None
-    from vlc.errors import first_line
-    from vlc.frontend.loader import load_model
-    from vlc.model import ModelSource
 
     try:
         loaded = load_model(source.ref)
@@ -182,8 +180,6 @@ def _load_model(source: ShippedSource, variant: TargetVariant) -> str | None:
 
 def worker_dir(node: str) -> Path:
     """This node's campaign folder (graphs and artifacts), in vlc's cache."""
-    from vlc.frontend.pipeline import default_cache_dir
-
     return default_cache_dir() / "campaign" / (node[:16] or "local")
 
 

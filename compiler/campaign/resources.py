@@ -20,6 +20,7 @@ import json
 from typing import Any
 
 from vlc.availability import describe_targets
+from vlc.environment import nvidia_gpus
 from vlc.errors import InputError
 
 PREFIX = "vlc/"
@@ -56,8 +57,6 @@ def rtx_build_capabilities() -> list[str]:
 
 def gpu_capabilities() -> list[str]:
     """Compute capabilities ("86") of this machine's NVIDIA GPUs."""
-    from vlc.environment import nvidia_gpus
-
     found = {gpu["compute_capability"].replace(".", "") for gpu in nvidia_gpus() if gpu.get("compute_capability")}
     return sorted(found, key=int)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import vlc
 from vlc.bench.runner import Bench, BenchConfig, run_bench, settings_changes, validate_config
 from vlc.bench.variants import TargetVariant, resolve
 from vlc.campaign import builds
@@ -35,7 +36,8 @@ from vlc.campaign.cells import Cell, ShippedModel, build_cell, build_here, devic
 from vlc.campaign.resources import build_resources, describe
 from vlc.campaign.spec import Campaign, RunSpec, model_ref
 from vlc.errors import InputError, first_line
-from vlc.measure import make_record
+from vlc.frontend.pipeline import prepare
+from vlc.measure import make_record, profile_settings
 from vlc.records import BenchRecord, RecordError, read_record, record_path, write_record
 
 Progress = Callable[[str, int, int], None]  # (what happened, records done, records in all)
@@ -108,8 +110,6 @@ def _built_before(bench: Bench, variant: TargetVariant, precision: Any) -> list[
 
 def _run_local_model(campaign: Campaign, run: RunSpec, model: str, summary: CampaignSummary,
                      sources: dict[str, Any], progress: Progress) -> None:
-    from vlc.frontend.pipeline import prepare
-
     def prepared(ref: str, **kwargs: Any) -> Any:  # the front end once per model, for both paths
         if ref not in sources:
             sources[ref] = prepare(ref, **kwargs)
@@ -257,8 +257,6 @@ class ClusterCampaign:
     # ---- preparing ------------------------------------------------------------------------------
     def _source(self, ref: str) -> Any:
         if ref not in self._sources:
-            from vlc.frontend.pipeline import prepare
-
             self.note(f"exporting {ref}")
             self._sources[ref] = prepare(ref)
         return self._sources[ref]
@@ -301,9 +299,6 @@ class ClusterCampaign:
     # ---- records --------------------------------------------------------------------------------
     def _record(self, shipped: ShippedModel, cell: Cell, batch: int, status: str, *, machine: str = UNPLACED,
                 reason: str, build: dict[str, Any] | None = None) -> BenchRecord:
-        import vlc
-        from vlc.measure import profile_settings
-
         settings = profile_settings(cell.settings, seed=cell.seed, graph="normalized")
         options = resolve([cell.entry])[0].options
         if options:

@@ -35,7 +35,9 @@ from typing import Any
 
 import tomllib
 
+from vlc.bench.variants import resolve
 from vlc.errors import InputError
+from vlc.spec import Precision
 from vlc.timing import ProfileSettings
 
 DEFAULT_RETRIES = 2  # a cell whose node dies runs again this many times on another matching node
@@ -162,9 +164,6 @@ def _requires(where: _Where, data: dict[str, Any], key: str = "requires") -> dic
 
 
 def _check_targets(where: _Where, targets: list[str], precisions: list[str]) -> None:
-    from vlc.bench.variants import resolve
-    from vlc.spec import Precision
-
     try:
         resolve(targets)
     except InputError as exc:

@@ -23,6 +23,7 @@ from vlc.cli.options import (
     TargetOptionsOpt,
     build_spec,
 )
+from vlc.frontend.pipeline import prepare
 from vlc.plugin_manager import get_target
 from vlc.preflight import CheckReport
 
@@ -73,8 +74,6 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
         """Check a model against a target's compiler before compiling; exit 1 if it cannot pass."""
-        from vlc.frontend.pipeline import prepare
-
         tgt = get_target(target)
         spec = build_spec(tgt, precision, preset, shapes, batch, option)
         source = prepare(model, cache_dir=cache_dir)

@@ -45,7 +45,7 @@ def precision_line(manifest: Manifest) -> str | None:
     line = (f"{report.get('precision', '')} vs fp32 on {inputs}: min cosine {cosine:.6f}, max abs "
             f"{max_abs:.3g}: {'pass' if report.get('passed') else 'FAIL'}")
     if report.get("int8"):  # the share of Conv/MatMul/Gemm MACs left in int8, what stayed in float
-        from vlc.frontend.precision.int8 import int8_summary
+        from vlc.frontend.precision.int8 import int8_summary  # local: loads onnx
 
         line += f"; {int8_summary(report['int8'])}"
     return line

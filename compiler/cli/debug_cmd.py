@@ -92,7 +92,7 @@ def accuracy(
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Compare every intermediate tensor of CANDIDATE with REFERENCE in ONNX Runtime; name the first divergent node."""
-    from vlc.debug import DEFAULT_WINDOW, debug_accuracy
+    from vlc.debug import DEFAULT_WINDOW, debug_accuracy  # local: loads onnx
 
     if inputs and batch != 1:
         raise InputError("--batch applies to generated inputs, not to --input files",
@@ -105,7 +105,7 @@ def accuracy(
                                 bisect=bisect, min_cosine=min_cosine, atol=atol, rtol=rtol, cache_dir=cache_dir,
                                 rebuild=rebuild)
     if html is not None:
-        from vlc.debug.html import write_html
+        from vlc.debug.html import write_html  # local: loads onnx
 
         write_html(report, html)
         console.info(f"wrote {html}")

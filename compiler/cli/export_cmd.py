@@ -19,14 +19,13 @@ from vlc.cli.options import (
     WeightsOpt,
 )
 from vlc.errors import InputError
+from vlc.frontend.pipeline import FrontendOptions, prepare
 from vlc.onnx_files import copy_onnx
 from vlc.outdir import check_output_file, current_umask
 
 
 def frontend_options(exporter: str, opset: int | None, passes: str | None, no_simplify: bool,
                      no_parity: bool, weights: str | None) -> Any:
-    from vlc.frontend.pipeline import FrontendOptions
-
     return FrontendOptions(exporter=exporter, opset=opset, simplify=not no_simplify,
                            passes=None if passes is None else tuple(filter(None, passes.split(","))),
                            parity=not no_parity, weights=weights)
@@ -96,8 +95,6 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print a JSON report."),
     ) -> None:
         """Export a model to one normalized ONNX graph, with a parity check against PyTorch."""
-        from vlc.frontend.pipeline import prepare
-
         check_export_output(output, model)  # before the (slow) front end
         options = frontend_options(exporter, opset, passes, no_simplify, no_parity, weights)
         with console.progress(f"exporting {model}"):

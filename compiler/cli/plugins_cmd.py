@@ -11,8 +11,8 @@ from vlc.cli import console
 
 
 def describe_plugins() -> dict[str, Any]:
-    from vlc.plugins.apply import known_targets
-    from vlc.plugins.base import load_decisions
+    from vlc.plugins.apply import known_targets  # local: loads onnx and onnx_ir
+    from vlc.plugins.base import load_decisions  # local: loads onnx and onnx_ir
 
     plugins = plugin_manager.op_plugins()
     targets = known_targets(plugins.values())

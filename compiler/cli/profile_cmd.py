@@ -16,6 +16,7 @@ from vlc.cli.run_cmd import open_artifact, save_input_files
 from vlc.errors import InputError
 from vlc.outdir import check_output_file, claim_output_dir
 from vlc.records import write_record
+from vlc.timing import ProfileSettings
 
 __all__ = ["artifact_flops", "artifact_model_name", "artifact_record", "environment",  # vlc.api's
            "parse_batches", "print_layers", "register", "timing_settings", "write_records"]
@@ -33,8 +34,6 @@ def parse_batches(text: str) -> list[int]:
 
 def timing_settings(warmup: int, iterations: int | None, duration: float | None, **more: Any) -> Any:
     """--warmup/--iterations/--duration (shared by `vlc profile` and `vlc bench`) as ProfileSettings."""
-    from vlc.timing import ProfileSettings
-
     if iterations is not None and duration is not None:
         raise InputError("--iterations and --duration are exclusive", fix="give one of them")
     if warmup < 0 or (iterations is not None and iterations < 1) or (duration is not None and duration <= 0):

@@ -9,6 +9,7 @@ import typer
 from vlc.cli import console
 from vlc.outdir import check_output_file
 from vlc.records import load_records
+from vlc.report.build import build
 from vlc.report.render import check_output, write
 
 
@@ -28,8 +29,6 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the files written as JSON."),
     ) -> None:
         """Tables (latency, throughput, speed-up, utilisation, accuracy, environment) and plots."""
-        from vlc.report.build import build
-
         check_output(output)
         check_output_file(output)
         sources = [str(p) for p in results]

@@ -10,6 +10,7 @@ import typer
 
 from vlc import api
 from vlc.cli import console
+from vlc.inputs import array_stats, nonfinite_notes, save_inputs, save_outputs
 from vlc.outdir import claim_output_dir
 
 if TYPE_CHECKING:  # numpy is imported by the command when it runs, not to print --help
@@ -30,15 +31,12 @@ def save_input_files(feeds: dict[str, np.ndarray], directory: Path | None) -> li
     """--save-inputs DIR: write the feeds (claimed as a vlc inputs folder); the paths written."""
     if directory is None:
         return []
-    from vlc.inputs import save_inputs
 
     return [str(p) for p in save_inputs(feeds, claim_output_dir(directory, "inputs", option="--save-inputs",
                                                                 create=True))]
 
 
 def output_rows(outputs: dict[str, np.ndarray]) -> list[list[Any]]:
-    from vlc.inputs import array_stats
-
     rows = []
     for name, array in outputs.items():
         s = array_stats(array)
@@ -66,8 +64,6 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     ) -> None:
         """Run an artifact (or a bare .onnx file) once and print its outputs' shapes and statistics."""
-        from vlc.inputs import array_stats, nonfinite_notes, save_outputs
-
         if output is not None:
             claim_output_dir(output, "run-outputs")  # before running: refuse someone else's folder early
         if save_inputs is not None:

@@ -23,6 +23,9 @@ from pathlib import Path
 
 import typer
 
+from vlc.campaign.cells import MACHINE_ENV
+from vlc.campaign.ray_start import LOOPBACK
+from vlc.campaign.resources import parse_resources, probe_resources
 from vlc.cli import console
 from vlc.errors import InputError
 
@@ -42,8 +45,6 @@ def ray_executable() -> str:
 def ray_start_command(*, head: bool, address: str | None, resources: dict[str, float],
                       port: int | None, node_ip: str | None, num_cpus: int | None,
                       extra: list[str], temp_dir: Path | None = None) -> list[str]:
-    from vlc.campaign.ray_start import LOOPBACK
-
     ray = ray_executable()  # Ray installed, or the hint
     # a loopback node address goes through vlc's launcher: `ray start` would replace it
     command = [sys.executable, "-m", "vlc.campaign.ray_start"] if node_ip in LOOPBACK else [ray]
@@ -140,9 +141,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Probe this machine's targets and start a Ray node that advertises them as vlc/... resources.
         Arguments after `--` go to `ray start` as they are."""
-        from vlc.campaign.cells import MACHINE_ENV
-        from vlc.campaign.resources import parse_resources, probe_resources
-
         if head == (address is not None):
             raise InputError("give one of --head and --address HEAD",
                              fix="e.g. vlc worker start --address 10.0.0.1:6379")

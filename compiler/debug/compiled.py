@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from vlc.errors import InputError
+from vlc.plugin_manager import get_target
+from vlc.target import CompileSource
 
 
 def source_graph(artifact: Any) -> Path:
@@ -60,8 +62,6 @@ class RebuiltCandidate:
     def __init__(self, artifact: Any, target: Any = None):
         import onnx
 
-        from vlc.plugin_manager import get_target
-
         self.artifact = artifact
         self.target = target or get_target(artifact.target)
         self.source_path = source_graph(artifact)
@@ -85,8 +85,6 @@ class RebuiltCandidate:
     def run_with_outputs(self, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
         """Rebuild with `names` marked, run once on `feeds`, return their values."""
         import onnx
-
-        from vlc.target import CompileSource
 
         self.builds += 1
         folder = Path(self._tmp.name) / f"build{self.builds}"

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 
 from vlc.errors import InputError
+from vlc.measure import cpu_options, onnx_cpu_outputs
+from vlc.onnx_files import external_data_files
 
 # Names the precision pass (vlc.frontend.precision.lowp) gives the copies of a tensor X it casts:
 # X__to_fp32 / X__to_lowp (a Cast at a region crossing) and X__lowp (the low-precision original
@@ -143,8 +145,6 @@ class GraphRunner:
     def __init__(self, onnx_path: Path):
         import onnx
 
-        from vlc.onnx_files import external_data_files
-
         self.path = Path(onnx_path)
         self.runs = 0
         try:
@@ -187,8 +187,6 @@ class GraphRunner:
         """The values of `names` (any tensors the graph computes) on `feeds`."""
         import onnx
 
-        from vlc.measure import onnx_cpu_outputs
-
         graph = self.proto.graph
         kept = list(graph.output)
         del graph.output[:]
@@ -210,8 +208,6 @@ def debug_options() -> Any:
     what it says (fusions differ with the set of exposed tensors and would change the numbers
     from one window to the next)."""
     import onnxruntime as ort
-
-    from vlc.measure import cpu_options
 
     options = cpu_options()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC

@@ -7,15 +7,17 @@ import math
 from pathlib import Path
 
 from vlc.debug.layerwise import LayerwiseReport, TensorComparison
+from vlc.errors import InputError
+from vlc.outdir import check_output_file
 from vlc.report.document import Cell, Document, Figure, Section, Table
 from vlc.report.format import fmt
+from vlc.report.plots import _png, _pyplot, _text
+from vlc.report.render import to_html
 
 
 def plot_along_graph(report: LayerwiseReport) -> bytes:
     """Cosine (top) and relative error (bottom, log) per compared tensor, failures in red, the
     first divergent node marked."""
-    from vlc.report.plots import _png, _pyplot, _text
-
     plt = _pyplot()
     xs = list(range(len(report.nodes)))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
@@ -82,10 +84,6 @@ def document(report: LayerwiseReport) -> Document:
 
 
 def write_html(report: LayerwiseReport, path: Path) -> Path:
-    from vlc.errors import InputError
-    from vlc.outdir import check_output_file
-    from vlc.report.render import to_html
-
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):
         raise InputError(f"--html {path} does not end in .html", fix="name the page report.html")

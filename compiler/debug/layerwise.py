@@ -19,6 +19,7 @@ from vlc.debug.graph import (
     topological_nodes,
     windows,
 )
+from vlc.errors import InputError
 
 DEFAULT_WINDOW = 64  # tensors exposed per run at most
 # Bytes of exposed tensors one run of one graph may hold: windows shrink below DEFAULT_WINDOW
@@ -235,8 +236,6 @@ def compare_tensors(reference: GraphRunner, feeds: Mapping[str, np.ndarray], nod
     the candidate calls each tensor; `covers`, the reference nodes a candidate op computed in one
     fused kernel. Tensors `fetch` leaves out join `unmatched`."""
     if window < 1:
-        from vlc.errors import InputError
-
         raise InputError(f"--window {window} must be >= 1", fix="expose at least one tensor per run")
     report = LayerwiseReport(labels[0], labels[1], tolerance, window, unmatched=list(unmatched))
     errors = _Errors(nodes)

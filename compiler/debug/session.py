@@ -8,10 +8,14 @@ from pathlib import Path
 import numpy as np
 
 from vlc.accuracy import Tolerance, default_tolerance, tolerance_with
+from vlc.debug.bisect import bisect_graphs, bisect_rebuilt
+from vlc.debug.compiled import RebuiltCandidate
 from vlc.debug.graph import GraphRunner
-from vlc.debug.layerwise import DEFAULT_WINDOW, LayerwiseReport, compare_layerwise
+from vlc.debug.layerwise import DEFAULT_WINDOW, LayerwiseReport, compare_layerwise, compare_tensors
 from vlc.debug.sources import DebugGraph, resolve
 from vlc.errors import InputError
+from vlc.inputs import generate_inputs, load_inputs, nonfinite_notes
+from vlc.signature import onnx_signature
 
 
 def debug_tolerance(candidate: DebugGraph, *, min_cosine: float | None = None, atol: float | None = None,
@@ -24,9 +28,6 @@ def debug_inputs(reference: DebugGraph, candidate: DebugGraph, *, files: Sequenc
                  batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
     """Inputs from `files`, else generated with spread: the model's own generator when either side
     knows it, else its input specs, else generic ones from the reference graph's signature."""
-    from vlc.inputs import generate_inputs, load_inputs, nonfinite_notes
-    from vlc.signature import onnx_signature
-
     signature = onnx_signature(reference.onnx_path)
     if files:
         feeds = load_inputs(files, signature)
@@ -101,8 +102,6 @@ def debug_accuracy(reference: str | DebugGraph, candidate: str | DebugGraph, *,
 def _bisected(ref_run: GraphRunner, cand_run: GraphRunner, feeds: Mapping[str, np.ndarray],
               tolerance: Tolerance, window: int, labels: tuple[str, str]) -> LayerwiseReport:
     """Bisection, then the numbers of the tensors it probed (one more run of each graph)."""
-    from vlc.debug.bisect import bisect_graphs
-
     if window < 1:
         raise InputError(f"--window {window} must be >= 1", fix="mark at least one tensor per run")
     runs = ref_run.runs + cand_run.runs
@@ -121,10 +120,6 @@ def _bisected_rebuilt(ref_run: GraphRunner, cand: DebugGraph, feeds: Mapping[str
                       tolerance: Tolerance, window: int, labels: tuple[str, str]) -> LayerwiseReport:
     """Bisection against the compiled artifact itself: one rebuild with marked outputs per probe,
     then the numbers of every probed tensor from the values those runs returned."""
-    from vlc.debug.bisect import bisect_rebuilt
-    from vlc.debug.compiled import RebuiltCandidate
-    from vlc.debug.layerwise import compare_tensors
-
     if window < 1:
         raise InputError(f"--window {window} must be >= 1", fix="mark at least one tensor per run")
     runs = ref_run.runs

@@ -10,7 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from vlc.artifact import Artifact
 from vlc.errors import InputError, first_line
+from vlc.frontend.feeds import source_generator
+from vlc.frontend.pipeline import META_INPUT_SPECS, prepare
 from vlc.model import InputSpec
 
 InputGenerator = Callable[[int, int], dict[str, np.ndarray]]
@@ -75,8 +78,6 @@ def _specs_in_graph(proto: Any) -> list[InputSpec] | None:
     """Input specs vlc's front end wrote into the graph, if any."""
     import json
 
-    from vlc.frontend.pipeline import META_INPUT_SPECS
-
     meta = {p.key: p.value for p in proto.metadata_props}
     if META_INPUT_SPECS not in meta:
         return None
@@ -125,9 +126,6 @@ def _standard_ops(path: Path) -> bool:
 
 
 def _artifact(text: str, path: Path) -> DebugGraph:
-    from vlc.artifact import Artifact
-    from vlc.frontend.feeds import source_generator
-
     artifact = Artifact.load(path)
     if artifact.manifest.is_bundle:
         raise InputError(f"{path} is a {artifact.target} deploy bundle: its compiled files are built and run on "
@@ -142,8 +140,6 @@ def _artifact(text: str, path: Path) -> DebugGraph:
 
 
 def _model_ref(text: str, cache_dir: Path | None) -> DebugGraph:
-    from vlc.frontend.pipeline import prepare
-
     source = prepare(text, cache_dir)
     generator = source.model.generate_inputs if source.model is not None else None
     return DebugGraph(text, Path(source.onnx_path), "model", "fp32", input_specs=list(source.input_specs),

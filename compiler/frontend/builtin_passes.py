@@ -35,7 +35,7 @@ def _rules_then_cleanup(*rules: Any) -> Any:
 def _linear_to_matmul() -> Any:
     # Also a workaround: onnxscript 0.7's attention fusion takes the Reshape that flattens the
     # attention output for a Gemm as its own (B, S, D) one and leaves the Gemm a 3-D input.
-    from vlc.frontend.linear_rule import flattened_linear_rule
+    from vlc.frontend.linear_rule import flattened_linear_rule  # local: loads onnx_ir and onnxscript
 
     return _rules_then_cleanup(flattened_linear_rule)
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vlc.signature import UNNAMED_PARAMS
+
 IR_WITHOUT_LISTED_INITIALIZERS = 4  # the first IR version that allows unlisted initializers
 OLDEST_RUNNABLE_OPSET = 7  # ONNX Runtime has no kernels below it
 UPGRADE_OPSET = 11
@@ -85,8 +87,6 @@ def _drop_initializer_inputs(graph: Any) -> int:
 def _unname_unknown_dims(graph: Any) -> int:
     """Negative sizes and '?' names of graph inputs/outputs -> unnamed dynamic axes; return how many."""
     import onnx_ir as ir
-
-    from vlc.signature import UNNAMED_PARAMS
 
     changed = 0
     for value in list(graph.inputs) + list(graph.outputs):

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import vlc
+import vlc.frontend
+import vlc.model
 from vlc import measure
 from vlc.accuracy import AccuracyReport
 from vlc.artifact import graph_hash
@@ -289,9 +291,6 @@ def _hash_files(digest: Any, files: list[Path]) -> None:
 
 def frontend_code_files() -> list[Path]:
     """vlc's own front-end code (vlc.frontend and vlc.model)."""
-    import vlc.frontend
-    import vlc.model
-
     package = Path(vlc.frontend.__file__).resolve().parent
     return sorted({*package.rglob("*.py"), Path(vlc.model.__file__).resolve()})
 

@@ -21,6 +21,7 @@ import vlc
 from vlc.errors import InputError
 from vlc.flops import device_peak, utilisation
 from vlc.records import FULL_SIZE, SIZE_MARK, BenchRecord
+from vlc.report import plots
 from vlc.report import published as pub
 from vlc.report.document import Attachment, Cell, Document, Figure, Footnotes, Section, Table
 from vlc.report.format import flops, ms, per_s, percent, ratio, sci, size
@@ -353,8 +354,6 @@ def speedups(view: ModelView, baseline: Column) -> list[tuple[Column, list[Speed
 
 
 def figures(view: ModelView, datasets: list[pub.Dataset], baseline: Column | None = None) -> list[Figure]:
-    from vlc.report import plots
-
     series: list[plots.Series] = []
     latency_rows: list[plots.LatencyRow] = []
     for column in view.columns:

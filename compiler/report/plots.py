@@ -6,6 +6,8 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+from vlc.errors import InputError
+
 # (label, [(batch, value), ...], published?, colour key (target/precision), marker key (device))
 Series = tuple[str, Sequence[tuple[int, float]], bool, str, str]
 MARKERS = "osD^vP*Xhp<>"
@@ -32,8 +34,6 @@ def _pyplot() -> Any:
         matplotlib.use("Agg", force=True)
         import matplotlib.pyplot as plt
     except ImportError:
-        from vlc.errors import InputError
-
         raise InputError("vlc report draws its plots with matplotlib, which is not installed",
                          fix="pip install 'vlc[report]' (or matplotlib), or pass --no-plots") from None
     return plt

@@ -8,6 +8,7 @@ import html
 import re
 from pathlib import Path
 
+from vlc.errors import InputError
 from vlc.report.document import Document, Table
 
 CSS = """
@@ -140,8 +141,6 @@ def to_markdown(doc: Document, image_prefix: str) -> tuple[str, dict[str, bytes]
 
 def check_output(out: Path) -> str:
     """'html' or 'md' from the file name; anything else is a user error."""
-    from vlc.errors import InputError
-
     suffix = Path(out).suffix.lower()
     if suffix in (".html", ".htm"):
         return "html"

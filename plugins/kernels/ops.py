@@ -15,7 +15,7 @@ LAYERNORM_MAX_N = 16384
 
 
 def _kernels() -> Any:
-    from vlc.plugins.kernels import triton_kernels
+    from vlc.plugins.kernels import triton_kernels  # local: loads triton, absent without a CUDA build
 
     return triton_kernels
 

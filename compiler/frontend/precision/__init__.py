@@ -31,9 +31,16 @@ import numpy as np
 from vlc.accuracy import Tolerance, compare_outputs, default_tolerance
 from vlc.errors import AccuracyError, ExportError, InputError
 from vlc.frontend.precision.calibration import CalibrationData, refuse_constant
-from vlc.frontend.precision.int8 import INT8_MODES, Int8Settings
-from vlc.frontend.precision.islands import DEFAULT_MAX_EVALUATIONS, ISLAND_MODES, parse_goal
-from vlc.frontend.precision.lowp import KEEP_FP32_OPS, TYPE_FIXED_OPS
+from vlc.frontend.precision.check import EMULATION_NOTE, emulate_low_precision, run_onnx
+from vlc.frontend.precision.int8 import INT8_MODES, Int8Settings, build_int8
+from vlc.frontend.precision.islands import (
+    DEFAULT_MAX_EVALUATIONS,
+    ISLAND_MODES,
+    ensure_node_names,
+    parse_goal,
+    search_islands,
+)
+from vlc.frontend.precision.lowp import KEEP_FP32_OPS, TYPE_FIXED_OPS, to_low_precision
 from vlc.frontend.precision.quantize import DEFAULT_QUANT_OPS, METHODS
 from vlc.frontend.precision.report import ConversionReport
 from vlc.model import InputSpec, generate_from_specs, specs_from_signature
@@ -122,8 +129,6 @@ def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
     if precision in (Precision.FP16, Precision.BF16):
         from onnx import TensorProto
 
-        from vlc.frontend.precision.lowp import to_low_precision
-
         low = TensorProto.FLOAT16 if precision is Precision.FP16 else TensorProto.BFLOAT16
         keep = KEEP_FP32_OPS if keep_fp32_ops is None else frozenset(keep_fp32_ops)
         if islands not in ISLAND_MODES:
@@ -132,9 +137,6 @@ def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
         source_model = onnx.load(str(onnx_path))
         search = None
         if islands == "auto":
-            from vlc.frontend.precision.check import run_onnx
-            from vlc.frontend.precision.islands import ensure_node_names, search_islands
-
             renamed = ensure_node_names(source_model)  # nodes are kept by name
             feeds, where = _check_inputs(signature, check_feeds, input_specs, check_batch, seed, check_note)
             check_feeds, check_note = feeds, where
@@ -164,7 +166,6 @@ def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
             casts_inserted=stats.casts_inserted, constants_clamped=stats.clamped,
             constants_clamped_names=stats.clamped_names, constants_flushed=stats.flushed,
             islands=search.to_json() if search is not None else None)
-        from vlc.frontend.precision.check import EMULATION_NOTE, emulate_low_precision
 
         # ONNX Runtime's CPU has no bf16 and few fp16 kernels, and drops the graph's Casts to fp16
         # in front of ops it runs in fp32: the emulation keeps every stored tensor's rounding and
@@ -175,8 +176,6 @@ def convert(onnx_path: Path, precision: Precision | str, out_path: Path, *,
         report.check["emulated"] = EMULATION_NOTE.format(precision=precision.value)
     elif precision is Precision.INT8:
         import onnxruntime
-
-        from vlc.frontend.precision.int8 import build_int8
 
         if method not in METHODS:
             raise InputError(f"unknown calibration method '{method}'", fix=f"use one of: {', '.join(METHODS)}")
@@ -247,8 +246,6 @@ def _check(report: ConversionReport, source: Path, converted, precision: Precisi
            batch: int, seed: int, tolerance: Tolerance | None, check_note: str = "given feeds",
            emulated=None) -> None:
     import onnxruntime
-
-    from vlc.frontend.precision.check import run_onnx
 
     feeds, where = _check_inputs(signature, feeds, input_specs, batch, seed, check_note)
     tolerance = tolerance or default_tolerance(precision)

@@ -23,6 +23,7 @@ import numpy as np
 
 from vlc.errors import InputError
 from vlc.frontend.loader import module_from_source
+from vlc.measure import cpu_session
 from vlc.model import InputSpec, ModelSource, generate_from_specs
 from vlc.signature import Signature
 
@@ -291,7 +292,6 @@ def _exposing_session(model: Any, tensors: Sequence[str]) -> tuple[Any, list[str
     if data is None:
         raise InputError("the graph is too large for vlc's range calibration in memory",
                          fix="use -O calibration_method=minmax (ONNX Runtime's calibrator)")
-    from vlc.measure import cpu_session
 
     return cpu_session(data, options), names
 

@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from vlc.measure import onnx_cpu_outputs
+
 BF16 = TensorProto.BFLOAT16
 FLOAT = TensorProto.FLOAT
 
@@ -54,8 +56,6 @@ def check_options(model: str | Path | onnx.ModelProto):
 
 def run_onnx(model: str | Path | onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run a graph on ONNX Runtime's CPU provider (vlc.measure's CPU runner); outputs by name."""
-    from vlc.measure import onnx_cpu_outputs
-
     return onnx_cpu_outputs(model, feeds, options=check_options(model))
 
 

@@ -45,6 +45,7 @@ from onnx import TensorProto, helper
 
 from vlc.accuracy import AccuracyReport, Tolerance, compare_outputs, default_tolerance, tolerance_with
 from vlc.errors import InputError
+from vlc.frontend.precision.check import emulate_low_precision, run_onnx
 from vlc.frontend.precision.lowp import (
     KEEP_FP32_OPS,
     TYPE_FIXED_OPS,
@@ -268,7 +269,6 @@ class _Evaluator:
     def __call__(self, released: frozenset[int]) -> Trial:
         if released in self.cache:
             return self.cache[released]
-        from vlc.frontend.precision.check import emulate_low_precision
 
         converted, stats = self.convert(released)
         self.count += 1
@@ -324,8 +324,6 @@ def _normalization_deviations(model: onnx.ModelProto, names: list[str], feeds: M
 
 def run_in_memory_or_file(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """check.run_onnx, through a temporary file for graphs past protobuf's 2 GiB."""
-    from vlc.frontend.precision.check import run_onnx
-
     if model.ByteSize() < LARGE_MODEL_BYTES:
         return run_onnx(model, feeds)
     with tempfile.TemporaryDirectory(prefix="vlc-islands-") as tmp:

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vlc.accuracy import AccuracyReport
+from vlc.frontend.precision.int8 import int8_summary
 
 
 @dataclass
@@ -68,8 +69,6 @@ class ConversionReport:
                          f"{static['fp32_nodes']}; {self.islands['search']['evaluations']} runs, "
                          f"{self.islands['search']['seconds']} s)")
         if self.int8 is not None:
-            from vlc.frontend.precision.int8 import int8_summary
-
             parts.append(int8_summary(self.int8))
         if self.constants_clamped:
             parts.append(f"{self.constants_clamped} constants clamped")

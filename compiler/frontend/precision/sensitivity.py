@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from vlc import flops as fl
 from vlc.accuracy import compare_outputs, default_tolerance
 from vlc.errors import InputError
+from vlc.frontend.precision.check import check_options
 
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -96,8 +98,6 @@ def _run_all(model: Any, feed_sets: Sequence[Mapping[str, np.ndarray]]) -> list[
     by their definition (no fused CPU int8 kernels, whose saturation on CPUs without VNNI would
     make the ranking machine-dependent)."""
     import onnxruntime as ort
-
-    from vlc.frontend.precision.check import check_options
 
     session = ort.InferenceSession(model.SerializeToString(), check_options(model),
                                    providers=["CPUExecutionProvider"])
@@ -188,8 +188,6 @@ def _unique_outputs(nodes: list[Any]) -> list[Any]:
 
 def _node_flops(model: Any, batch: int) -> dict[str, float]:
     """FLOPs of each named node at `batch` (as vlc.flops counts them), where shapes tell."""
-    from vlc import flops as fl
-
     try:
         import onnx
 
