@@ -22,6 +22,7 @@ from vlc.errors import CompileError, InputError, TargetUnavailable
 from vlc.signature import Signature
 from vlc.targets.ascend.cann import atc_errors
 from vlc.targets.ascend.options import AscendOptions
+from vlc.targets.ascend.precision import auto_keep_dtype
 
 START_LINE = "ATC start working now, please wait for a moment."
 SUCCESS_LINE = "ATC run success, welcome to the next use."
@@ -141,8 +142,6 @@ def write_side_files(opts: AscendOptions, directory: Path) -> AtcFiles:
     """keep_dtype.cfg (-O keep_dtype, plus the nodes islands=auto chose for the builds prepared in
     `directory`) and mixlist.json (-O fp32_ops)."""
     import json
-
-    from vlc.targets.ascend.precision import auto_keep_dtype
 
     keep = mix = None
     kept = tuple(dict.fromkeys(opts.keep_dtype + auto_keep_dtype(opts, directory)))

@@ -20,6 +20,7 @@ from vlc.spec import Precision, TargetSpec
 from vlc.target import CompileSource
 from vlc.targets.ascend.atc import AtcFiles, atc_args
 from vlc.targets.ascend.options import AscendOptions
+from vlc.targets.ascend.precision import search_build_islands
 from vlc.targets.ascend.preflight import CheckReport, check, patch_context, raise_for_blocking
 
 
@@ -107,7 +108,6 @@ def prepare_builds(source: CompileSource, spec: TargetSpec, opts: AscendOptions,
                                     [r.to_json() for r in records], parity, parity_batch, feeds,
                                     original, after))
     if opts.islands == "auto":  # the fp32 nodes for ATC's keep_dtype file, from the patched graphs
-        from vlc.targets.ascend.precision import search_build_islands
 
         search_build_islands(builds, opts, out_dir, log)
     return report, builds

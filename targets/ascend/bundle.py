@@ -23,13 +23,17 @@ import vlc
 from vlc.accuracy import AccuracyReport, Tolerance, compare_outputs, default_tolerance
 from vlc.artifact import MANIFEST, SOURCE_GRAPH, Manifest, SourceInfo, graph_hash
 from vlc.errors import InputError
+from vlc.inputs import read_json_object, require_keys
 from vlc.onnx_files import copy_onnx
 from vlc.outdir import claim_output_dir, clean_orphans, make_dir, make_temp_dir, output_lock, replace_dir, write_marker
+from vlc.plugin_manager import get_target
 from vlc.spec import TargetSpec
 from vlc.target import CompileSource, Target
 from vlc.targets.ascend.ais_bench import ENV_COMMAND, AisSummary, parse_console, parse_summary_json
 from vlc.targets.ascend.atc import SUCCESS_LINE, AtcFiles, write_side_files
 from vlc.targets.ascend.builds import ort_outputs, prepare_builds
+from vlc.targets.ascend.dumps import bundle_dumps, compare_dump
+from vlc.targets.ascend.options import parse_options
 from vlc.timing import ProfileResult
 
 BUNDLE = "bundle.json"
@@ -59,11 +63,7 @@ def _save_outputs(outputs: dict[str, np.ndarray], directory: Path, names: list[s
 def emit_bundle(source: CompileSource, spec: TargetSpec, out_dir: str | Path, *,
                 target: Target | None = None) -> Path:
     """Write the bundle for `spec` into out_dir (replaced if it is an earlier bundle)."""
-    from vlc.targets.ascend.options import parse_options
-
     if target is None:
-        from vlc.plugin_manager import get_target
-
         target = get_target(spec.target)
     signature = source.signature
     spec = target.validate_spec(spec, signature)
@@ -324,8 +324,6 @@ class BundleResults:
     def layerwise(self, tolerance: Tolerance | None = None, window: int = 64) -> dict[int, Any]:
         """Per dumped batch, every dumped op against the graph ATC compiled in fp32 ONNX Runtime
         (a vlc.debug.LayerwiseReport)."""
-        from vlc.targets.ascend.dumps import compare_dump
-
         return {d.batch: compare_dump(d, self.meta, self.path, window=window, tolerance=tolerance)
                 for d in self.dumps}
 
@@ -343,7 +341,6 @@ def import_results(bundle_dir: str | Path) -> BundleResults:
     if not meta_path.is_file():
         raise InputError(f"{root} is not a vlc Ascend bundle (no {BUNDLE})",
                          fix="pass the directory written by vlc compile --emit DIR / vlc ascend emit")
-    from vlc.inputs import read_json_object, require_keys
     meta = read_json_object(meta_path, what="bundle description", fix="emit the bundle again with vlc")
     if meta.get("schema") != BUNDLE_SCHEMA:
         raise InputError(f"{meta_path} has bundle schema {meta.get('schema')}, this vlc reads {BUNDLE_SCHEMA}",
@@ -383,7 +380,6 @@ def import_results(bundle_dir: str | Path) -> BundleResults:
                 profile = summary.to_profile(batch, f"{meta['soc_version']} (imported bundle)")
                 profile.extra["bundle"] = str(root)
                 results.profiles[batch] = profile
-    from vlc.targets.ascend.dumps import bundle_dumps
 
     results.dumps, missing = bundle_dumps(root, meta)
     results.missing += missing

@@ -7,6 +7,17 @@ from pathlib import Path
 
 import typer
 
+from vlc.cli import console
+from vlc.cli.debug_cmd import print_report
+from vlc.cli.options import build_spec
+from vlc.errors import InputError
+from vlc.frontend.pipeline import prepare
+from vlc.outdir import check_output_file, claim_output_dir
+from vlc.plugin_manager import get_target
+from vlc.records import write_record
+from vlc.targets.ascend.bundle import emit_bundle, import_results
+from vlc.targets.ascend.imported import bench_records
+
 ascend_app = typer.Typer(help="Ascend bundles: emit for a machine with the CANN toolkit, import its results.",
                          no_args_is_help=True)
 
@@ -23,13 +34,6 @@ def emit(
     option: list[str] = typer.Option([], "-O", "--option", help="Target option key=value; repeatable."),
 ) -> None:
     """Write a self-contained bundle: patched ONNX, atc and ais_bench scripts, inputs, references."""
-    from vlc.cli import console
-    from vlc.cli.options import build_spec
-    from vlc.frontend.pipeline import prepare
-    from vlc.outdir import claim_output_dir
-    from vlc.plugin_manager import get_target
-    from vlc.targets.ascend.bundle import emit_bundle
-
     claim_output_dir(directory, "bundle", option="directory")  # before the (slow) front end
     tgt = get_target(target)
     spec = build_spec(tgt, precision, preset, shapes, batch, option)
@@ -54,11 +58,6 @@ def import_(
 ) -> None:
     """Read a bundle's outputs and timings back: accuracy against ONNX Runtime, NPU compute time; after
     dump.sh, every dumped op against the compiled graph in ONNX Runtime and the first divergent node."""
-    from vlc.cli import console
-    from vlc.errors import InputError
-    from vlc.outdir import check_output_file, claim_output_dir
-    from vlc.targets.ascend.bundle import import_results
-
     if output is not None:
         check_output_file(output)
     if html is not None and html.suffix.lower() not in (".html", ".htm"):
@@ -68,8 +67,6 @@ def import_(
     results = import_results(directory)
     bench = []
     if results_dir is not None:
-        from vlc.targets.ascend.imported import bench_records
-
         bench = bench_records(results, machine)  # every record is built before any is written
         if not bench:
             raise InputError(f"{directory} has no timings to record", where=", ".join(results.missing) or None,
@@ -91,15 +88,13 @@ def import_(
     if output is not None:
         output.write_text(json.dumps(records, indent=2, default=str) + "\n")
     if results_dir is not None:
-        from vlc.records import write_record
-
         claim_output_dir(results_dir, "results", option="--results", create=True)
         for record in bench:
             write_record(results_dir, record)
         console.info(f"wrote {len(bench)} record(s) to {results_dir}; `vlc report {results_dir}` merges them "
                      "with other machines' results")
     if pages:
-        from vlc.debug.html import write_html
+        from vlc.debug.html import write_html  # local: loads onnx
 
         for batch, path in pages.items():
             write_html(layerwise[batch], path)
@@ -120,8 +115,6 @@ def import_(
     for item in results.missing:
         console.info(f"missing: {item}")
     if layerwise:
-        from vlc.cli.debug_cmd import print_report
-
         for batch, report in layerwise.items():
             console.out.print(f"\nper-op comparison of the dump at batch {batch}:", highlight=False)
             print_report(report, row_limit)

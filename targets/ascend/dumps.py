@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from vlc.accuracy import default_tolerance
 from vlc.errors import InputError
 
 OUTPUT_RE = re.compile(r"^(?P<type>[^.]+)\.(?P<name>[^.]+)\.(?P<ids>\d+(?:\.\d+)*)\.output\.(?P<index>\d+)"
@@ -201,9 +202,8 @@ def compare_dump(dump: BuildDump, meta: Mapping[str, Any], root: Path, *, window
     """The layer-wise report (vlc.debug.LayerwiseReport) of one dumped build."""
     from onnx.helper import tensor_dtype_to_np_dtype
 
-    from vlc.accuracy import default_tolerance
-    from vlc.debug.graph import GraphRunner, compared_tensors, topological_nodes
-    from vlc.debug.layerwise import compare_tensors
+    from vlc.debug.graph import GraphRunner, compared_tensors, topological_nodes  # local: loads onnx
+    from vlc.debug.layerwise import compare_tensors  # local: loads onnx
 
     dumped, notes = converted_outputs(dump.npy)
     if not dumped:

@@ -148,7 +148,7 @@ def parse_options(target: str, spec: TargetSpec, signature: Signature) -> Ascend
     if fp32_ops and flag[1] not in ("allow_mix_precision", "allow_mix_precision_fp16", "mixed_float16"):
         raise InputError(f"fp32_ops needs mixed precision, but the precision mode is {flag[1]}",
                          fix="drop -O precision_mode or use allow_mix_precision")
-    from vlc.frontend.precision.islands import parse_goal
+    from vlc.frontend.precision.islands import parse_goal  # local: loads onnx
 
     islands, goal = parse_goal(options["islands"], options["accuracy"], spec.precision.value)
     if islands == "auto" and spec.precision != Precision.FP16:

@@ -17,14 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vlc.accuracy import compare_outputs, default_tolerance, tolerance_with
 from vlc.errors import CompileError
 
 AUTO_ISLANDS_FILE = "precision_islands.json"
 
 
 def _goal(opts: Any):
-    from vlc.accuracy import default_tolerance, tolerance_with
-
     base = default_tolerance("fp16")
     return base if opts.accuracy is None else tolerance_with(base, min_cosine=opts.accuracy)
 
@@ -35,7 +34,7 @@ def search_build_islands(builds: list[Any], opts: Any, out_dir: Path,
     import onnx
     from onnx import TensorProto
 
-    from vlc.frontend.precision.islands import ensure_node_names, search_islands
+    from vlc.frontend.precision.islands import ensure_node_names, search_islands  # local: loads onnx
 
     goal = _goal(opts)
     models = []
@@ -76,9 +75,8 @@ def _verify(model: Any, build: Any, fp32: list[str], goal: Any) -> dict[str, Any
     """The chosen fp32 set on another build's graph: converted, emulated, compared."""
     from onnx import TensorProto
 
-    from vlc.accuracy import compare_outputs
-    from vlc.frontend.precision.check import emulate_low_precision, run_onnx
-    from vlc.frontend.precision.lowp import TYPE_FIXED_OPS, to_low_precision
+    from vlc.frontend.precision.check import emulate_low_precision, run_onnx  # local: loads onnx
+    from vlc.frontend.precision.lowp import TYPE_FIXED_OPS, to_low_precision  # local: loads onnx
 
     converted, _ = to_low_precision(model, TensorProto.FLOAT16, TYPE_FIXED_OPS, keep_nodes=fp32,
                                     layernorm_islands=False)

@@ -17,7 +17,7 @@ from vlc.ascend_patches.graph import Graph, attr, opset
 from vlc.ascend_patches.int32 import int64_groups
 from vlc.errors import InputError
 from vlc.preflight import ERROR, INFO, WARNING, CheckReport, Finding
-from vlc.signature import Signature
+from vlc.signature import Signature, onnx_signature
 from vlc.spec import Precision, TargetSpec
 from vlc.targets.ascend.cann import cann_info, input_dtypes, op_support
 from vlc.targets.ascend.options import AscendOptions
@@ -244,7 +244,6 @@ def check(model: Any, opts: AscendOptions, spec: TargetSpec, signature: Signatur
     except Exception as exc:  # noqa: BLE001 - a patch that cannot apply is a finding of its own
         report.patch_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         return report
-    from vlc.signature import onnx_signature
 
     report.after = [f for f in check_graph(patched, opts, spec, onnx_signature(patched))
                     if f.code not in ("fixed-batch",) or batch is None]

@@ -13,14 +13,17 @@ import numpy as np
 
 from vlc.artifact import Artifact, BuildDir, keep_failed_log
 from vlc.errors import CompileError, InputError, TargetUnavailable
+from vlc.shape_choice import sized_spec
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import GEARS, PER_BATCH, Availability, Capabilities, CompileSource, OptionInfo, Target
 from vlc.targets.ascend import atc as atc_mod
 from vlc.targets.ascend.ais_bench import AisBench, find_ais_bench
 from vlc.targets.ascend.builds import prepare_builds
+from vlc.targets.ascend.bundle import emit_bundle
 from vlc.targets.ascend.cann import soc_presets, soc_table
 from vlc.targets.ascend.options import OPTIONS, AscendOptions, parse_options
+from vlc.targets.ascend.precision import AUTO_ISLANDS_FILE
 from vlc.targets.ascend.preflight import CheckReport, check
 from vlc.timing import ProfileResult, ProfileSettings
 
@@ -77,8 +80,6 @@ class AscendTarget(Target):
         """`vlc check`: findings on the source graph, and on it patched when `patch`."""
         import onnx
 
-        from vlc.shape_choice import sized_spec
-
         signature = source.signature
         spec = self.validate_spec(spec, signature)
         opts = self.ascend_options(spec, signature)
@@ -94,8 +95,6 @@ class AscendTarget(Target):
     def emit_bundle(self, source: CompileSource, spec: TargetSpec, out_dir: str | Path) -> Path:
         """A self-contained bundle (ONNX, atc/ais_bench scripts, inputs, references) for a machine
         with the CANN toolkit; `vlc bench --emit` and `vlc compile --emit` call this."""
-        from vlc.targets.ascend.bundle import emit_bundle
-
         return emit_bundle(source, spec, out_dir, target=self)
 
     def sweep_options(self, batches: list[int], options: Mapping[str, Any]) -> dict[str, Any]:
@@ -116,8 +115,6 @@ class AscendTarget(Target):
         report, builds = prepare_builds(source, spec, opts, signature, build.path, log=build.log)
         files = atc_mod.write_side_files(opts, build.path)
         if opts.islands == "auto":
-            from vlc.targets.ascend.precision import AUTO_ISLANDS_FILE
-
             build.extra["precision"] = json.loads((build.path / AUTO_ISLANDS_FILE).read_text())
             build.files["islands"] = AUTO_ISLANDS_FILE
         build.extra.update({"soc_version": opts.soc_version, "cann": opts.cann,

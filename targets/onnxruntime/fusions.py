@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from vlc.frontend.export import save_model
 from vlc.frontend.passes import GraphPass, PassRecord, PassSet, run_pass_set
+from vlc.onnx_files import external_data_files
 
 
 def ort_fusions_counted(model: Any) -> tuple[Any, dict[str, int]]:
@@ -53,7 +55,7 @@ class CudaRulePass(GraphPass):
         import onnx_ir.passes.common as common_passes
         from onnxscript.rewriter import pattern
 
-        from vlc.targets.onnxruntime.cuda_rewrites import RULES
+        from vlc.targets.onnxruntime.cuda_rewrites import RULES  # local: loads onnx_ir and onnxscript
 
         common_passes.ShapeInferencePass()(model)  # the rules match on static dims
         fired = pattern.RewriteRuleSet(list(RULES[self.name])).apply_to_model(model)
@@ -86,9 +88,6 @@ UNDONE_BY: dict[str, tuple[str, ...]] = {p.name: p.undone_by for p in FUSIONS if
 def run_fusions(onnx_path: Path, passes: Iterable[str]) -> list[PassRecord]:
     """Rewrite the artifact's graph in place with the named passes (in the set's order)."""
     import onnx_ir as ir
-
-    from vlc.frontend.export import save_model
-    from vlc.onnx_files import external_data_files
 
     before = external_data_files(onnx_path)
     model, records = run_pass_set(ir.load(str(onnx_path)), FUSION_SET, only=passes)

@@ -11,7 +11,9 @@ import numpy as np
 
 from vlc.errors import InputError
 from vlc.options import FALSE_WORDS, TRUE_WORDS, boolean, words
+from vlc.targets.onnxruntime.cuda_session import OrtCudaSession, cuda_provider
 from vlc.targets.onnxruntime.fusions import FUSION_PASSES, UNDONE_BY, apply_fusions  # noqa: F401 - the pass set
+from vlc.targets.onnxruntime.session import session_options, with_operators
 
 # ONNX Runtime's CUDA LayerNorm, Softmax and reduction kernels accumulate fp16 in fp32, so on CUDA
 # only the overflow-prone elementwise ops stay in fp32 islands (fewer Casts, fusable fp16 chains);
@@ -117,9 +119,6 @@ class CudaSessions:
     def _session_for(self, feeds: Mapping[str, np.ndarray]) -> Any:
         import onnxruntime as ort
 
-        from vlc.targets.onnxruntime.cuda_session import OrtCudaSession, cuda_provider
-        from vlc.targets.onnxruntime.session import session_options
-
         key = tuple(sorted((n, np.shape(a)) for n, a in feeds.items())) if self.cuda_graph else None
         if key not in self._sessions:
             cuda = cuda_provider(self.cuda_graph, attention=attention_kernel(self.options),
@@ -144,8 +143,6 @@ class CudaSessions:
         return self._session_for(feeds).device_resident(feeds)
 
     def profile(self, feeds: Mapping[str, np.ndarray], settings: Any, batch: int) -> Any:
-        from vlc.targets.onnxruntime.session import with_operators
-
         result = self._session_for(feeds).profile(feeds, settings, batch)
         return with_operators(result, settings, self.per_operator, feeds)
 

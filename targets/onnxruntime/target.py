@@ -8,12 +8,14 @@ from typing import Any
 
 import numpy as np
 
+from vlc.accuracy import default_tolerance
 from vlc.artifact import Artifact, BuildDir
 from vlc.errors import CompileError, TargetUnavailable, first_line
 from vlc.options import cosine, integer, lower_text, non_negative, number, text
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, CompileSource, OptionInfo, Session, Target
+from vlc.targets.onnxruntime.cuda_session import cuda_provider
 from vlc.targets.onnxruntime.gpu_path import (
     ATTENTION_KERNELS,
     CONV_ALGO_SEARCH,
@@ -30,9 +32,10 @@ from vlc.targets.onnxruntime.gpu_path import (
     islands_choice,
     parse_fusions,
 )
-from vlc.targets.onnxruntime.int8 import INT8_METHODS, INT8_MODES
-from vlc.targets.onnxruntime.providers import check_providers, parse_providers
-from vlc.targets.onnxruntime.session import OPT_LEVELS
+from vlc.targets.onnxruntime.int8 import INT8_METHODS, INT8_MODES, int8_convert_args, runtime_int8, runtime_line
+from vlc.targets.onnxruntime.op_profile import profile_operators
+from vlc.targets.onnxruntime.providers import GPU_PROVIDERS, check_providers, choose_providers, parse_providers
+from vlc.targets.onnxruntime.session import OPT_LEVELS, OrtSession, copy_graph, external_data_files, session_options
 
 MAIN = "model.onnx"
 OPTIMIZED = "model.optimized.onnx"
@@ -53,8 +56,6 @@ def share(value: Any) -> float:
 def check_gpu_used(device: str, used: list[str]) -> None:
     """ONNX Runtime drops a GPU provider it cannot load (missing CUDA/cuDNN libraries) and runs
     on the CPU with only a log line; for --device cuda that is an error, never a silent fallback."""
-    from vlc.targets.onnxruntime.providers import GPU_PROVIDERS
-
     if device == "cuda" and not any(p in GPU_PROVIDERS for p in used):
         raise TargetUnavailable(f"onnxruntime could not start a GPU provider and would run on {', '.join(used)}",
                                 fix="check the CUDA and cuDNN libraries onnxruntime-gpu needs "
@@ -139,17 +140,13 @@ class OnnxRuntimeTarget(Target):
     def _compile(self, source: CompileSource, spec: TargetSpec, build: BuildDir) -> None:
         import onnxruntime as ort
 
-        from vlc.targets.onnxruntime.providers import choose_providers
-        from vlc.targets.onnxruntime.session import copy_graph, external_data_files, session_options
-
         providers = choose_providers(spec.device, spec.options["providers"])
         main = build.path / MAIN
         if spec.precision == Precision.FP32:
             copied = copy_graph(source.onnx_path, build.path, MAIN)
             build.log(f"copied {source.onnx_path} -> {MAIN} ({len(copied) - 1} external data file(s))")
         else:
-            from vlc.frontend.precision import convert, model_inputs, parse_goal
-            from vlc.targets.onnxruntime.int8 import int8_convert_args
+            from vlc.frontend.precision import convert, model_inputs, parse_goal  # local: loads onnx
 
             islands = fp32_islands(spec.options, spec.device)
             mode, goal = parse_goal("auto" if islands_choice(spec.options, spec.device) == "auto" else None,
@@ -184,9 +181,6 @@ class OnnxRuntimeTarget(Target):
                                ) from None
         used = list(session.get_providers())
         if spec.precision is Precision.INT8 and (build.extra.get("precision") or {}).get("int8") is not None:
-            from vlc.accuracy import default_tolerance
-            from vlc.targets.onnxruntime.int8 import runtime_int8, runtime_line
-
             feeds = inputs.get("check_feeds") or source.generate_inputs(2, 0)
             runtime = runtime_int8(main, build.path / OPTIMIZED if save_optimized else None, source, session,
                                    feeds, goal or default_tolerance(spec.precision))
@@ -210,9 +204,6 @@ class OnnxRuntimeTarget(Target):
     def _open(self, artifact: Artifact) -> Session:
         import onnxruntime as ort
 
-        from vlc.targets.onnxruntime.providers import choose_providers
-        from vlc.targets.onnxruntime.session import OrtSession, session_options
-
         spec = self.artifact_spec(artifact)
         providers = choose_providers(spec.device, spec.options["providers"])
         per_operator = functools.partial(self._operator_profile, artifact)
@@ -233,11 +224,6 @@ class OnnxRuntimeTarget(Target):
         return OrtSession(session, spec.device, per_operator)
 
     def _operator_profile(self, artifact: Artifact, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        from vlc.targets.onnxruntime.cuda_session import cuda_provider
-        from vlc.targets.onnxruntime.op_profile import profile_operators
-        from vlc.targets.onnxruntime.providers import choose_providers
-        from vlc.targets.onnxruntime.session import session_options
-
         spec = self.artifact_spec(artifact)
         providers: list[Any] = choose_providers(spec.device, spec.options["providers"])
         if providers[0] == "CUDAExecutionProvider":

@@ -12,7 +12,7 @@ from vlc.errors import CompileError, InputError, VlcError
 from vlc.signature import Signature
 from vlc.spec import Precision, TargetSpec
 from vlc.target import Availability, Capabilities, CompileSource, OptionInfo, Session, Target, batch_range
-from vlc.targets.torch.session import MODES
+from vlc.targets.torch.session import MODES, WEIGHTS, TorchSession, check_device, check_mode, load_module, torch_dtype
 
 
 def _probe_torch() -> Availability | None:
@@ -82,7 +82,6 @@ class TorchTarget(Target):
 
     def validate_spec(self, spec: TargetSpec, signature: Signature) -> TargetSpec:
         spec = super().validate_spec(spec, signature)
-        from vlc.targets.torch.session import check_mode
 
         check_mode(spec.options["mode"], spec.device)  # reduce-overhead needs cuda
         if spec.precision == Precision.TF32 and spec.device != "cuda":
@@ -92,8 +91,6 @@ class TorchTarget(Target):
 
     def _compile(self, source: CompileSource, spec: TargetSpec, build: BuildDir) -> None:
         import torch
-
-        from vlc.targets.torch.session import WEIGHTS, TorchSession, check_device, load_module, torch_dtype
 
         if source.model is None:
             raise InputError(f"target torch needs a PyTorch model; got an ONNX file ({source.ref})",
@@ -135,8 +132,6 @@ class TorchTarget(Target):
         build.log(f"checked: re-created from {model.ref} and ran batch {batch} on {spec.device}")
 
     def _open(self, artifact: Artifact) -> Session:
-        from vlc.targets.torch.session import TorchSession, check_device, load_module
-
         spec = artifact.spec
         check_device(spec.device)
         extra = artifact.manifest.extra

@@ -23,6 +23,8 @@ from typing import Any
 
 from vlc.artifact import BuildDir, keep_failed_log
 from vlc.errors import CompileError, InputError
+from vlc.plugins import apply_plugins
+from vlc.plugins import trt as trt_plugins
 from vlc.signature import Signature
 from vlc.spec import ShapeRange, TargetSpec
 from vlc.targets.trt.backend import Backend
@@ -63,9 +65,6 @@ def apply_vlc_plugins(backend: Backend, graph: Path, target: str, enabled: list[
     with vlc plugin nodes get their Python plugins registered here, before parsing.
     """
     import onnx_ir as ir
-
-    from vlc.plugins import apply_plugins
-    from vlc.plugins import trt as trt_plugins
 
     model = ir.load(str(graph))
     model, report = apply_plugins(model, target, enabled)

@@ -7,25 +7,21 @@ from typing import Any
 
 from vlc.hookspecs import hookimpl
 from vlc.target import Target
+from vlc.targets.trt import parser_rewrites
+from vlc.targets.trt.target import TrtRtxTarget, TrtTarget
 
 
 @hookimpl
 def register_targets(register: Callable[[Target], None]) -> None:
-    from vlc.targets.trt.target import TrtRtxTarget, TrtTarget
-
     register(TrtTarget())
     register(TrtRtxTarget())
 
 
 @hookimpl
 def register_passes(register: Callable[[Any], None]) -> None:
-    from vlc.targets.trt import parser_rewrites  # numpy and the rules: only when passes are asked for
-
     parser_rewrites.register_passes(register)
 
 
 @hookimpl
 def register_pass_sets(register: Callable[[Any], None]) -> None:
-    from vlc.targets.trt import parser_rewrites
-
     parser_rewrites.register_pass_sets(register)

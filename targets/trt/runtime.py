@@ -29,6 +29,7 @@ from vlc.errors import CompileError, InputError, TargetUnavailable
 from vlc.targets.trt.backend import Backend
 from vlc.targets.trt.cuda import Gpu
 from vlc.targets.trt.pg import polygraphy_for
+from vlc.targets.trt.summary import assemble
 from vlc.timing import ProfileResult, ProfileSettings, time_host_calls
 
 log = logging.getLogger("vlc")
@@ -377,8 +378,6 @@ def profile_session(session: TrtSession, feeds: Mapping[str, np.ndarray], settin
     """Latency from Polygraphy's TrtRunner.infer (vlc.timing's host clock), unless CUDA graphs are
     asked for (Polygraphy has none: then the graph replays are timed); the H2D / compute / D2H
     breakdown from vlc's CUDA events in a run of their own."""
-    from vlc.targets.trt.summary import assemble
-
     prepared = session.engine_feeds(feeds)
     samples, walltime, replayed, why = event_breakdown(session, prepared, settings)
     if settings.cuda_graph and why is not None:

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from vlc import shape_choice
 from vlc.artifact import Artifact, BuildDir
 from vlc.errors import InputError, TargetUnavailable
 from vlc.options import cosine, integer, lower_text, words
@@ -22,7 +23,10 @@ from vlc.signature import Signature
 from vlc.spec import Precision, ShapeRange, TargetSpec
 from vlc.target import Availability, Capabilities, CompileSource, OptionInfo, Session, Target, batch_range
 from vlc.targets.trt.backend import TENSORRT, TENSORRT_RTX, Backend, load_backend
+from vlc.targets.trt.cuda import gpus
+from vlc.targets.trt.parser_rewrites import rewrite_for_parser
 from vlc.targets.trt.presets import DEFAULT_PRESET, GpuPreset, gpu_presets, preset_for_capability
+from vlc.targets.trt.runtime import TrtSession
 
 # vlc.frontend.precision's calibration methods (quantize.METHODS), named here so that listing the
 # targets does not import the precision pass; tests/test_options.py checks that the two agree
@@ -119,8 +123,6 @@ class TrtTarget(Target):
 
     # ---- availability ----------------------------------------------------------------------
     def available(self) -> Availability:
-        from vlc.targets.trt.cuda import gpus
-
         try:
             backend = self.backend()
         except TargetUnavailable as exc:
@@ -153,7 +155,10 @@ class TrtTarget(Target):
         preset = gpu_presets()[spec.preset or DEFAULT_PRESET]
         enabled = spec.options["plugins"]
         if enabled:  # unknown names fail here, before any conversion or build work
-            from vlc.plugins.apply import _resolve_enabled, registered_plugins
+            from vlc.plugins.apply import (  # local: loads onnx and onnx_ir and onnxscript
+                _resolve_enabled,
+                registered_plugins,
+            )
 
             _resolve_enabled(registered_plugins(), self.name, enabled)
         tf32 = spec.options["tf32"]
@@ -184,8 +189,12 @@ class TrtTarget(Target):
                                  f"TensorRT 10/11 on a {preset.gpu}")
 
     def _compile(self, source: CompileSource, spec: TargetSpec, build: BuildDir) -> None:
-        from vlc.targets.trt.builder import BuildSettings, apply_vlc_plugins, build_engine, optimization_profile
-        from vlc.targets.trt.cuda import gpus
+        from vlc.targets.trt.builder import (  # local: loads onnx and onnx_ir and onnxscript and triton
+            BuildSettings,
+            apply_vlc_plugins,
+            build_engine,
+            optimization_profile,
+        )
 
         backend = self.backend()
         preset = gpu_presets()[spec.preset or DEFAULT_PRESET]
@@ -240,8 +249,6 @@ class TrtTarget(Target):
                             build: BuildDir) -> Path:
         """The graph with the forms TensorRT's parser rejects replaced (parser_rewrites.py); the
         rewritten graph is kept in the artifact as what was parsed."""
-        from vlc.targets.trt.parser_rewrites import rewrite_for_parser
-
         rewritten, report = rewrite_for_parser(graph, build.path, profile, rtx=backend.is_rtx)
         build.extra["parser_rewrites"] = report.to_json()
         if report.changed:
@@ -286,8 +293,6 @@ class TrtTarget(Target):
                        build: BuildDir) -> tuple[TargetSpec, dict[str, Any] | None]:
         """The spec with sizes for dynamic dims nobody gave a range for (warned and recorded in the
         manifest), and inputs at those sizes for the precision check; (spec, None) when none were chosen."""
-        from vlc import shape_choice
-
         chosen, notes = shape_choice.choose_shapes(
             source.onnx_path, source.signature, spec, input_specs=list(source.input_specs),
             default_batches=source.model.batch_sizes if source.model is not None else None)
@@ -313,7 +318,7 @@ class TrtTarget(Target):
             if precision is not Precision.INT8:  # TensorRT < 11 picks fp16/bf16 kernels itself
                 return source.onnx_path, {"precision": precision.value, "tool": "TensorRT builder flags",
                                           "flags": list(settings.legacy_flags)}
-        from vlc.frontend.precision import CalibrationData, convert, parse_goal
+        from vlc.frontend.precision import CalibrationData, convert, parse_goal  # local: loads onnx
 
         islands, goal = parse_goal(spec.options["islands"], spec.options["accuracy"], precision.value)
         calibration = None
@@ -347,8 +352,6 @@ class TrtTarget(Target):
 
     # ---- run / profile ---------------------------------------------------------------------
     def _gpu_for(self, artifact: Artifact) -> Any:
-        from vlc.targets.trt.cuda import gpus
-
         found, why = gpus()
         if not found:
             raise TargetUnavailable(f"running a TensorRT engine needs a CUDA GPU: {why}",
@@ -370,8 +373,6 @@ class TrtTarget(Target):
         return backend
 
     def _open(self, artifact: Artifact) -> Session:
-        from vlc.targets.trt.runtime import TrtSession
-
         backend = self._artifact_backend(artifact)
         return TrtSession(artifact, backend, self._gpu_for(artifact))
 
