@@ -155,7 +155,7 @@ class TrtTarget(Target):
         preset = gpu_presets()[spec.preset or DEFAULT_PRESET]
         enabled = spec.options["plugins"]
         if enabled:  # unknown names fail here, before any conversion or build work
-            from vlc.plugins.apply import (  # local: loads onnx and onnx_ir and onnxscript
+            from vlc.plugins.apply import (  # local: loads onnx, onnx_ir and onnxscript
                 _resolve_enabled,
                 registered_plugins,
             )
@@ -189,7 +189,7 @@ class TrtTarget(Target):
                                  f"TensorRT 10/11 on a {preset.gpu}")
 
     def _compile(self, source: CompileSource, spec: TargetSpec, build: BuildDir) -> None:
-        from vlc.targets.trt.builder import (  # local: loads onnx and onnx_ir and onnxscript and triton
+        from vlc.targets.trt.builder import (  # local: loads onnx, onnx_ir and onnxscript
             BuildSettings,
             apply_vlc_plugins,
             build_engine,
