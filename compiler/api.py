@@ -24,13 +24,8 @@ from typing import TYPE_CHECKING, Any
 from vlc import plugin_manager
 from vlc.accuracy import compare_outputs, default_tolerance, tolerance_with
 from vlc.artifact import Artifact
-from vlc.bench.runner import BenchConfig, run_bench
 from vlc.environment import collect
 from vlc.errors import AccuracyError, InputError, TargetUnavailable
-from vlc.frontend.feeds import artifact_inputs
-from vlc.frontend.loader import load_model
-from vlc.frontend.pipeline import FrontendOptions
-from vlc.frontend.pipeline import prepare as frontend_prepare
 from vlc.inputs import check_batch, default_batch, load_arrays, load_inputs
 from vlc.measure import REFERENCE_ONNX, REFERENCE_TORCH, flop_count, make_record, profile_settings, reference_outputs
 from vlc.model import ModelSource
@@ -54,6 +49,7 @@ if TYPE_CHECKING:  # numpy and the heavy layers are imported by the functions th
 
     from vlc.accuracy import AccuracyReport
     from vlc.bench.runner import BenchSummary
+    from vlc.frontend.pipeline import FrontendOptions
     from vlc.records import BenchRecord
     from vlc.timing import ProfileResult
 
@@ -113,6 +109,9 @@ def make_spec(target: str | Target, precision: str | Precision = "fp32", *, pres
 def prepare(model: str, *, cache_dir: Path | None = None, frontend: FrontendOptions | None = None) -> CompileSource:
     """The front end: the model (example name, file.py:factory, module:factory or .onnx file)
     exported and normalized once; later calls with the same model and options reuse the cache."""
+    from vlc.frontend.pipeline import FrontendOptions  # local: startup
+    from vlc.frontend.pipeline import prepare as frontend_prepare  # local: startup
+
     source = frontend_prepare(absolute_ref(model), cache_dir=cache_dir, options=frontend or FrontendOptions())
     source.onnx_path = Path(source.onnx_path).resolve()
     return source
@@ -248,6 +247,8 @@ def _onnx_file_artifact(path: Path, step: Step) -> tuple[Artifact, Target]:
     target.require_available()
     scratch = Path(tempfile.mkdtemp(prefix="vlc-onnx-"))
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    from vlc.frontend.pipeline import FrontendOptions  # local: startup
+
     with step(f"building an onnxruntime artifact of {path.name}"):
         source = prepare(str(path.resolve()), cache_dir=scratch / "cache",
                          frontend=FrontendOptions(simplify=False, passes=(), parity=False))
@@ -263,6 +264,8 @@ def inputs(artifact: Artifact, *, files: Sequence[str] = (), batch: int | None =
     if files and batch is not None:
         raise InputError("--batch applies to generated inputs, not to --input files",
                          fix="drop --batch; the files' first axis is the batch")
+    from vlc.frontend.feeds import artifact_inputs  # local: startup
+
     return artifact_inputs(artifact, files=list(files), batch=batch, seed=seed)
 
 
@@ -384,6 +387,8 @@ def is_torch_ref(ref: str | None) -> bool:
 def torch_reference(ref: str, feeds: Mapping[str, np.ndarray], weights: str | None = None
                     ) -> dict[str, np.ndarray]:
     """The original PyTorch model (with the weights it was compiled with), true fp32 on the CPU."""
+    from vlc.frontend.loader import load_model  # local: startup
+
     source = load_model(ref, weights=weights)
     if not isinstance(source, ModelSource):
         raise InputError(f"--reference torch needs a PyTorch model; the artifact was built from {ref}",
@@ -445,5 +450,7 @@ def bench(model: str, targets: Sequence[str], precisions: Sequence[str] = ("fp32
           **config: Any) -> BenchSummary:
     """`vlc bench`: every target x precision x batch cell of `model`, one record each in
     `results` (default ./results); keywords as vlc.bench.runner.BenchConfig takes them."""
+    from vlc.bench.runner import BenchConfig, run_bench  # local: startup
+
     settings = BenchConfig(model, list(targets), list(precisions), list(batches) if batches else None, **config)
     return run_bench(settings) if progress is None else run_bench(settings, progress)

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import typer
 
-from vlc.bench import BenchConfig, run_bench
-from vlc.bench.variants import split_entries
 from vlc.cli import console
 from vlc.cli.profile_cmd import parse_batches, timing_settings
 from vlc.errors import InputError, VlcError
@@ -83,6 +81,9 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary of the cells."),
     ) -> None:
         """Export once, compile each target x precision, check accuracy, profile every batch size."""
+        from vlc.bench import BenchConfig, run_bench  # local: startup
+        from vlc.bench.variants import split_entries  # local: startup
+
         outputs = _claim_outputs(results, artifacts, emit)
         settings = timing_settings(warmup, iterations, duration, include_transfers=not no_transfers)
         entries = split_entries(targets)

@@ -6,14 +6,9 @@ from pathlib import Path
 
 import typer
 
-from vlc.campaign import load_campaign, run_cluster, run_local
-from vlc.campaign.runner import import_ray
 from vlc.cli import console
 from vlc.cli.bench_cmd import CellsFailed, _claim_outputs, _mark_outputs
 from vlc.outdir import check_output_file, claim_output_dir
-from vlc.records import load_records
-from vlc.report.build import build
-from vlc.report.render import check_output, write
 
 
 def _progress_printer(bar: object, title: str):
@@ -32,6 +27,10 @@ def _progress_printer(bar: object, title: str):
 
 def write_report(results: Path, output: Path, *, baseline: str | None, published: bool) -> Path:
     """`vlc report RESULTS -o OUTPUT` of the campaign's results."""
+    from vlc.records import load_records  # local: startup
+    from vlc.report.build import build  # local: startup
+    from vlc.report.render import check_output, write  # local: startup
+
     check_output(output)
     check_output_file(output)
     loaded = load_records([results])
@@ -56,6 +55,9 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary of the records."),
     ) -> None:
         """Run every run table of FILE: here through `vlc bench`, or one Ray task per cell on a cluster."""
+        from vlc.campaign import load_campaign, run_cluster, run_local  # local: startup
+        from vlc.campaign.runner import import_ray  # local: startup
+
         campaign = load_campaign(file)
         if cluster is not None:
             import_ray()  # the install hint before anything else

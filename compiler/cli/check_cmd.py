@@ -23,7 +23,6 @@ from vlc.cli.options import (
     TargetOptionsOpt,
     build_spec,
 )
-from vlc.frontend.pipeline import prepare
 from vlc.plugin_manager import get_target
 from vlc.preflight import CheckReport
 
@@ -76,6 +75,8 @@ def register(app: typer.Typer) -> None:
         """Check a model against a target's compiler before compiling; exit 1 if it cannot pass."""
         tgt = get_target(target)
         spec = build_spec(tgt, precision, preset, shapes, batch, option)
+        from vlc.frontend.pipeline import prepare  # local: startup
+
         source = prepare(model, cache_dir=cache_dir)
         if not tgt.capabilities.preflight:
             tgt.validate_spec(spec, source.signature)

@@ -19,13 +19,14 @@ from vlc.cli.options import (
     WeightsOpt,
 )
 from vlc.errors import InputError
-from vlc.frontend.pipeline import FrontendOptions, prepare
 from vlc.onnx_files import copy_onnx
 from vlc.outdir import check_output_file, current_umask
 
 
 def frontend_options(exporter: str, opset: int | None, passes: str | None, no_simplify: bool,
                      no_parity: bool, weights: str | None) -> Any:
+    from vlc.frontend.pipeline import FrontendOptions  # local: startup
+
     return FrontendOptions(exporter=exporter, opset=opset, simplify=not no_simplify,
                            passes=None if passes is None else tuple(filter(None, passes.split(","))),
                            parity=not no_parity, weights=weights)
@@ -97,6 +98,8 @@ def register(app: typer.Typer) -> None:
         """Export a model to one normalized ONNX graph, with a parity check against PyTorch."""
         check_export_output(output, model)  # before the (slow) front end
         options = frontend_options(exporter, opset, passes, no_simplify, no_parity, weights)
+        from vlc.frontend.pipeline import prepare  # local: startup
+
         with console.progress(f"exporting {model}"):
             source = prepare(model, cache_dir=cache_dir, options=options)
         copy_graph(source.onnx_path, output)

@@ -8,9 +8,6 @@ import typer
 
 from vlc.cli import console
 from vlc.outdir import check_output_file
-from vlc.records import load_records
-from vlc.report.build import build
-from vlc.report.render import check_output, write
 
 
 def register(app: typer.Typer) -> None:
@@ -29,6 +26,10 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the files written as JSON."),
     ) -> None:
         """Tables (latency, throughput, speed-up, utilisation, accuracy, environment) and plots."""
+        from vlc.records import load_records  # local: startup
+        from vlc.report.build import build  # local: startup
+        from vlc.report.render import check_output, write  # local: startup
+
         check_output(output)
         check_output_file(output)
         sources = [str(p) for p in results]

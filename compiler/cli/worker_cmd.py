@@ -23,9 +23,6 @@ from pathlib import Path
 
 import typer
 
-from vlc.campaign.cells import MACHINE_ENV
-from vlc.campaign.ray_start import LOOPBACK
-from vlc.campaign.resources import parse_resources, probe_resources
 from vlc.cli import console
 from vlc.errors import InputError
 
@@ -45,6 +42,8 @@ def ray_executable() -> str:
 def ray_start_command(*, head: bool, address: str | None, resources: dict[str, float],
                       port: int | None, node_ip: str | None, num_cpus: int | None,
                       extra: list[str], temp_dir: Path | None = None) -> list[str]:
+    from vlc.campaign.ray_start import LOOPBACK  # local: startup
+
     ray = ray_executable()  # Ray installed, or the hint
     # a loopback node address goes through vlc's launcher: `ray start` would replace it
     command = [sys.executable, "-m", "vlc.campaign.ray_start"] if node_ip in LOOPBACK else [ray]
@@ -149,6 +148,9 @@ def register(app: typer.Typer) -> None:
         if temp_dir is not None and not temp_dir.is_absolute():
             raise InputError(f"--temp-dir {temp_dir} is not an absolute path",
                              fix=f"e.g. --temp-dir {temp_dir.absolute()}")
+        from vlc.campaign.cells import MACHINE_ENV  # local: startup
+        from vlc.campaign.resources import parse_resources, probe_resources  # local: startup
+
         offered = {**probe_resources(), **parse_resources(resources)}
         command = ray_start_command(head=head, address=address, resources=offered, port=port, node_ip=node_ip,
                                     num_cpus=num_cpus, extra=list(ctx.args), temp_dir=temp_dir)

@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from vlc.records import load_records
-from vlc.report.build import build
-from vlc.report.render import check_output, write
-
 
 def make_report(results: Iterable[str | Path], out: str | Path, *, baseline: str | None = None,
                 published: bool = False, plots: bool = True) -> list[Path]:
     """Merge the records under `results` and write the report; return the files written."""
+    from vlc.records import load_records  # local: startup
+    from vlc.report.build import build  # local: startup
+    from vlc.report.render import check_output, write  # local: startup
+
     check_output(Path(out))  # before any work: a bad file name is the cheapest error
     sources = [str(p) for p in results]
     loaded = load_records(sources)

@@ -11,12 +11,9 @@ from vlc.cli import console
 from vlc.cli.debug_cmd import print_report
 from vlc.cli.options import build_spec
 from vlc.errors import InputError
-from vlc.frontend.pipeline import prepare
 from vlc.outdir import check_output_file, claim_output_dir
 from vlc.plugin_manager import get_target
 from vlc.records import write_record
-from vlc.targets.ascend.bundle import emit_bundle, import_results
-from vlc.targets.ascend.imported import bench_records
 
 ascend_app = typer.Typer(help="Ascend bundles: emit for a machine with the CANN toolkit, import its results.",
                          no_args_is_help=True)
@@ -37,6 +34,9 @@ def emit(
     claim_output_dir(directory, "bundle", option="directory")  # before the (slow) front end
     tgt = get_target(target)
     spec = build_spec(tgt, precision, preset, shapes, batch, option)
+    from vlc.frontend.pipeline import prepare  # local: startup
+    from vlc.targets.ascend.bundle import emit_bundle  # local: startup
+
     out = emit_bundle(prepare(model), spec, directory, target=tgt)
     console.out.print(f"wrote {out}: run compile.sh, run.sh and profile.sh on an Ascend machine, then "
                       f"`vlc ascend import {out}`", highlight=False)
@@ -64,6 +64,9 @@ def import_(
         raise InputError(f"--html {html} does not end in .html", fix="name the page report.html")
     if results_dir is not None:
         claim_output_dir(results_dir, "results", option="--results")
+    from vlc.targets.ascend.bundle import import_results  # local: startup
+    from vlc.targets.ascend.imported import bench_records  # local: startup
+
     results = import_results(directory)
     bench = []
     if results_dir is not None:

@@ -20,7 +20,6 @@ from vlc.target import GEARS, PER_BATCH, Availability, Capabilities, CompileSour
 from vlc.targets.ascend import atc as atc_mod
 from vlc.targets.ascend.ais_bench import AisBench, find_ais_bench
 from vlc.targets.ascend.builds import prepare_builds
-from vlc.targets.ascend.bundle import emit_bundle
 from vlc.targets.ascend.cann import soc_presets, soc_table
 from vlc.targets.ascend.options import OPTIONS, AscendOptions, parse_options
 from vlc.targets.ascend.precision import AUTO_ISLANDS_FILE
@@ -95,6 +94,8 @@ class AscendTarget(Target):
     def emit_bundle(self, source: CompileSource, spec: TargetSpec, out_dir: str | Path) -> Path:
         """A self-contained bundle (ONNX, atc/ais_bench scripts, inputs, references) for a machine
         with the CANN toolkit; `vlc bench --emit` and `vlc compile --emit` call this."""
+        from vlc.targets.ascend.bundle import emit_bundle  # local: startup (`vlc targets` loads this module)
+
         return emit_bundle(source, spec, out_dir, target=self)
 
     def sweep_options(self, batches: list[int], options: Mapping[str, Any]) -> dict[str, Any]:

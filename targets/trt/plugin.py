@@ -7,7 +7,6 @@ from typing import Any
 
 from vlc.hookspecs import hookimpl
 from vlc.target import Target
-from vlc.targets.trt import parser_rewrites
 from vlc.targets.trt.target import TrtRtxTarget, TrtTarget
 
 
@@ -19,9 +18,13 @@ def register_targets(register: Callable[[Target], None]) -> None:
 
 @hookimpl
 def register_passes(register: Callable[[Any], None]) -> None:
+    from vlc.targets.trt import parser_rewrites  # local: startup (numpy and the rules, for commands that run passes)
+
     parser_rewrites.register_passes(register)
 
 
 @hookimpl
 def register_pass_sets(register: Callable[[Any], None]) -> None:
+    from vlc.targets.trt import parser_rewrites  # local: startup (numpy and the rules, for commands that run passes)
+
     parser_rewrites.register_pass_sets(register)
