@@ -21,15 +21,6 @@ import tomllib
 ROOT = Path(__file__).resolve().parents[1]
 MARK = "# local:"
 
-# Files whose function-local vlc imports are tolerated without the comment, with the modules
-# they import: these files are being changed elsewhere at the moment, and their imports are to
-# move to module level or get the comment with that change. Nothing else belongs here.
-ALLOWED: dict[str, set[str]] = {
-    "compiler/frontend/precision/int8.py": {"vlc.frontend.precision.sensitivity"},
-    "targets/onnxruntime/int8.py": {"vlc.accuracy", "vlc.frontend.precision", "vlc.frontend.precision.check",
-                                    "vlc.frontend.precision.int8"},
-}
-
 
 def package_folders(root: Path = ROOT) -> list[Path]:
     """The source folders of pyproject's package-dir (compiler -> vlc, targets -> vlc.targets, ...)."""
@@ -74,10 +65,10 @@ def offenders(root: Path = ROOT) -> list[str]:
             rel = path.relative_to(root).as_posix()
             text = path.read_text(encoding="utf-8")
             lines = text.splitlines()
-            for node, module in local_imports(ast.parse(text, filename=rel)):
+            for node, _module in local_imports(ast.parse(text, filename=rel)):
                 span = lines[node.lineno - 1:node.end_lineno or node.lineno]
                 reasons = [line.split(MARK, 1)[1].split("#", 1)[0].strip() for line in span if MARK in line]
-                if any(reasons) or module in ALLOWED.get(rel, set()):
+                if any(reasons):
                     continue
                 found.append(f"{rel}:{node.lineno}: {span[0].strip()}")
     return found
@@ -89,11 +80,6 @@ def test_vlc_modules_import_each_other_at_module_level() -> None:
         f"{len(found)} function-local import(s) of vlc modules: move each to module level, or, where that "
         "would make an import cycle or load a heavy framework when `vlc --help`/`vlc targets` start, "
         "say so on its line (`# local: loads onnx`, `# local: cycle with vlc.x`):\n" + "\n".join(found))
-
-
-def test_allowed_files_exist() -> None:
-    """An entry of ALLOWED for a file that moved or went away would silently allow nothing."""
-    assert [name for name in ALLOWED if not (ROOT / name).is_file()] == []
 
 
 def test_finds_a_bare_local_import(tmp_path: Path) -> None:

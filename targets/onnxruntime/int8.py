@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from vlc.accuracy import compare_outputs
 from vlc.target import CompileSource
 
 TENSORRT = "TensorrtExecutionProvider"
@@ -29,7 +30,7 @@ INT8_METHODS = ("mse", "minmax", "entropy", "percentile")
 
 def int8_convert_args(source: CompileSource, options: Mapping[str, Any], providers: list[Any]) -> dict[str, Any]:
     """convert()'s int8 arguments from the target's options: calibration, method and settings."""
-    from vlc.frontend.precision import CalibrationData, Int8Settings
+    from vlc.frontend.precision import CalibrationData, Int8Settings  # local: loads onnx
 
     if options["calibration"]:
         calibration = CalibrationData.from_option(options["calibration"])
@@ -54,9 +55,8 @@ def runtime_int8(main: Path, optimized: Path | None, source: CompileSource, sess
     which is what every machine computes only where the kernels do not saturate."""
     import onnx
 
-    from vlc.accuracy import compare_outputs
-    from vlc.frontend.precision.check import run_onnx
-    from vlc.frontend.precision.int8 import ort_kernel_share
+    from vlc.frontend.precision.check import run_onnx  # local: loads onnx
+    from vlc.frontend.precision.int8 import ort_kernel_share  # local: loads onnx
 
     fp32 = onnx.load(str(source.onnx_path), load_external_data=False)
     result: dict[str, Any] = {}

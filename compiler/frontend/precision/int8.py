@@ -38,6 +38,7 @@ from vlc.frontend.precision.quantize import (
     quantize_int8,
     quantized_nodes,
 )
+from vlc.frontend.precision.sensitivity import DEFAULT_MAX_RUNS, _node_flops, plan_int8
 
 if TYPE_CHECKING:  # onnx is imported where it is used: `vlc targets` lists options without it
     import onnx
@@ -146,8 +147,6 @@ def build_int8(source: Path, out_path: Path, calibration: CalibrationData, *,
     counts = quantize_int8(source, out_path, calibration, ranges=ranges, **quant)
     plan, excluded, note, described = None, [], None, None
     if settings.mode == "auto":
-        from vlc.frontend.precision.sensitivity import DEFAULT_MAX_RUNS, plan_int8
-
         assert check_feeds is not None  # checked on entry
         feeds = [dict(check_feeds)]
         extra = _stack(calibration.feeds[:settings.plan_samples])
@@ -193,8 +192,6 @@ def _stack(feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray] | None:
 def _mac_totals(model: onnx.ModelProto, int8: set[str], op_types: tuple[str, ...],
                 batch: int) -> tuple[float, float]:
     """MACs of the int8 nodes and of every `op_types` node (vlc.flops counts FLOPs = 2 MACs)."""
-    from vlc.frontend.precision.sensitivity import _node_flops
-
     flops = _node_flops(model, batch)
     names = [n.name for n in model.graph.node if n.op_type in op_types]
     total = sum(flops.get(n) or 0 for n in names) / 2
