@@ -184,10 +184,12 @@ def keep_failed_log(build: BuildDir, text: str | None = None) -> Path:
         path = build.path.parent / (f"{name}.failed-build.log" if k == 0 else f"{name}.failed-build.{k}.log")
         if path.is_symlink() or (path.exists() and not _written_by_vlc(path)):
             continue
-        tmp = make_temp_dir(build.path.parent, f".{name}.failed-log-") / "log"
-        tmp.write_text(body)
-        os.replace(tmp, path)
-        tmp.parent.rmdir()
+        scratch = make_temp_dir(build.path.parent, f".{name}.failed-log-")
+        try:
+            (scratch / "log").write_text(body)
+            os.replace(scratch / "log", path)  # whole or not at all
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         return path
     raise InputError(f"no free name for the failed-build log of {name} in {build.path.parent}",
                      fix="remove old NAME.failed-build.N.log files")
