@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -99,6 +98,7 @@ class BuildDir:
     """A directory being built; `files` and `extra` end up in the manifest."""
 
     path: Path
+    output: str = "vlc"  # the name of the directory it becomes (a failed build's log is named after it)
     files: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     tool_versions: dict[str, str] = field(default_factory=dict)
@@ -171,15 +171,14 @@ def keep_source_graph(build: BuildDir, source_onnx: Path, source_hash: str) -> s
 FAILED_LOG_HEADER = "# vlc failed-build log"  # the first line of every such file: vlc may replace it
 
 
-def keep_failed_log(build: BuildDir, text: str | None = None) -> Path:
-    """Keep a failed build's log (`text`, else its build.log) beside the output as
-    `NAME.failed-build.log`, since the build directory is removed on failure. A file of that name
-    that vlc did not write is left alone: the log goes to the first free `NAME.failed-build.N.log`."""
-    match = re.match(r"^\.(.+)\.building-", build.path.name)
-    name = match.group(1) if match else "vlc"
-    if text is None:
-        text = build.log_path.read_text(errors="replace") if build.log_path.exists() else ""
-    body = f"{FAILED_LOG_HEADER} of {name}; a later failed build replaces it\n{text}"
+def keep_failed_log(build: BuildDir, extra: str = "") -> Path:
+    """Keep a failed build's log (its build.log, then `extra`: e.g. the vendor compiler's output)
+    beside the output as `NAME.failed-build.log`, since the build directory is removed on failure.
+    A file of that name that vlc did not write is left alone: the log goes to the first free
+    `NAME.failed-build.N.log`."""
+    name = build.output
+    text = build.log_path.read_text(errors="replace") if build.log_path.exists() else ""
+    body = f"{FAILED_LOG_HEADER} of {name}; a later failed build replaces it\n{text}{extra}"
     for k in range(1000):
         path = build.path.parent / (f"{name}.failed-build.log" if k == 0 else f"{name}.failed-build.{k}.log")
         if path.is_symlink() or (path.exists() and not _written_by_vlc(path)):
@@ -216,7 +215,7 @@ def building(out_dir: Path) -> Iterator[BuildDir]:
         clean_orphans(real.parent, real.name, locked=True, mkdtemp_names=False)
         tmp = make_temp_dir(real.parent, f".{real.name}.building-")
         try:
-            yield BuildDir(tmp)
+            yield BuildDir(tmp, output=real.name)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -131,8 +131,7 @@ class AscendTarget(Target):
             log_path = build.path / f"atc_{prepared.name}.log"
             log_path.write_text(result.output)
             if not result.success:
-                kept = keep_failed_log(build, f"{build.log_path.read_text() if build.log_path.exists() else ''}"
-                                              f"--- {log_path.name} ---\n{result.output}")
+                kept = keep_failed_log(build, f"--- {log_path.name} ---\n{result.output}")
                 raise atc_mod.failure_message(result, kept)
             if not result.om_files:
                 raise CompileError("atc reported success but wrote no .om file",
