@@ -38,6 +38,14 @@ def _static_dims(value: ir.Value, rank: int) -> list[int] | None:
     return [d if d is not None else -1 for d in dims]  # the batch may be symbolic: -1
 
 
+def _matched_dims(value: ir.Value, rank: int) -> list[int]:
+    """_static_dims of a value its rule's check() has already matched on them."""
+    dims = _static_dims(value, rank)
+    if dims is None:
+        raise AssertionError(f"{value.name}: rewrite of a value without the static dims check() matched")
+    return dims
+
+
 def _const(op: Any, array: np.ndarray, name: str) -> ir.Value:
     return op.initializer(ir.tensor(np.ascontiguousarray(array)), name)
 
@@ -83,7 +91,7 @@ class PatchConvToMatMul(pattern.RewriteRuleClassBase):
         node = conv.producer()
         weight = w.const_value.numpy()
         out_channels, channels, kh, kw = weight.shape
-        _, _, height, width = _static_dims(x, 4) or (0, 0, 0, 0)  # check() matched static dims
+        _, _, height, width = _matched_dims(x, 4)
         gh, gw = height // kh, width // kw
         name = conv.name  # value names are unique in a graph; node names need not be
         blocks = op.Reshape(x, _const(op, np.array([-1, channels, gh, kh, gw, kw], np.int64),
@@ -122,7 +130,7 @@ class PatchTokens(pattern.RewriteRuleClassBase):
         return result
 
     def rewrite(self, op, nhwc, flat_shape, flat, **_unused):
-        _, h, w, c = _static_dims(nhwc, 4) or (0, 0, 0, 0)  # check() matched static dims
+        _, h, w, c = _matched_dims(nhwc, 4)
         return op.Reshape(nhwc, _const(op, np.array([-1, h * w, c], np.int64), f"{flat.name}_tokens"))
 
 
