@@ -8,7 +8,7 @@ import typer
 
 from vlc.cli import console
 from vlc.cli.bench_cmd import CellsFailed, _claim_outputs, _mark_outputs
-from vlc.outdir import check_output_file, claim_output_dir
+from vlc.outdir import claim_output_dir
 
 
 def _progress_printer(bar: object, title: str):
@@ -27,16 +27,9 @@ def _progress_printer(bar: object, title: str):
 
 def write_report(results: Path, output: Path, *, baseline: str | None, published: bool) -> Path:
     """`vlc report RESULTS -o OUTPUT` of the campaign's results."""
-    from vlc.records import load_records  # local: startup
-    from vlc.report.build import build  # local: startup
-    from vlc.report.render import check_output, write  # local: startup
+    from vlc.report import make_report  # local: startup
 
-    check_output(output)
-    check_output_file(output)
-    loaded = load_records([results])
-    doc = build(loaded.records, baseline=baseline, published=published, plots=True,
-                sources=[str(results)], notes=loaded.replaced)
-    return write(doc, output)[0]
+    return make_report([results], output, baseline=baseline, published=published)[0]
 
 
 def register(app: typer.Typer) -> None:
